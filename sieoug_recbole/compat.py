@@ -1,0 +1,145 @@
+"""Repairs of recbole 1.0.1 / recbole-cdr 0.1.0 on a current Python stack.
+
+Only these two framework versions work together, and both predate numpy 2 and torch 2.6.
+Each defect gets one small, named function below; :func:`apply` runs them all once (it is
+idempotent) and is called by ``import sieoug_recbole``. The framework's original callables
+are kept in :data:`ORIGINALS` so that tests can show each defect before its repair.
+"""
+import functools
+
+import numpy as np
+import torch
+
+ORIGINALS = {}
+_APPLIED = False
+
+# Top-level keys that recbole's sampled evaluation and trainer read but recbole-cdr never sets.
+DEFAULT_TOP_LEVEL_KEYS = {
+    "USER_ID_FIELD": "user_id",
+    "ITEM_ID_FIELD": "item_id",
+    "LABEL_FIELD": "label",
+    "NEG_PREFIX": "neg_",
+}
+
+
+def fix_numpy_float_alias():
+    """recbole's metrics and ``Interaction`` use ``np.float``, removed in numpy 1.24.
+
+    Sets the alias to the builtin ``float`` (what it always was) only where numpy lacks it.
+    """
+    if "float" not in np.__dict__:
+        np.float = float
+
+
+def load_checkpoint(path, map_location=None):
+    """Load a checkpoint written by the framework's trainer.
+
+    The framework pickles its whole ``Config`` into each checkpoint, which torch >= 2.6
+    refuses with its default ``weights_only=True``. Our trainer and loader call this (and only
+    they do: no process-wide setting changes). Load only files you trust.
+    """
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def fix_source_sampler_off_by_one():
+    """recbole-cdr's source-domain negative sampler can draw target-only items.
+
+    ``CrossDomainSourceSampler`` adds one to ``num_overlap_item``, which already counts the
+    padding id 0. Its candidate list therefore includes id ``num_overlap_item`` (the first
+    target-only item) and skips the last source-only item. We recompute the candidates from
+    the dataset's own counts after construction.
+    """
+    from recbole_cdr.sampler import crossdomain_sampler
+
+    cls = crossdomain_sampler.CrossDomainSourceSampler
+    if "CrossDomainSourceSampler.__init__" in ORIGINALS:
+        return
+    original = cls.__init__
+    ORIGINALS["CrossDomainSourceSampler.__init__"] = original
+
+    @functools.wraps(original)
+    def __init__(self, phases, dataset, built_datasets, distribution="uniform"):
+        original(self, phases, dataset, built_datasets, distribution)
+        n_overlap_item, n_target_only_item = dataset.num_overlap_item, dataset.num_target_only_item
+        n_overlap_user, n_target_only_user = dataset.num_overlap_user, dataset.num_target_only_user
+        self.overlapped_item_num = n_overlap_item
+        self.overlapped_user_num = n_overlap_user
+        self.item_num = n_overlap_item + dataset.num_source_only_item
+        self.item_id_list = np.concatenate([
+            np.arange(1, n_overlap_item),
+            np.arange(n_overlap_item + n_target_only_item, dataset.num_total_item)])
+        self.user_id_list = np.concatenate([
+            np.arange(1, n_overlap_user),
+            np.arange(n_overlap_user + n_target_only_user, dataset.num_total_user)])
+
+    cls.__init__ = __init__
+
+
+def id2token(dataset, field, ids):
+    """Raw tokens of internal ``ids`` of ``field`` (e.g. ``'target_item_id'``).
+
+    recbole-cdr 0.1.0 sets ``field2id_token`` to the keys of a ``ChainMap`` in an order
+    unrelated to the ids, so the framework's ``dataset.id2token`` returns wrong tokens. We
+    invert ``field2token_id``, which is right.
+    """
+    token_of = _inverse_token_table(dataset, field)
+    ids = np.asarray(ids.cpu() if isinstance(ids, torch.Tensor) else ids)
+    if ids.size and (ids.min() < 0 or ids.max() >= len(token_of)):
+        raise ValueError(f"ids out of range for field '{field}' (0..{len(token_of) - 1})")
+    return token_of[ids]
+
+
+def _inverse_token_table(dataset, field):
+    if field not in dataset.field2token_id:
+        raise KeyError(f"field '{field}' has no token mapping; known: {sorted(dataset.field2token_id)}")
+    mapping = dict(dataset.field2token_id[field])
+    table = np.empty(max(mapping.values()) + 1, dtype=object)
+    for token, idx in mapping.items():
+        table[idx] = token
+    return table
+
+
+def fix_config_defaults():
+    """Fill config keys the framework needs but does not set, and load our models' yaml.
+
+    - recbole's sampled evaluation reads top-level ``USER_ID_FIELD``, ``ITEM_ID_FIELD``,
+      ``LABEL_FIELD`` and ``NEG_PREFIX``, which recbole-cdr only sets per domain;
+    - recbole-cdr's packaged ``sample.yaml`` sets ``data_path: dataset/`` inside each domain
+      block, which silently overrides a user's top-level ``data_path``: we drop those two
+      internal defaults, so a domain's ``data_path`` is the user's, else the top-level one;
+    - the stock config reads model yaml only from inside recbole_cdr: we add the yaml of
+      models registered by this package (see :mod:`sieoug_recbole.registry`).
+    """
+    from recbole_cdr.config.configurator import CDRConfig
+
+    if "CDRConfig._load_internal_config_dict" in ORIGINALS:
+        return
+    original = CDRConfig._load_internal_config_dict
+    ORIGINALS["CDRConfig._load_internal_config_dict"] = original
+
+    @functools.wraps(original)
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        from sieoug_recbole.registry import model_yaml
+
+        original(self, model, model_class, dataset)
+        internal = self.internal_config_dict
+        for domain in ("source_domain", "target_domain"):
+            internal.get(domain, {}).pop("data_path", None)
+        for key, value in DEFAULT_TOP_LEVEL_KEYS.items():
+            internal.setdefault(key, value)
+        yaml_file = model_yaml(model)
+        if yaml_file is not None:
+            self._update_internal_config_dict(yaml_file)
+
+    CDRConfig._load_internal_config_dict = _load_internal_config_dict
+
+
+def apply():
+    """Apply every repair once; later calls do nothing."""
+    global _APPLIED
+    if _APPLIED:
+        return
+    fix_numpy_float_alias()
+    fix_source_sampler_off_by_one()
+    fix_config_defaults()
+    _APPLIED = True

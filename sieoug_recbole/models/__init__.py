@@ -1,0 +1,17 @@
+"""Every model of the package, registered by name on import (see :mod:`sieoug_recbole.registry`).
+
+Adding a model: one module with its class, one ``<Name>.yaml`` beside it, one line below.
+"""
+import os
+
+from sieoug_recbole.models.lightgcn import LightGCN
+from sieoug_recbole.registry import register_model
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _yaml(name):
+    return os.path.join(_HERE, f"{name}.yaml")
+
+
+register_model(LightGCN, yaml_file=_yaml("LightGCN"))

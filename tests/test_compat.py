@@ -1,0 +1,109 @@
+"""Each repair of recbole 1.0.1 / recbole-cdr 0.1.0: the defect, then the repair."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import sieoug_recbole
+from conftest import SYNTHETIC_YAML
+from sieoug_recbole import compat
+from sieoug_recbole.quick_start import build, make_config
+
+
+def test_apply_is_idempotent():
+    before = dict(compat.ORIGINALS)
+    compat.apply()
+    compat.apply()
+    assert compat.ORIGINALS == before
+
+
+def test_numpy_float_alias_needed_and_set():
+    code = ("import numpy as np\n"
+            "from recbole.evaluator.metrics import NDCG\n"
+            "try:\n    np.zeros_like(np.ones(2), dtype=np.float)\n    print('ok')\n"
+            "except AttributeError:\n    print('missing')\n")
+    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert plain.stdout.strip() == "missing"  # the defect: numpy 2 has no np.float
+    repaired = subprocess.run([sys.executable, "-c", "import sieoug_recbole\n" + code],
+                              capture_output=True, text=True)
+    assert repaired.stdout.strip() == "ok"
+    assert np.float is float
+
+
+def test_checkpoint_needs_repaired_loader(fast_config):
+    result = sieoug_recbole.run("LightGCN", [SYNTHETIC_YAML], fast_config, verbose=False)
+    path = result["saved_model_file"]
+    if tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 6):
+        with pytest.raises(Exception):
+            torch.load(path)  # the defect: weights_only=True refuses the pickled Config
+    checkpoint = compat.load_checkpoint(path)
+    assert checkpoint["config"]["model"] == "LightGCN"
+    assert "state_dict" in checkpoint
+
+
+def _source_sampler(fast_config, repaired):
+    from recbole_cdr.sampler.crossdomain_sampler import CrossDomainSourceSampler
+
+    config = make_config("LightGCN", [SYNTHETIC_YAML], fast_config)
+    dataset = build(config)[0]
+    if repaired:
+        return dataset, CrossDomainSourceSampler("train", dataset, [], "uniform")
+    sampler = CrossDomainSourceSampler.__new__(CrossDomainSourceSampler)
+    compat.ORIGINALS["CrossDomainSourceSampler.__init__"](sampler, "train", dataset, [], "uniform")
+    return dataset, sampler
+
+
+def test_source_sampler_off_by_one(fast_config):
+    dataset, original = _source_sampler(fast_config, repaired=False)
+    first_target_only = dataset.num_overlap_item
+    assert dataset.num_target_only_item > 0
+    assert first_target_only in original.item_id_list  # the defect: a target item is drawable
+
+    dataset, sampler = _source_sampler(fast_config, repaired=True)
+    source_items = set(dataset.source_domain_dataset.inter_feat[
+        dataset.source_domain_dataset.iid_field].numpy().tolist())
+    target_only = set(range(dataset.num_overlap_item,
+                            dataset.num_overlap_item + dataset.num_target_only_item))
+    candidates = set(sampler.item_id_list.tolist())
+    assert candidates == set(range(1, dataset.num_overlap_item)) | set(
+        range(dataset.num_overlap_item + dataset.num_target_only_item, dataset.num_total_item))
+    assert source_items <= candidates and not candidates & target_only
+    np.random.seed(0)
+    draws = set(sampler.sampling(20000).tolist())
+    assert not draws & target_only and 0 not in draws
+    assert dataset.num_total_item - 1 in draws  # the last source item is drawable again
+
+
+def test_id2token_maps_back_through_token_ids(fast_config):
+    config = make_config("LightGCN", [SYNTHETIC_YAML], fast_config)
+    dataset = build(config)[0]
+    single = dataset.target_domain_dataset
+    field = single.iid_field
+    ids = np.arange(1, 6)
+    ours = sieoug_recbole.id2token(single, field, ids)
+    assert [single.field2token_id[field][tok] for tok in ours] == ids.tolist()
+    framework = [single.id2token(field, int(i)) for i in ids]
+    assert framework != ours.tolist()  # the defect: shifted / unordered tokens
+    with pytest.raises(ValueError, match="out of range"):
+        sieoug_recbole.id2token(single, field, [10 ** 6])
+
+
+def test_config_defaults_and_top_level_data_path(fast_config, synthetic_dir):
+    from recbole_cdr.config import CDRConfig
+
+    config = CDRConfig(model="LightGCN", config_file_list=[SYNTHETIC_YAML], config_dict=fast_config)
+    for key, value in compat.DEFAULT_TOP_LEVEL_KEYS.items():
+        assert config[key] == value
+    assert config["source_domain"]["data_path"].startswith(synthetic_dir)
+    assert config["target_domain"]["data_path"].startswith(synthetic_dir)
+    assert config["n_layers"] == 3  # our model's own yaml was read
+
+    # the defect: without the repair, sample.yaml's 'dataset/' wins over the top-level path
+    original = compat.ORIGINALS["CDRConfig._load_internal_config_dict"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(CDRConfig, "_load_internal_config_dict", original)
+        stock = CDRConfig(model="LightGCN", config_file_list=[SYNTHETIC_YAML], config_dict=fast_config)
+    assert stock["source_domain"]["data_path"].startswith("dataset/")
+    assert stock["USER_ID_FIELD"] is None and stock["n_layers"] is None
