@@ -13,13 +13,15 @@ import torch
 ORIGINALS = {}
 _APPLIED = False
 
-# Top-level keys that recbole's sampled evaluation and trainer read but recbole-cdr never sets.
+# Top-level keys that recbole's sampled evaluation reads but recbole-cdr never sets. The
+# framework evaluates the target domain, whose fields it renames with a ``target_`` prefix.
 DEFAULT_TOP_LEVEL_KEYS = {
     "USER_ID_FIELD": "user_id",
     "ITEM_ID_FIELD": "item_id",
     "LABEL_FIELD": "label",
     "NEG_PREFIX": "neg_",
 }
+PREFIXED_KEYS = ("USER_ID_FIELD", "ITEM_ID_FIELD", "LABEL_FIELD")
 
 
 def fix_numpy_float_alias():
@@ -103,7 +105,8 @@ def fix_config_defaults():
     """Fill config keys the framework needs but does not set, and load our models' yaml.
 
     - recbole's sampled evaluation reads top-level ``USER_ID_FIELD``, ``ITEM_ID_FIELD``,
-      ``LABEL_FIELD`` and ``NEG_PREFIX``, which recbole-cdr only sets per domain;
+      ``LABEL_FIELD`` and ``NEG_PREFIX``, which recbole-cdr only sets per domain: we set
+      them to the target domain's (prefixed) field names, which it evaluates;
     - recbole-cdr's packaged ``sample.yaml`` sets ``data_path: dataset/`` inside each domain
       block, which silently overrides a user's top-level ``data_path``: we drop those two
       internal defaults, so a domain's ``data_path`` is the user's, else the top-level one;
@@ -125,7 +128,10 @@ def fix_config_defaults():
         internal = self.internal_config_dict
         for domain in ("source_domain", "target_domain"):
             internal.get(domain, {}).pop("data_path", None)
-        for key, value in DEFAULT_TOP_LEVEL_KEYS.items():
+        target = {**DEFAULT_TOP_LEVEL_KEYS, **internal.get("target_domain", {}),
+                  **self.external_config_dict.get("target_domain", {})}
+        for key in DEFAULT_TOP_LEVEL_KEYS:
+            value = f"target_{target[key]}" if key in PREFIXED_KEYS else target[key]
             internal.setdefault(key, value)
         yaml_file = model_yaml(model)
         if yaml_file is not None:

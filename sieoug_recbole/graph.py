@@ -43,7 +43,8 @@ def to_torch_sparse(matrix, device=None):
     coo = sp.coo_matrix(matrix)
     indices = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
     values = torch.from_numpy(coo.data.astype(np.float32))
-    return torch.sparse_coo_tensor(indices, values, coo.shape, device=device).coalesce()
+    return torch.sparse_coo_tensor(indices, values, coo.shape, device=device,
+                                   check_invariants=False).coalesce()
 
 
 def propagate(operator, embeddings, n_layers, reduce="mean"):

@@ -48,7 +48,7 @@ def _domain_interactions(rng, tastes, item_category, per_user, taste_strength):
     """Sample distinct items per person: from a favourite category with prob. taste_strength."""
     n_categories = tastes.shape[1]
     by_category = [np.flatnonzero(item_category == c) for c in range(n_categories)]
-    popularity = rng.zipf(1.6, size=len(item_category)).astype(float)
+    popularity = np.exp(0.7 * rng.normal(size=len(item_category)))  # mild popularity skew
     users, items = [], []
     for person, taste in enumerate(tastes):
         n = max(1, rng.poisson(per_user))

@@ -94,8 +94,8 @@ def test_config_defaults_and_top_level_data_path(fast_config, synthetic_dir):
     from recbole_cdr.config import CDRConfig
 
     config = CDRConfig(model="LightGCN", config_file_list=[SYNTHETIC_YAML], config_dict=fast_config)
-    for key, value in compat.DEFAULT_TOP_LEVEL_KEYS.items():
-        assert config[key] == value
+    assert (config["USER_ID_FIELD"], config["ITEM_ID_FIELD"], config["NEG_PREFIX"]) == (
+        "target_user_id", "target_item_id", "neg_")
     assert config["source_domain"]["data_path"].startswith(synthetic_dir)
     assert config["target_domain"]["data_path"].startswith(synthetic_dir)
     assert config["n_layers"] == 3  # our model's own yaml was read
@@ -107,3 +107,20 @@ def test_config_defaults_and_top_level_data_path(fast_config, synthetic_dir):
         stock = CDRConfig(model="LightGCN", config_file_list=[SYNTHETIC_YAML], config_dict=fast_config)
     assert stock["source_domain"]["data_path"].startswith("dataset/")
     assert stock["USER_ID_FIELD"] is None and stock["n_layers"] is None
+
+
+def test_sampled_evaluation_needs_top_level_fields(fast_config):
+    fast_config["eval_args"] = {"split": {"RS": [0.8, 0.1, 0.1]}, "group_by": "user",
+                                "order": "RO", "mode": "uni100"}
+    fast_config["train_epochs"] = ["BOTH:1"]
+    result = sieoug_recbole.run("LightGCN", [SYNTHETIC_YAML], fast_config, verbose=False)
+    assert 0.0 < result["test_result"]["hit@10"] <= 1.0
+
+    from recbole_cdr.config import CDRConfig
+
+    original = compat.ORIGINALS["CDRConfig._load_internal_config_dict"]
+    fast_config.update(n_layers=2, reg_weight=1e-4)  # the stock config would not read our yaml
+    with pytest.MonkeyPatch.context() as mp:  # the defect: without the keys it cannot run
+        mp.setattr(CDRConfig, "_load_internal_config_dict", original)
+        with pytest.raises((KeyError, TypeError)):  # None field names deep inside recbole
+            sieoug_recbole.run("LightGCN", [SYNTHETIC_YAML], fast_config, verbose=False)

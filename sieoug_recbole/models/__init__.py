@@ -5,6 +5,7 @@ Adding a model: one module with its class, one ``<Name>.yaml`` beside it, one li
 import os
 
 from sieoug_recbole.models.lightgcn import LightGCN
+from sieoug_recbole.models.pop import Pop
 from sieoug_recbole.registry import register_model
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -14,4 +15,5 @@ def _yaml(name):
     return os.path.join(_HERE, f"{name}.yaml")
 
 
+register_model(Pop, yaml_file=_yaml("Pop"))
 register_model(LightGCN, yaml_file=_yaml("LightGCN"))

@@ -1,0 +1,75 @@
+"""The synthetic generator's planted structure, and the shared sparse graph helpers."""
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+from sieoug_recbole.graph import bipartite_adjacency, propagate, symmetric_normalize, to_torch_sparse
+from sieoug_recbole.synthetic import generate_pair
+
+
+def _users(folder, name):
+    return set(pd.read_csv(f"{folder}/{name}/{name}.inter", sep="\t")["user_id:token"])
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.5, 1.0])
+def test_overlap_ratio_links_that_fraction_of_common_people(tmp_path, ratio):
+    summary = generate_pair(str(tmp_path), n_common=100, n_source_only=10, n_target_only=10,
+                            overlap_ratio=ratio, seed=3)
+    shared = _users(tmp_path, "synthetic_source") & _users(tmp_path, "synthetic_target")
+    assert len(shared) == summary["overlapped_users"] == round(ratio * 100)
+
+
+def test_generator_is_seeded(tmp_path):
+    generate_pair(str(tmp_path / "a"), seed=1)
+    generate_pair(str(tmp_path / "b"), seed=1)
+    for d in ("source", "target"):
+        a = (tmp_path / "a" / f"synthetic_{d}" / f"synthetic_{d}.inter").read_text()
+        b = (tmp_path / "b" / f"synthetic_{d}" / f"synthetic_{d}.inter").read_text()
+        assert a == b
+    with pytest.raises(ValueError, match="overlap_ratio"):
+        generate_pair(str(tmp_path / "c"), overlap_ratio=1.5)
+
+
+def test_features_carry_the_category_signal(tmp_path):
+    generate_pair(str(tmp_path), seed=0)
+    folder = tmp_path / "synthetic_target"
+    category = np.load(folder / "synthetic_target.item_category.npy")
+    feats = np.load(folder / "synthetic_target.visual.feat.npz")["feature"]
+    feats = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+    sim = feats @ feats.T
+    same = category[:, None] == category[None, :]
+    np.fill_diagonal(same, False)
+    other = ~same
+    np.fill_diagonal(other, False)
+    assert sim[same].mean() > sim[other].mean() + 0.3
+
+
+def test_bipartite_adjacency_is_lightgcn_normalisation():
+    users, items = np.array([0, 0, 1, 1, 1]), np.array([0, 1, 1, 1, 2])  # one duplicate pair
+    adj = bipartite_adjacency(users, items, 3, 3).toarray()
+    r = np.zeros((3, 3))
+    r[[0, 0, 1, 1], [0, 1, 1, 2]] = 1
+    a = np.block([[np.zeros((3, 3)), r], [r.T, np.zeros((3, 3))]])
+    d = a.sum(1)
+    inv = np.where(d > 0, d ** -0.5, 0)
+    np.testing.assert_allclose(adj, inv[:, None] * a * inv[None, :], rtol=1e-6)
+    assert np.allclose(adj, adj.T)
+
+
+def test_symmetric_normalize_leaves_isolated_nodes_zero():
+    m = sp.csr_matrix(np.array([[0, 2.0, 0], [2, 0, 0], [0, 0, 0]]))
+    out = symmetric_normalize(m).toarray()
+    np.testing.assert_allclose(out, [[0, 1, 0], [1, 0, 0], [0, 0, 0]])
+
+
+def test_propagate_mean_and_layers():
+    m = sp.csr_matrix(np.array([[0, 1.0], [1, 0]]))
+    x = torch.tensor([[1.0], [2.0]])
+    layers = propagate(to_torch_sparse(m), x, 2, reduce=None)
+    assert [t.ravel().tolist() for t in layers] == [[1, 2], [2, 1], [1, 2]]
+    mean = propagate(to_torch_sparse(m), x, 2)
+    np.testing.assert_allclose(mean.ravel().numpy(), [4 / 3, 5 / 3], rtol=1e-6)
+    with pytest.raises(ValueError):
+        propagate(to_torch_sparse(m), x, 1, reduce="sum")
