@@ -20,6 +20,8 @@ def parse_args(argv):
     parser.add_argument("--model", "-m", default=None, help="registered model name")
     parser.add_argument("--config_files", default=None, help="space-separated yaml files")
     parser.add_argument("--result_file", default=None, help="write a JSON of the results here")
+    parser.add_argument("--dual_domain", action="store_true",
+                        help="also hold out and score the source domain (metrics of both domains)")
     args, overrides = parser.parse_known_args(argv)
     bad = [arg for arg in overrides if not (arg.startswith("--") and "=" in arg)]
     if bad:
@@ -37,15 +39,19 @@ def main(argv=None):
         ensure_pair("dataset")
     # RecBole reads --key=value overrides from sys.argv itself: leave only those there.
     sys.argv = [sys.argv[0]] + overrides
+    config_dict = {"dual_domain_eval": True} if args.dual_domain else None
 
     import sieoug_recbole
 
     config_files = args.config_files.split() if args.config_files else None
     start = time.time()
-    result = sieoug_recbole.run(model=args.model, config_file_list=config_files)
+    result = sieoug_recbole.run(model=args.model, config_file_list=config_files, config_dict=config_dict)
     result["seconds"] = round(time.time() - start, 1)
     test = result["test_result"]
     print("target-domain test: " + ", ".join(f"{k} = {v:.4f}" for k, v in test.items()))
+    if result["metrics_by_domain"]:
+        source = result["metrics_by_domain"]["source"]["test"]
+        print("source-domain test: " + ", ".join(f"{k} = {v:.4f}" for k, v in source.items()))
     if args.result_file:
         with open(args.result_file, "w") as f:
             json.dump({"config_files": config_files, "overrides": overrides, **result}, f, indent=2)

@@ -6,6 +6,7 @@ idempotent) and is called by ``import sieoug_recbole``. The framework's original
 are kept in :data:`ORIGINALS` so that tests can show each defect before its repair.
 """
 import functools
+import warnings
 
 import numpy as np
 import torch
@@ -140,11 +141,19 @@ def fix_config_defaults():
     CDRConfig._load_internal_config_dict = _load_internal_config_dict
 
 
+def quiet_pandas_chained_fillna_warning():
+    """recbole calls ``df[col].fillna(inplace=True)``, which still works on pandas 2.x (we
+    require pandas < 3, where it silently stops working) but warns on every load."""
+    warnings.filterwarnings("ignore", message="A value is trying to be set on a copy of a DataFrame",
+                            category=FutureWarning)
+
+
 def apply():
     """Apply every repair once; later calls do nothing."""
     global _APPLIED
     if _APPLIED:
         return
+    quiet_pandas_chained_fillna_warning()
     fix_numpy_float_alias()
     fix_source_sampler_off_by_one()
     fix_config_defaults()

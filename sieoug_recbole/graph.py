@@ -65,3 +65,12 @@ def propagate(operator, embeddings, n_layers, reduce="mean"):
     if reduce is None:
         return layers
     raise ValueError(f"reduce must be 'mean', 'last' or None, got {reduce!r}")
+
+
+def lift(matrix, row_ids, col_ids, shape):
+    """Place a local sparse matrix into a larger id space: entry (r, c) goes to
+    (row_ids[r], col_ids[c]) of a ``shape`` matrix (``None`` ids keep local indices)."""
+    coo = sp.coo_matrix(matrix)
+    rows = coo.row if row_ids is None else np.asarray(row_ids)[coo.row]
+    cols = coo.col if col_ids is None else np.asarray(col_ids)[coo.col]
+    return sp.csr_matrix((coo.data, (rows, cols)), shape=shape)

@@ -14,6 +14,7 @@ from recbole_cdr.data import create_dataset, data_preparation
 from recbole_cdr.utils import get_trainer
 
 from sieoug_recbole.compat import load_checkpoint
+from sieoug_recbole.dual_domain import evaluate_source
 from sieoug_recbole.registry import get_model_class
 
 
@@ -64,8 +65,9 @@ def run(model=None, config_file_list=None, config_dict=None, saved=True, verbose
     """Train on the configured pair, pick the best epoch on validation, test it.
 
     Returns a dict with ``model``, ``best_valid_score``, ``valid_score_bigger``,
-    ``best_valid_result``, ``test_result`` (target domain, plain floats), ``saved_model_file``
-    and the trainer's per-epoch ``valid_history`` and ``epoch_stats``.
+    ``best_valid_result``, ``test_result`` (target domain, plain floats), ``saved_model_file``,
+    the trainer's per-epoch ``valid_history`` and ``epoch_stats``, and with
+    ``dual_domain_eval: True`` the ``metrics_by_domain`` of both domains (else None).
     """
     config = make_config(model, config_file_list, config_dict)
     init_seed(config["seed"], config["reproducibility"])
@@ -76,13 +78,19 @@ def run(model=None, config_file_list=None, config_dict=None, saved=True, verbose
     logger = getLogger()
     if verbose:
         logger.info(config)
-    _, train_data, valid_data, test_data, model_obj, trainer = build(config, logger if verbose else None)
+    dataset, train_data, valid_data, test_data, model_obj, trainer = build(config, logger if verbose else None)
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, verbose=verbose, saved=saved, show_progress=config["show_progress"] and verbose)
     test_result = trainer.evaluate(test_data, load_best_model=saved,
                                    show_progress=config["show_progress"] and verbose)
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
+    by_domain = None
+    if config["dual_domain_eval"]:  # the best weights are loaded: score the source hold-out
+        by_domain = {"target": {"valid": plain(best_valid_result), "test": plain(test_result)},
+                     "source": {s: evaluate_source(model_obj, dataset, s, config["topk"], config["metrics"])
+                                for s in ("valid", "test")}}
+        logger.info(set_color("source-domain test result", "yellow") + f": {by_domain['source']['test']}")
     return {
         "model": config["model"],
         "best_valid_score": float(best_valid_score),
@@ -92,6 +100,7 @@ def run(model=None, config_file_list=None, config_dict=None, saved=True, verbose
         "saved_model_file": trainer.saved_model_file if saved else None,
         "valid_history": trainer.valid_history,
         "epoch_stats": trainer.epoch_stats,
+        "metrics_by_domain": by_domain,
     }
 
 

@@ -5,7 +5,8 @@ lowercased>`` and a trainer as ``recbole_cdr.trainer.<Name>Trainer``. Its wheel 
 that package nor any model, so :func:`register_model` installs a small alias module per model
 under that package name (and the trainer as an attribute of ``recbole_cdr.trainer``). The stock
 ``run_recbole_cdr``, ``objective_function``, ``get_model`` and ``get_trainer`` then work
-unchanged. Each model's default yaml is read by the config repair in :mod:`.compat`.
+unchanged. Each model's default yaml is read by the config repair in :mod:`.compat`, and
+its dataset class (``<Name>Dataset``) is :class:`~.dual_domain.PluginCrossDomainDataset`.
 """
 import importlib.machinery
 import os
@@ -50,9 +51,14 @@ def register_model(model_class, name=None, yaml_file=None, trainer=None):
     setattr(alias, name, model_class)
     sys.modules[module_name] = alias
     setattr(_model_package(), name.lower(), alias)
+    import recbole_cdr.data.dataset
     import recbole_cdr.trainer
 
+    from sieoug_recbole.dual_domain import PluginCrossDomainDataset
+
     setattr(recbole_cdr.trainer, f"{name}Trainer", trainer)
+    # create_dataset looks for '<model>Dataset': ours adds the optional dual-domain hold-out
+    setattr(recbole_cdr.data.dataset, f"{name}Dataset", PluginCrossDomainDataset)
     return model_class
 
 

@@ -48,10 +48,13 @@ class CrossDomainModel(CrossDomainRecommender):
 
     def calculate_loss(self, interaction):
         self._eval_cache.clear()
+        domains = PHASE_DOMAINS[self.phase]
+        representations = {d: self.domain_representations(d) for d in domains}
         parts = []
-        for domain in PHASE_DOMAINS[self.phase]:
-            parts.extend(self.domain_loss(domain, interaction))
-        parts.extend(self.transfer_loss(interaction))
+        for domain in domains:
+            parts.extend(self.domain_loss(domain, interaction, representations[domain]))
+        if len(domains) == 2:
+            parts.extend(self.transfer_loss(interaction, representations))
         return tuple(parts)
 
     def predict(self, interaction):
@@ -76,12 +79,18 @@ class CrossDomainModel(CrossDomainRecommender):
         """(all user vectors, all item vectors) of ``domain``, used for scoring."""
         raise NotImplementedError
 
-    def domain_loss(self, domain, interaction):
-        """Tuple of loss terms of one domain for a training batch."""
+    def domain_loss(self, domain, interaction, representations):
+        """Tuple of loss terms of one domain for a training batch.
+
+        ``representations``: this step's :meth:`domain_representations` of the domain.
+        """
         raise NotImplementedError
 
-    def transfer_loss(self, interaction):
-        """Tuple of cross-domain loss terms (none by default)."""
+    def transfer_loss(self, interaction, representations):
+        """Tuple of cross-domain loss terms, in the BOTH phase only (none by default).
+
+        ``representations``: ``{domain: (users, items)}`` of this step.
+        """
         return ()
 
     # ----- helpers ---------------------------------------------------------------------

@@ -37,9 +37,9 @@ class LightGCN(CrossDomainModel):
         out = propagate(self.adjacency[domain], ego, self.n_layers)
         return torch.split(out, [self.num_users, self.num_items])
 
-    def domain_loss(self, domain, interaction):
+    def domain_loss(self, domain, interaction, representations):
         users, pos, neg = self.batch(domain, interaction)
-        user_all, item_all = self.domain_representations(domain)
+        user_all, item_all = representations
         loss = bpr_loss(user_all[users], item_all[pos], item_all[neg])
         reg = l2_penalty(self.user_embedding[domain](users), self.item_embedding[domain](pos),
                          self.item_embedding[domain](neg))

@@ -20,5 +20,5 @@ class Pop(CrossDomainModel):
         items = getattr(self, f"{domain}_popularity").unsqueeze(1)
         return torch.ones(self.num_users, 1, device=items.device), items
 
-    def domain_loss(self, domain, interaction):
+    def domain_loss(self, domain, interaction, representations):
         return (self.unused * 0).sum(),
