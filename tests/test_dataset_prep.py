@@ -260,7 +260,7 @@ def test_properties_yaml_is_valid_and_commented(tmp_path):
 #: The training and evaluation settings every generated yaml holds (paper Sec 4.2).
 TRAINING = {
     "seed": 2022, "use_gpu": False, "state": "INFO", "show_progress": True,
-    "train_epochs": ["BOTH:300"], "train_batch_size": 256, "eval_batch_size": 4096,
+    "train_epochs": ["BOTH:300"], "train_batch_size": 256, "eval_batch_size": 1048576,
     "learning_rate": 0.001, "stopping_step": 10,
     "eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}, "split_valid": {"RS": [0.8, 0.2]},
                   "group_by": "user", "order": "RO", "mode": "full"},

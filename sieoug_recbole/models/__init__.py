@@ -4,7 +4,12 @@ Adding a model: one module with its class, one ``<Name>.yaml`` beside it, one li
 """
 import os
 
+from sieoug_recbole.models.bitgcf import BiTGCF
+from sieoug_recbole.models.cmf import CMF
+from sieoug_recbole.models.freedom import FREEDOM
+from sieoug_recbole.models.lattice import LATTICE
 from sieoug_recbole.models.lightgcn import LightGCN
+from sieoug_recbole.models.neumf import NeuMF
 from sieoug_recbole.models.pop import Pop
 from sieoug_recbole.registry import register_model
 
@@ -17,3 +22,8 @@ def _yaml(name):
 
 register_model(Pop, yaml_file=_yaml("Pop"))
 register_model(LightGCN, yaml_file=_yaml("LightGCN"))
+register_model(NeuMF, yaml_file=_yaml("NeuMF"))
+register_model(LATTICE, yaml_file=_yaml("LATTICE"))
+register_model(FREEDOM, yaml_file=_yaml("FREEDOM"))
+register_model(CMF, yaml_file=_yaml("CMF"))
+register_model(BiTGCF, yaml_file=_yaml("BiTGCF"))

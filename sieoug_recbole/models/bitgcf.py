@@ -1,0 +1,81 @@
+"""BiTGCF (Liu et al., CIKM'20): graph collaborative filtering with bi-directional transfer.
+
+Each domain has its own user and item embeddings propagated over its own normalised
+user-item graph, layer by layer (LightGCN-style: no weights, no non-linearity). After every
+layer, the overlapped users (ids 1..n_o-1, the bridge between the domains) exchange
+features: with lambda the weight of the own domain,
+
+    e_u^S(l) <- lambda e_u^S(l) + (1 - lambda) e_u^T(l)
+    e_u^T(l) <- lambda e_u^T(l) + (1 - lambda) e_u^S(l)
+
+(both from the layer's pre-transfer values), and the next layer propagates the transferred
+features, so the other domain's knowledge reaches that user's items and their other users.
+lambda = 1 switches the transfer off. The readout is the mean of layers 0..L (the paper
+concatenates its layers; the mean keeps the LightGCN scale used by our other baselines).
+Trained with BPR in both domains plus an L2 penalty on the batch's ego embeddings.
+"""
+import torch
+from torch import nn
+
+from sieoug_recbole.models.base import DOMAINS, CrossDomainModel, bpr_loss, l2_penalty
+from sieoug_recbole.models.lightgcn import domain_adjacency
+
+
+class BiTGCF(CrossDomainModel):
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.embedding_size = config["embedding_size"]
+        self.n_layers = config["n_layers"]
+        self.transfer_lambda = config["transfer_lambda"]
+        self.reg_weight = config["reg_weight"]
+        if not 0 <= self.transfer_lambda <= 1:
+            raise ValueError(f"transfer_lambda must be in [0, 1], got {self.transfer_lambda}")
+        self.user_embedding = nn.ModuleDict(
+            {d: nn.Embedding(self.num_users, self.embedding_size) for d in DOMAINS})
+        self.item_embedding = nn.ModuleDict(
+            {d: nn.Embedding(self.num_items, self.embedding_size) for d in DOMAINS})
+        for table in list(self.user_embedding.values()) + list(self.item_embedding.values()):
+            nn.init.xavier_normal_(table.weight)
+        self.adjacency = {d: domain_adjacency(self, dataset, d).to(self.device) for d in DOMAINS}
+        self._step = None  # both domains' representations of the current training step
+
+    def transfer(self, own, other):
+        """Layer output of one domain after the exchange for the overlapped users."""
+        n_o = self.overlapped_num_users
+        lam = self.transfer_lambda
+        mixed = lam * own[1:n_o] + (1 - lam) * other[1:n_o]
+        return torch.cat([own[:1], mixed, own[n_o:]])
+
+    def joint_representations(self):
+        """{domain: (users, items)} after L layers of propagation with transfer."""
+        current = {d: torch.cat([self.user_embedding[d].weight, self.item_embedding[d].weight])
+                   for d in DOMAINS}
+        layers = {d: [current[d]] for d in DOMAINS}
+        for _ in range(self.n_layers):
+            spread = {d: torch.sparse.mm(self.adjacency[d], current[d]) for d in DOMAINS}
+            current = {"source": self.transfer(spread["source"], spread["target"]),
+                       "target": self.transfer(spread["target"], spread["source"])}
+            for d in DOMAINS:
+                layers[d].append(current[d])
+        return {d: torch.split(torch.stack(layers[d]).mean(dim=0), [self.num_users, self.num_items])
+                for d in DOMAINS}
+
+    def calculate_loss(self, interaction):
+        # one joint propagation serves both domains of the step
+        self._step = self.joint_representations()
+        try:
+            return super().calculate_loss(interaction)
+        finally:
+            self._step = None
+
+    def domain_representations(self, domain):
+        joint = self._step if self._step is not None else self.joint_representations()
+        return joint[domain]
+
+    def domain_loss(self, domain, interaction, representations):
+        users, pos, neg = self.batch(domain, interaction)
+        user_all, item_all = representations
+        loss = bpr_loss(user_all[users], item_all[pos], item_all[neg])
+        reg = l2_penalty(self.user_embedding[domain](users), self.item_embedding[domain](pos),
+                         self.item_embedding[domain](neg))
+        return loss + self.reg_weight * reg,

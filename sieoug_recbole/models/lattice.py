@@ -1,0 +1,137 @@
+"""LATTICE (Zhang et al., MM'21) as a single-domain baseline run on each domain.
+
+Per domain (no transfer between domains):
+- backbone: LightGCN over the domain's user-item graph (mean of layers 0..L) -> u, v;
+- item-item graph: for every modality m, an initial graph S_m = top-k cosine graph of the
+  raw features (values = clipped cosines, normalised D^-1/2 S D^-1/2), frozen; and a learned
+  graph S~_m = the same construction on transformed features W_m x + b_m, whose edge values
+  carry gradients to W_m. Per modality A_m = lambda S_m + (1 - lambda) S~_m, and the item
+  graph is A = sum_m softmax(alpha)_m A_m with learnable modality logits alpha;
+- h = A^L' e (item ID embeddings propagated over A), the final item vector v + h / ||h||;
+  users keep u. BPR + L2 on the batch's ego embeddings.
+
+Light-weight choice (see ``graph_refresh_steps``): the neighbour lists of the learned graph
+are recomputed every ``graph_refresh_steps`` training steps (1 = every step, as the paper);
+between refreshes the edge values still follow W_m. Everything is sparse: the learned graph
+is a torch edge list on the domain's items, the frozen ones are lifted sparse operators.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sieoug_recbole.graph import propagate
+from sieoug_recbole.models.base import DOMAINS, CrossDomainModel, bpr_loss, l2_penalty
+from sieoug_recbole.models.lightgcn import domain_adjacency
+from sieoug_recbole.models.mm_graph import (DomainModalities, edge_propagate, knn_edges,
+                                            lift_item_graph, normalized_edge_values)
+
+
+class LATTICE(CrossDomainModel):
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.embedding_size = config["embedding_size"]
+        self.n_layers = config["n_layers"]
+        self.n_item_layers = config["n_item_layers"]
+        self.knn_k = config["knn_k"]
+        self.include_self = config["include_self"]
+        self.init_graph_weight = config["init_graph_weight"]
+        self.learn_graph = config["learn_graph"]
+        self.graph_refresh_steps = max(1, int(config["graph_refresh_steps"]))
+        self.reg_weight = config["reg_weight"]
+
+        d = self.embedding_size
+        self.user_embedding = nn.ModuleDict({x: nn.Embedding(self.num_users, d) for x in DOMAINS})
+        self.item_embedding = nn.ModuleDict({x: nn.Embedding(self.num_items, d) for x in DOMAINS})
+        for table in list(self.user_embedding.values()) + list(self.item_embedding.values()):
+            nn.init.xavier_normal_(table.weight)
+        self.adjacency = {x: domain_adjacency(self, dataset, x).to(self.device) for x in DOMAINS}
+
+        self.modalities, self.knn_graphs, self.init_graphs = {}, {}, {}
+        self.item_ids, self.features = {}, {}
+        for domain in DOMAINS:
+            items = DomainModalities(config, dataset, domain)
+            self.modalities[domain] = items.modalities
+            self.item_ids[domain] = torch.from_numpy(items.ids).to(self.device)
+            self.knn_graphs[domain] = items.knn_graphs(self.knn_k, self.include_self, weighted=True)
+            self.init_graphs[domain] = {
+                m: lift_item_graph(g, items.ids, self.num_items, self.device)
+                for m, g in self.knn_graphs[domain].items()}
+            self.features[domain] = {
+                m: torch.from_numpy(x).to(self.device) for m, x in items.features.items()}
+        # alpha: modality logits per domain (softmax -> mixing weights), start uniform
+        self.modality_logits = nn.ParameterDict({
+            x: nn.Parameter(torch.zeros(len(self.modalities[x]))) for x in DOMAINS})
+        feat_dim = config["feat_embed_dim"] or d
+        self.feature_transform = nn.ModuleDict({
+            x: nn.ModuleDict({m: nn.Linear(f.shape[1], feat_dim) for m, f in self.features[x].items()})
+            for x in DOMAINS})
+        self._learned_edges = {}  # domain -> {modality: (rows, cols) local item rows}
+        self._steps = 0
+
+    # ----- item-item graph -------------------------------------------------------------
+    def train(self, mode=True):
+        # parameters may change (training) or be replaced (a checkpoint loaded before
+        # evaluation): the learned neighbour lists are recomputed from the current W_m
+        if hasattr(self, "_learned_edges"):
+            self._learned_edges.clear()
+        return super().train(mode)
+
+    def calculate_loss(self, interaction):
+        if self.learn_graph and self._steps % self.graph_refresh_steps == 0:
+            self._learned_edges.clear()  # recomputed by the next item_graph_operator
+        self._steps += 1
+        return super().calculate_loss(interaction)
+
+    def modality_weights(self, domain):
+        return torch.softmax(self.modality_logits[domain], dim=0)
+
+    def learned_edges(self, domain, modality, transformed):
+        """(rows, cols) local rows of the learned kNN graph (recomputed when cleared)."""
+        cached = self._learned_edges.setdefault(domain, {})
+        if modality not in cached:
+            rows, cols = knn_edges(transformed.detach(), self.knn_k, self.include_self)
+            cached[modality] = (rows, cols)
+        return cached[modality]
+
+    def item_graph_operator(self, domain):
+        """A function x -> A x on (num_items, d) global item tensors (Sec. 'graph learning')."""
+        weights = self.modality_weights(domain)
+        ids = self.item_ids[domain]
+        terms = []  # (weight, frozen operator, learned edge list or None)
+        for w, m in zip(weights, self.modalities[domain]):
+            learned = None
+            if self.learn_graph:
+                transformed = self.feature_transform[domain][m](self.features[domain][m])
+                rows, cols = self.learned_edges(domain, m, transformed)
+                values = normalized_edge_values(transformed, rows, cols, len(ids))
+                learned = (ids[rows], ids[cols], values)
+            terms.append((w, self.init_graphs[domain][m], learned))
+        lam = self.init_graph_weight if self.learn_graph else 1.0
+
+        def apply(x):
+            out = 0
+            for w, frozen, learned in terms:
+                part = lam * torch.sparse.mm(frozen, x)
+                if learned is not None:
+                    part = part + (1 - lam) * edge_propagate(*learned, x, self.num_items)
+                out = out + w * part
+            return out
+
+        return apply
+
+    # ----- representations and loss ------------------------------------------------------
+    def domain_representations(self, domain):
+        ego_items = self.item_embedding[domain].weight
+        ego = torch.cat([self.user_embedding[domain].weight, ego_items])
+        users, items = torch.split(propagate(self.adjacency[domain], ego, self.n_layers),
+                                   [self.num_users, self.num_items])
+        h = propagate(self.item_graph_operator(domain), ego_items, self.n_item_layers, reduce="last")
+        return users, items + F.normalize(h, dim=1)
+
+    def domain_loss(self, domain, interaction, representations):
+        users, pos, neg = self.batch(domain, interaction)
+        user_all, item_all = representations
+        loss = bpr_loss(user_all[users], item_all[pos], item_all[neg])
+        reg = l2_penalty(self.user_embedding[domain](users), self.item_embedding[domain](pos),
+                         self.item_embedding[domain](neg))
+        return loss + self.reg_weight * reg,

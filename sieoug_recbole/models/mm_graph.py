@@ -1,0 +1,162 @@
+"""Multi-modal item-item graphs shared by the multi-modal baselines (LATTICE, FREEDOM).
+
+A domain's graphs are built on its own items (local rows ``0..n_d-1``, aligned with the
+global ids that :func:`sieoug_recbole.domain_data.domain_features` returns) and then lifted
+into the global item id space (``num_items`` rows): rows and columns of the other domain's
+items and of the padding id 0 stay empty, so a propagation never mixes the two domains.
+Everything is sparse (scipy matrices or torch edge lists); no dense N x N matrix is formed.
+
+- :class:`DomainModalities`: a domain's global ids, features and local kNN graphs;
+- :func:`cosine_values` / :func:`modality_weights` / :func:`mix_graphs`: weighting and mixing;
+- :func:`lift_item_graph`: a local graph, normalised, as a global torch sparse operator;
+- :func:`knn_edges`, :func:`normalized_edge_values`, :func:`edge_propagate`: the torch edge-list
+  versions used for a graph whose edge values must carry gradients (LATTICE's learned graph).
+"""
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from sieoug_recbole.domain_data import domain_features
+from sieoug_recbole.graph import lift, to_torch_sparse
+from sieoug_recbole.similarity import knn_graph, normalize_item_graph
+
+
+class DomainModalities:
+    """One domain's items and modality features, plus their kNN graphs.
+
+    ``ids``: global ids of the domain's real items (padding excluded); ``features``:
+    ``{modality: (n_d, d_m) float32}`` aligned with ``ids``, modalities in sorted order.
+    """
+
+    def __init__(self, config, dataset, domain):
+        self.domain = domain
+        ids, features = domain_features(config, dataset, domain)
+        self.ids = np.asarray(ids, dtype=np.int64)
+        self.features = {m: np.asarray(features[m], dtype=np.float32) for m in sorted(features)}
+        self.modalities = list(self.features)
+
+    def __len__(self):
+        return len(self.ids)
+
+    def knn_graphs(self, k, include_self=True, weighted=False):
+        """``{modality: (n_d, n_d) csr}`` directed top-``k`` cosine graphs (row i: i's neighbours).
+
+        Binary, or with ``weighted`` the edge values are the cosines clipped at 0 (an edge
+        with a non-positive cosine disappears). ``k`` is capped for tiny catalogues.
+        """
+        n = len(self)
+        k = min(int(k), n if include_self else n - 1)
+        graphs = {}
+        for m, x in self.features.items():
+            graph = knn_graph(x, k, include_self=include_self)
+            graphs[m] = cosine_values(graph, x) if weighted else graph
+        return graphs
+
+    def global_rows(self, num_items):
+        """(num_items,) int64: the local row of each global item id, ``n_d`` for the ids that
+        are not this domain's items (index a feature matrix padded with one zero row)."""
+        rows = np.full(num_items, len(self), dtype=np.int64)
+        rows[self.ids] = np.arange(len(self))
+        return rows
+
+    def padded_features(self, device=None):
+        """``{modality: (n_d + 1, d_m) torch float32}``: the features plus a final zero row."""
+        out = {}
+        for m, x in self.features.items():
+            padded = np.vstack([x, np.zeros((1, x.shape[1]), dtype=np.float32)])
+            out[m] = torch.from_numpy(padded).to(device)
+        return out
+
+
+def cosine_values(graph, features):
+    """``graph``'s pattern with each edge (i, j) valued max(cos(x_i, x_j), 0), zeros dropped."""
+    coo = sp.coo_matrix(graph)
+    x = np.asarray(features, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=1)
+    unit = np.divide(x, norms[:, None], out=np.zeros_like(x), where=norms[:, None] > 0)
+    values = np.einsum("ij,ij->i", unit[coo.row], unit[coo.col])
+    out = sp.csr_matrix((np.maximum(values, 0.0).astype(np.float32), (coo.row, coo.col)),
+                        shape=graph.shape)
+    out.eliminate_zeros()
+    return out
+
+
+def modality_weights(spec, modalities):
+    """``{modality: weight}`` summing to 1.
+
+    ``spec``: None (uniform) or a dict ``{modality: weight}``. A dict that names none of
+    ``modalities`` also gives uniform weights (e.g. FREEDOM's visual/text defaults on a
+    dataset with other modality names); a dict that names only some of them is an error.
+    """
+    modalities = list(modalities)
+    if not spec:
+        return {m: 1.0 / len(modalities) for m in modalities}
+    spec = dict(spec)
+    named = [m for m in modalities if m in spec]
+    if not named:
+        return {m: 1.0 / len(modalities) for m in modalities}
+    if len(named) != len(modalities):
+        missing = [m for m in modalities if m not in spec]
+        raise ValueError(f"modality_weights names {named} but not {missing}; give every "
+                         f"modality of the data a weight, or none of them")
+    weights = {m: float(spec[m]) for m in modalities}
+    total = sum(weights.values())
+    if total <= 0 or any(w < 0 for w in weights.values()):
+        raise ValueError(f"modality_weights must be non-negative with a positive sum, got {weights}")
+    return {m: w / total for m, w in weights.items()}
+
+
+def mix_graphs(graphs, weights):
+    """``sum_m weights[m] * graphs[m]`` as csr (same shape for every modality)."""
+    total = None
+    for m, graph in graphs.items():
+        term = sp.csr_matrix(graph, dtype=np.float64) * weights[m]
+        total = term if total is None else total + term
+    return total.tocsr()
+
+
+def lift_item_graph(local_graph, ids, num_items, device=None, normalize=True):
+    """A domain's local item graph (optionally ``D^-1/2 A D^-1/2``-normalised first) as a
+    (num_items, num_items) torch sparse operator on the global item ids."""
+    graph = normalize_item_graph(local_graph) if normalize else sp.csr_matrix(local_graph)
+    return to_torch_sparse(lift(graph, ids, ids, (num_items, num_items)), device)
+
+
+# ----- torch edge lists (for graphs whose values need gradients) ---------------------------
+@torch.no_grad()
+def knn_edges(x, k, include_self=True, block_rows=1024):
+    """(rows, cols) long tensors of the directed top-``k`` cosine graph of the rows of ``x``.
+
+    Computed on ``x``'s device in blocks of rows (memory O(block_rows * N)). With
+    ``include_self`` every item is its own first neighbour. No gradient flows here: the
+    values are computed separately by :func:`normalized_edge_values`.
+    """
+    n = x.shape[0]
+    k = min(int(k), n if include_self else n - 1)
+    unit = torch.nn.functional.normalize(x, dim=1)
+    rows, cols = [], []
+    for start in range(0, n, block_rows):
+        stop = min(start + block_rows, n)
+        sim = unit[start:stop] @ unit.T
+        local = torch.arange(stop - start, device=x.device)
+        sim[local, local + start] = float("inf") if include_self else float("-inf")
+        idx = torch.topk(sim, k, dim=1).indices
+        rows.append((local + start).repeat_interleave(k))
+        cols.append(idx.reshape(-1))
+    return torch.cat(rows), torch.cat(cols)
+
+
+def normalized_edge_values(x, rows, cols, n):
+    """Differentiable values of the edges (rows, cols) of the cosine graph of ``x``:
+    max(cos, 0), then ``D^-1/2 S D^-1/2`` with D the row sums (as :func:`normalize_item_graph`)."""
+    unit = torch.nn.functional.normalize(x, dim=1)
+    values = torch.relu((unit[rows] * unit[cols]).sum(dim=1))
+    degree = torch.zeros(n, dtype=values.dtype, device=values.device).index_add(0, rows, values)
+    scale = torch.where(degree > 0, degree.clamp_min(1e-12).rsqrt(), torch.zeros_like(degree))
+    return values * scale[rows] * scale[cols]
+
+
+def edge_propagate(rows, cols, values, x, n_rows):
+    """``S @ x`` for the sparse S given by (rows, cols, values); differentiable in values and x."""
+    out = torch.zeros(n_rows, x.shape[1], dtype=x.dtype, device=x.device)
+    return out.index_add(0, rows, values.unsqueeze(1) * x[cols])
