@@ -8,6 +8,7 @@ import logging
 import os
 from logging import getLogger
 
+import torch
 from recbole.utils import init_logger, init_seed, set_color
 from recbole_cdr.config import CDRConfig
 from recbole_cdr.data import create_dataset, data_preparation
@@ -43,6 +44,8 @@ def make_config(model=None, config_file_list=None, config_dict=None):
 
 def build(config, logger=None):
     """Dataset, data loaders, model and trainer for a config, seeded as the framework does."""
+    if config["torch_num_threads"]:
+        torch.set_num_threads(int(config["torch_num_threads"]))
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     if logger:

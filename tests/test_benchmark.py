@@ -1,0 +1,355 @@
+"""Benchmark harness: grids run and resume, workers in parallel, Table 1 report, plots.
+
+Training runs are tiny (synthetic pair, 2 epochs); the report and plot logic is checked on
+hand-made result lines with known numbers.
+"""
+import csv
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import sieoug_recbole
+from conftest import REPO, SYNTHETIC_YAML
+from sieoug_recbole.benchmark import grid as G
+from sieoug_recbole.benchmark import records as R
+from sieoug_recbole.benchmark import runner
+from sieoug_recbole.benchmark.cli import main
+from sieoug_recbole.benchmark.report import build
+
+TASK = f"syn:0.5={SYNTHETIC_YAML}"
+
+
+def _lines(path):
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _grid_args(synthetic_dir, results, models="Pop,LightGCN", seeds="1,2"):
+    return ["run", "--models", models, "--task", TASK, "--seeds", seeds, "--epochs", "2",
+            "--set", f"data_path={synthetic_dir}{os.sep}", "--set", "embedding_size=16",
+            "--set", "learning_rate=0.01", "--results", str(results), "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def inline_grid(tmp_path_factory, synthetic_dir):
+    """The tiny grid (Pop, LightGCN x 2 seeds) run in this process once."""
+    folder = tmp_path_factory.mktemp("grid")
+    results = folder / "table.jsonl"
+    code = main(_grid_args(synthetic_dir, results) + ["--in-process"])
+    return code, results
+
+
+# ------------------------------------------------------------------------------ running grids
+
+def test_grid_writes_one_line_per_run_and_resumes(inline_grid, synthetic_dir, capsys):
+    code, results = inline_grid
+    assert code == 0
+    lines = _lines(results)
+    assert len(lines) == 4
+    assert sorted((r["model"], r["seed"]) for r in lines) == [
+        ("LightGCN", 1), ("LightGCN", 2), ("Pop", 1), ("Pop", 2)]
+    for r in lines:
+        assert r["status"] == "ok" and r["task"] == "syn" and r["k_u"] == 0.5
+        assert r["overrides"] == {"data_path": synthetic_dir + os.sep, "embedding_size": 16,
+                                  "learning_rate": 0.01, "train_epochs": ["BOTH:2"]}
+        assert r["overrides_hash"] == G.overrides_hash(r["overrides"])
+        for domain in ("target", "source"):
+            for split in ("valid", "test"):
+                assert set(r["metrics"][domain][split]) == {"hit@10", "ndcg@10"}
+        assert r["n_epochs"] == 2 and r["best_epoch"] in (1, 2) and len(r["valid_history"]) == 2
+        assert r["metrics"]["target"]["valid"]["ndcg@10"] == r["best_valid_score"]
+        assert r["domains"] == {"source": "synthetic_source", "target": "synthetic_target"}
+        assert r["resolved_config"]["embedding_size"] == 16 and r["wall_time_s"] > 0
+        assert r["versions"]["sieoug_recbole"] and r["versions"]["torch"]
+        assert not os.path.exists(os.path.join(r["run_dir"], "saved"))  # checkpoint deleted
+    # rerun: everything is done, nothing is appended, no training happens
+    before = results.read_text()
+    started = time.time()
+    assert main(_grid_args(synthetic_dir, results) + ["--in-process"]) == 0
+    assert time.time() - started < 5
+    assert results.read_text() == before
+    assert "4 already done" in capsys.readouterr().out
+
+
+def test_harness_numbers_are_the_quick_start_numbers(inline_grid, synthetic_dir, tmp_path):
+    _, results = inline_grid
+    record = next(r for r in _lines(results) if r["model"] == "LightGCN" and r["seed"] == 2)
+    config = {**record["overrides"], "seed": 2, "dual_domain_eval": True, "state": "ERROR",
+              "checkpoint_dir": str(tmp_path / "saved"), "show_progress": False}
+    direct = sieoug_recbole.run("LightGCN", [SYNTHETIC_YAML], config, verbose=False)
+    assert direct["metrics_by_domain"] == record["metrics"]
+    assert direct["valid_history"] == record["valid_history"]
+
+
+def test_parallel_workers_match_in_process(inline_grid, synthetic_dir, tmp_path):
+    _, inline_results = inline_grid
+    results = tmp_path / "jobs.jsonl"
+    assert main(_grid_args(synthetic_dir, results, models="Pop") + ["--jobs", "2"]) == 0
+    lines = _lines(results)
+    assert len(lines) == 2 and all(r["status"] == "ok" for r in lines)
+    inline = {r["seed"]: r["metrics"] for r in _lines(inline_results) if r["model"] == "Pop"}
+    for r in lines:
+        assert r["metrics"] == inline[r["seed"]]
+        log = os.path.join(r["run_dir"], "run.log")
+        assert os.path.isfile(log)
+        assert sorted(os.listdir(r["run_dir"])) == ["run.log"]  # checkpoint and events deleted
+
+
+def test_crashed_worker_is_recorded_and_retried_only_on_request(monkeypatch, synthetic_dir, tmp_path):
+    def crashing(spec, run_dir, result_file, verbose, threads):
+        return [sys.executable, "-c", "import sys; print('boom: out of luck'); sys.exit(3)"]
+
+    monkeypatch.setattr(runner, "worker_command", crashing)
+    results = tmp_path / "crash.jsonl"
+    args = _grid_args(synthetic_dir, results, models="Pop", seeds="1")
+    assert main(args) == 1
+    [record] = _lines(results)
+    assert record["status"] == "failed"
+    assert "exited with status 3" in record["error"] and "boom: out of luck" in record["error"]
+    assert main(args) == 0 and len(_lines(results)) == 1  # skipped, not retried
+    assert main(args + ["--retry-failed"]) == 1
+    assert [r["status"] for r in _lines(results)] == ["failed", "failed"]
+
+
+def test_failed_run_in_process_keeps_its_error(synthetic_dir, tmp_path, capsys):
+    results = tmp_path / "missing.jsonl"
+    args = ["run", "--models", "Pop", "--task", TASK, "--seeds", "1", "--results", str(results),
+            "--set", f"data_path={tmp_path}{os.sep}", "--no-progress", "--in-process"]
+    assert main(args) == 2  # the data check skips the task and says how to make the data
+    assert "python -m sieoug_recbole.synthetic" in capsys.readouterr().err
+    assert main(args + ["--no-data-check"]) == 1
+    [record] = _lines(results)
+    assert record["status"] == "failed" and record["error"].startswith("DatasetMissingError")
+
+
+def test_unregistered_models_are_skipped_loudly(synthetic_dir, tmp_path, capsys):
+    results = tmp_path / "r.jsonl"
+    args = ["run", "--models", "Pop,NoSuchModel", "--task", TASK, "--results", str(results),
+            "--set", f"data_path={synthetic_dir}{os.sep}", "--dry-run"]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert "not registered: NoSuchModel" in err and "registered models: " in err
+    planned = [line for line in out.splitlines() if line.startswith("to run")]
+    assert len(planned) == 3 and "NoSuchModel" not in out  # 3 default seeds
+    assert main(args + ["--strict"]) == 2
+    assert main(["run", "--models", "NoSuchModel", "--task", TASK, "--results", str(results)]) == 2
+
+
+# ------------------------------------------------------------------------------- grid pieces
+
+def test_task_seed_and_sweep_parsing():
+    assert G.parse_task("food_kitchen:0.1=a.yaml") == {
+        "label": "food_kitchen", "k_u": 0.1, "config_files": ["a.yaml"]}
+    assert G.parse_task("fk:10%=a.yaml,b.yaml")["config_files"] == ["a.yaml", "b.yaml"]
+    assert G.parse_task("fk:10%=a.yaml")["k_u"] == 0.1
+    assert G.parse_task("fk=a.yaml")["k_u"] is None
+    with pytest.raises(G.GridError):
+        G.parse_task("fk:1.5=a.yaml")
+    assert G.parse_sweep("lambda=0,0.2,1.0") == ("guide_lambda", [0, 0.2, 1.0])
+    assert G.parse_assignment("train_epochs=['BOTH:3']") == ("train_epochs", ["BOTH:3"])
+    # key order and 1 vs 1.0 do not change a run's identity; a value does
+    assert G.overrides_hash({"a": 1, "b": [2]}) == G.overrides_hash({"b": [2.0], "a": 1.0})
+    assert G.overrides_hash({"a": 1}) != G.overrides_hash({"a": 2})
+
+
+def test_expand_applies_model_config_epochs_and_sweep():
+    task = G.make_task("t", 0.5, ["x.yaml"])
+    specs = G.expand(["A", "B"], [task], [1, 2], config={"lr": 1}, model_config={"B": {"lr": 2}},
+                     epochs=3, sweep={"guide_lambda": [0.2, 0.6]})
+    assert len(specs) == 2 * 2 * 2
+    assert specs[0]["seed"] == 1 and specs[-1]["seed"] == 2  # seed-major
+    b = [s for s in specs if s["model"] == "B"][0]
+    assert b["overrides"] == {"lr": 2, "train_epochs": ["BOTH:3"], "guide_lambda": 0.2}
+    assert b["sweep"] == {"guide_lambda": 0.2}
+    assert len({G.run_key(s) for s in specs}) == 8
+    with pytest.raises(G.GridError, match="harness"):
+        G.expand(["A"], [task], [1], config={"seed": 3})
+
+
+def test_table1_grid_file():
+    grid = G.load_grid(os.path.join(REPO, "benchmarks", "table1.yaml"))
+    assert grid["models"] == G.TABLE1_MODELS
+    assert [(t["label"], t["k_u"]) for t in grid["tasks"]] == [
+        ("food_kitchen", 0.1), ("food_kitchen", 0.5), ("food_kitchen", 0.9)]
+    assert [os.path.basename(t["config_files"][0]) for t in grid["tasks"]] == [
+        "food_kitchen_ku10.yaml", "food_kitchen_ku50.yaml", "food_kitchen_ku90.yaml"]
+    assert len(grid["seeds"]) == 3
+
+
+def test_epoch_summary_counts_early_stopping_and_ties():
+    history = [{"phase": "BOTH", "ndcg@10": v} for v in (0.1, 0.3, 0.3, 0.2)]
+    # eval every 2 epochs, 20 planned, stopped after 4 evaluations; the tie keeps the later one
+    summary = runner.epoch_summary(history, 0.3, "NDCG@10", ["BOTH"], ["20"], 2)
+    assert summary["best_epoch"] == 6 and summary["n_epochs"] == 8 and summary["n_evals"] == 4
+    full = runner.epoch_summary(history, 0.3, "NDCG@10", ["BOTH"], ["4"], 1)
+    assert full["n_epochs"] == 4 and full["best_epoch"] == 3
+
+
+def test_results_file_survives_a_cut_line(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"model": "A", "task": "t", "k_u": null, "seed": 1, "overrides_hash": "x", '
+                    '"status": "ok"}\n{"model": "B", "ta')
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert len(R.load_records(str(path))) == 1
+    R.append_record(str(path), {"model": "C", "task": "t", "k_u": None, "seed": 1,
+                                "overrides_hash": "y", "status": "ok"})
+    with pytest.warns(UserWarning):
+        assert [r["model"] for r in R.load_records(str(path))] == ["A", "C"]
+
+
+# ------------------------------------------------------------------- report on hand-made lines
+
+def _record(model, seed, target_hr, source_hr=None, task="food_kitchen", k_u=0.1, overrides=None,
+            sweep=None, history=None):
+    metrics = {"target": {"valid": {"hit@10": target_hr, "ndcg@10": target_hr / 2},
+                          "test": {"hit@10": target_hr, "ndcg@10": target_hr / 2}}}
+    if source_hr is not None:
+        metrics["source"] = {"valid": {"hit@10": source_hr, "ndcg@10": source_hr / 2},
+                             "test": {"hit@10": source_hr, "ndcg@10": source_hr / 2}}
+    overrides = overrides or {}
+    return {"model": model, "task": task, "k_u": k_u, "seed": seed, "overrides": overrides,
+            "overrides_hash": G.overrides_hash(overrides), "sweep": sweep, "status": "ok",
+            "metrics": metrics, "eval_step": 1,
+            "valid_history": history or [{"phase": "BOTH", "hit@10": target_hr * f,
+                                          "ndcg@10": target_hr * f / 2} for f in (0.5, 0.8, 1.0)],
+            "domains": {"target": f"{task}_ku10_food", "source": f"{task}_ku10_kitchen"}}
+
+
+HAND = {  # target-domain test HR@10 per seed (1, 2, 3); source HR@10 = 0.5 x target + 0.01 x seed
+    "LightGCN": [0.10, 0.12, 0.14],
+    "FREEDOM": [0.15, 0.16, 0.20],
+    "SIEOUG-O": [0.20, 0.21, 0.22],
+    "SIEOUG": [0.18, 0.185, 0.21],
+}
+
+
+def _hand_records():
+    lines = []
+    for model, values in HAND.items():
+        for seed, v in zip((1, 2, 3), values):
+            lines.append(_record(model, seed, v, 0.5 * v + 0.01 * seed))
+    return lines
+
+
+def _write(path, lines):
+    with open(path, "w", encoding="utf-8") as f:
+        for line in lines:
+            f.write(json.dumps(line) + "\n")
+
+
+def test_report_mean_std_best_and_paired_test(tmp_path):
+    lines = _hand_records()
+    lines.append(_record("SIEOUG", 1, 0.9, overrides={"guide_lambda": 0.2}, sweep={"guide_lambda": 0.2}))
+    lines.append({**_record("FREEDOM", 1, 0.0), "status": "failed"})  # failed runs never count
+    results = tmp_path / "hand.jsonl"
+    _write(results, lines)
+    out = tmp_path / "report"
+    assert main(["report", "--results", str(results), "--out", str(out)]) == 0
+    markdown = (out / "report.md").read_text()
+    # rows in Table 1 order, the family last; mean ± std (ddof=1); best (SIEOUG-O) in bold
+    assert markdown.index("| LightGCN |") < markdown.index("| FREEDOM |") < markdown.index("| SIEOUG-O |") \
+        < markdown.index("| SIEOUG |")
+    assert "| LightGCN | 0.1200 ± 0.0200 |" in markdown
+    assert "**0.2100 ± 0.0100**" in markdown
+    assert "food (target) K_u=10% HR@10" in markdown and "kitchen (source) K_u=10% HR@10" in markdown
+
+    with open(out / "report.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    header, by_name = rows[0], {row[0]: row for row in rows[1:]}
+    col = header.index("food_kitchen K_u=10% target HR@10 mean")
+    assert by_name["LightGCN"][col] == "0.120000" and by_name["LightGCN"][col + 1] == "0.020000"
+    assert by_name["FREEDOM"][col] == "0.170000"  # the failed line is ignored
+    assert by_name["FREEDOM"][col + 1] == f"{np.std([0.15, 0.16, 0.20], ddof=1):.6f}"
+    assert by_name["SIEOUG-O"][col] == "0.210000*" and "*" not in by_name["SIEOUG"][col]
+    assert by_name["SIEOUG"][col] == f"{np.mean([0.18, 0.185, 0.21]):.6f}"  # the sweep run is left out
+    assert by_name["best baseline"][col] == "FREEDOM"  # the family is never the baseline
+    expected_p = stats.ttest_rel(HAND["SIEOUG"], HAND["FREEDOM"]).pvalue
+    assert float(by_name["p paired t-test vs best baseline"][col]) == pytest.approx(expected_p, rel=1e-5)
+    assert by_name["p Wilcoxon vs best baseline"][col] == ""  # fewer than 6 seeds
+    ours = np.mean(HAND["SIEOUG"])
+    assert float(by_name["SIEOUG gain over best baseline (%)"][col]) == pytest.approx(
+        100 * (ours - 0.17) / 0.17, abs=1e-3)
+    assert float(by_name["SIEOUG gain over LightGCN (%)"][col]) == pytest.approx(
+        100 * (ours - 0.12) / 0.12, abs=1e-3)
+    # the paper's Food (K_u = 10%) HR@10: SIEOUG 0.1279, LightGCN 0.0770, FREEDOM 0.1045
+    assert float(by_name["paper SIEOUG gain over LightGCN (%)"][col]) == pytest.approx(
+        100 * (0.1279 - 0.0770) / 0.0770, abs=1e-3)
+    assert float(by_name["paper SIEOUG gain over that baseline (%)"][col]) == pytest.approx(
+        100 * (0.1279 - 0.1045) / 0.1045, abs=1e-3)
+    assert f"{expected_p:.3g} (n=3)" in markdown
+
+
+def test_report_wilcoxon_from_six_seeds_and_single_seed_cells():
+    ours = [0.30, 0.31, 0.29, 0.35, 0.33, 0.32]
+    base = [0.28, 0.30, 0.30, 0.31, 0.30, 0.27]
+    runs = [_record("SIEOUG", s, v) for s, v in enumerate(ours)]
+    runs += [_record("FREEDOM", s, v) for s, v in enumerate(base)]
+    runs += [_record("LightGCN", 0, 0.2)]
+    table = build(runs, metrics=("hit@10",))
+    column = ("food_kitchen", 0.1, "target", "hit@10")
+    tests = table["compare"][column]["tests"]
+    assert tests["n"] == 6
+    assert tests["t_p"] == pytest.approx(stats.ttest_rel(ours, base).pvalue, rel=1e-12)
+    assert tests["wilcoxon_p"] == pytest.approx(stats.wilcoxon(ours, base).pvalue, rel=1e-12)
+    assert table["cells"][("LightGCN", column)]["std"] is None  # one seed: mean only
+    assert table["cells"][("SIEOUG", column)]["best"]
+    from sieoug_recbole.benchmark.report import render_markdown
+
+    assert "| LightGCN | 0.2000 (n=1) |" in render_markdown(table)
+
+
+def test_select_prefers_grid_specs_and_warns_on_mixed_overrides(capsys):
+    runs = [_record("A", 1, 0.1), _record("A", 2, 0.1), _record("A", 1, 0.5, overrides={"x": 1})]
+    chosen = R.select(runs)
+    assert [r["overrides"] for r in chosen] == [{}, {}]
+    assert "2 different override sets" in capsys.readouterr().err
+    task = G.make_task("food_kitchen", 0.1, ["y.yaml"])
+    specs = G.expand(["A"], [task], [1], config={"x": 1})
+    assert [r["metrics"]["target"]["test"]["hit@10"] for r in R.select(runs, grid_specs=specs)] == [0.5]
+
+
+# --------------------------------------------------------------------- plots on hand-made lines
+
+def test_plots_write_pngs(tmp_path):
+    lines = []
+    for k_u, shift in ((0.1, 0.0), (0.5, 0.02), (0.9, 0.04)):
+        for model, values in HAND.items():
+            for seed, v in zip((1, 2, 3), values):
+                lines.append(_record(model, seed, v + shift, 0.5 * v, k_u=k_u))
+    for value in (0.2, 0.6, 1.0):
+        for seed in (1, 2):
+            lines.append(_record("SIEOUG", seed, 0.2 + value / 10 + seed / 100, 0.1,
+                                 overrides={"guide_lambda": value}, sweep={"guide_lambda": value}))
+    results = tmp_path / "plot.jsonl"
+    _write(results, lines)
+    out = tmp_path / "plots"
+    assert main(["plot", "--results", str(results), "--out", str(out), "--sensitivity", "lambda"]) == 0
+    names = sorted(os.listdir(out))
+    assert names == ["curves_food_kitchen_ku0.1.png", "curves_food_kitchen_ku0.5.png",
+                     "curves_food_kitchen_ku0.9.png", "ku_food_kitchen.png",
+                     "sensitivity_guide_lambda.png"]
+    for name in names:
+        data = (out / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    # nothing sets ot_eps: no sensitivity plot, a warning
+    assert main(["plot", "--results", str(results), "--out", str(tmp_path / "p2"), "--no-ku",
+                 "--no-curves", "--sensitivity", "eps"]) == 1
+
+
+def test_sensitivity_series_groups_by_value():
+    from sieoug_recbole.benchmark.plots import sensitivity_series
+
+    runs = [_record("SIEOUG", s, 0.1 * v + s, overrides={"ot_eps": v}) for v in (0.01, 0.1) for s in (1, 2)]
+    series = sensitivity_series(runs, "ot_eps", metrics=("hit@10",))
+    [(name, points)] = series.items()
+    assert name[0] == "SIEOUG" and sorted(points) == [0.01, 0.1]
+    assert points[0.1][("target", "hit@10")] == [pytest.approx(1.01), pytest.approx(2.01)]
+    assert math.isclose(np.mean(points[0.01][("target", "hit@10")]), 1.501)
