@@ -23,16 +23,53 @@ class DatasetMissingError(FileNotFoundError):
     """A configured domain dataset has no ``.inter`` file."""
 
 
-def check_dataset_files(config):
-    """Raise :class:`DatasetMissingError` naming the file and how to make it."""
+def _missing_inter_files(config):
+    missing = []
     for domain in ("source_domain", "target_domain"):
         block = config[domain]
         path = os.path.join(block["data_path"], f"{block['dataset']}.inter")
         if not os.path.isfile(path):
-            hint = config["prepare_command"] or block.get("prepare_command")
-            how = f"; make it with: {hint}" if hint else ""
-            raise DatasetMissingError(
-                f"{domain} dataset '{block['dataset']}' not found: {path} does not exist{how}")
+            missing.append((domain, block["dataset"], path))
+    return missing
+
+
+def _build_shipped_pair(config):
+    """Build a pair made from the data shipped in the repository (Food-Kitchen) on first use.
+
+    The pair name is the common prefix of the two dataset names (``<pair>_<domain>``).
+    Returns True when it was a shipped pair and has been built.
+    """
+    names = [config[d]["dataset"] for d in ("source_domain", "target_domain")]
+    pair = os.path.commonprefix(names).rstrip("_")
+    try:
+        from dataset_prep.errors import PrepError
+        from dataset_prep.food_kitchen import ensure_dataset, preset
+    except ImportError:
+        return False
+    try:
+        preset(pair)
+    except PrepError:
+        return False
+    out_dir = os.path.dirname(os.path.normpath(config["target_domain"]["data_path"]))
+    getLogger().info(f"building the pair '{pair}' from the shipped Food-Kitchen data in {out_dir}")
+    ensure_dataset(pair, out_dir=out_dir, progress=bool(config["show_progress"]))
+    return True
+
+
+def check_dataset_files(config):
+    """Raise :class:`DatasetMissingError` naming the file and how to make it.
+
+    Pairs of the shipped Food-Kitchen data (``food_kitchen_demo``, ``food_kitchen_kuNN``)
+    are built on first use instead.
+    """
+    missing = _missing_inter_files(config)
+    if missing and _build_shipped_pair(config):
+        missing = _missing_inter_files(config)
+    if missing:
+        domain, dataset, path = missing[0]
+        hint = config["prepare_command"]
+        how = f"; make it with: {hint}" if hint else ""
+        raise DatasetMissingError(f"{domain} dataset '{dataset}' not found: {path} does not exist{how}")
 
 
 def make_config(model=None, config_file_list=None, config_dict=None):

@@ -1,0 +1,245 @@
+"""SIEOUG (WWW'25): similarity item exploration + overlapped user guidance.
+
+Per domain d (paper Sec 3.2):
+- user/item ID embeddings propagated by LightGCN over the user-item graph (Eq 11) -> u, v;
+- item ID embeddings propagated over the normalised item similarity graph A (Eq 12) -> v~;
+- item ID embeddings propagated over the SISHE hypergraph gamma with a learnable D x D
+  weight per layer (Eq 13, operator (K/N) gamma gamma^T, see NOTES) -> v~~;
+- V = per-item softmax attention over (v, v~, v~~) (Eq 14-15; the user term cancels in the
+  softmax, so each view has a learnable scoring vector), U = u.
+A and gamma are built once from the domain's modality features (kNN -> RISGF -> SISHE,
+:func:`sieoug_recbole.similarity.build_item_structure`, cached on disk) and frozen.
+
+Loss (Eq 24): L_R^S + L_R^T + lambda * L_C, with
+- L_R^d (Eq 16): InfoNCE on cosine / temperature over the positive item and the negatives
+  (the batch's other positive items and/or the framework's sampled negative);
+- L_C (Eq 23): guided user contrastive loss across domains, positives from the GOUM plan
+  (Eq 17-22) over the batch's source and target users, the guide mask marking the pairs that
+  are the same overlapped person. Every overlapped user of either side's batch is added to
+  the other side, so guided pairs are always present.
+
+Variants (paper Table 1), as configuration and as registered names:
+``SIEOUG-O`` lambda = 0; ``SIEOUG-M`` L_C only between the two embeddings of each overlapped
+user; ``SIEOUG-G`` unguided fused Gromov-Wasserstein matching instead of GOUM.
+``use_item_graph`` / ``use_hypergraph`` drop a view (module ablations).
+"""
+import os
+from collections import defaultdict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sieoug_recbole.domain_data import domain_features
+from sieoug_recbole.graph import lift, propagate, to_torch_sparse
+from sieoug_recbole.matching import (fgw_plan, goum, guide_mask, guided_contrastive_loss,
+                                     squared_euclidean_cost)
+from sieoug_recbole.models.base import DOMAINS, CrossDomainModel, l2_penalty
+from sieoug_recbole.models.lightgcn import domain_adjacency
+from sieoug_recbole.similarity import build_item_structure, hypergraph_factors, normalize_item_graph
+
+MATCHINGS = ("goum", "overlap_only", "fgw")
+NEGATIVES = ("in_batch", "sampled", "both")
+SCORES = ("cosine", "dot")
+
+
+class SIEOUG(CrossDomainModel):
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.embedding_size = config["embedding_size"]
+        self.n_layers = config["n_layers"]
+        self.reg_weight = config["reg_weight"]
+        self.temperature = config["temperature"]
+        self.score = _choice(config, "score", SCORES)
+        self.negatives = _choice(config, "negatives", NEGATIVES)
+        self.use_item_graph = config["use_item_graph"]
+        self.use_hypergraph = config["use_hypergraph"]
+        self.guide_lambda = config["guide_lambda"]
+        self.matching = _choice(config, "matching", MATCHINGS)
+        self.ot_eps = config["ot_eps"]
+        self.ot_max_iter = config["ot_max_iter"]
+        self.ot_tol = config["ot_tol"]
+        self.cost_normalize = config["cost_normalize"]
+        self.guide_temperature = config["guide_temperature"]
+        self.fgw_alpha = config["fgw_alpha"]
+        self.guide_both_sides = config["guide_both_sides"]
+
+        d = self.embedding_size
+        self.user_embedding = nn.ModuleDict({x: nn.Embedding(self.num_users, d) for x in DOMAINS})
+        self.item_embedding = nn.ModuleDict({x: nn.Embedding(self.num_items, d) for x in DOMAINS})
+        for table in list(self.user_embedding.values()) + list(self.item_embedding.values()):
+            nn.init.xavier_normal_(table.weight)
+        # Eq 13: one D x D weight per hypergraph layer, starting as the identity
+        self.hyper_weight = nn.ParameterDict({
+            x: nn.Parameter(torch.eye(d).repeat(self.n_layers, 1, 1)) for x in DOMAINS})
+        # Eq 15: a scoring vector and bias per view (LightGCN, item graph, hypergraph)
+        self.view_score = nn.ParameterDict({x: nn.Parameter(torch.zeros(3, d)) for x in DOMAINS})
+        self.view_bias = nn.ParameterDict({x: nn.Parameter(torch.zeros(3)) for x in DOMAINS})
+
+        self.adjacency = {x: domain_adjacency(self, dataset, x).to(self.device) for x in DOMAINS}
+        self.item_graph, self.hyper_left, self.hyper_right, self.structure_info = {}, {}, {}, {}
+        if self.use_item_graph or self.use_hypergraph:
+            for domain in DOMAINS:
+                self._build_item_structure(config, dataset, domain)
+        self._stats = defaultdict(float)
+
+    # ----- item structure (Sec 3.1), built once and frozen ---------------------------------
+    def _build_item_structure(self, config, dataset, domain):
+        ids, features = domain_features(config, dataset, domain)
+        cache_dir = config["graph_cache_dir"]
+        if cache_dir:
+            os.makedirs(cache_dir, exist_ok=True)
+        structure = build_item_structure(
+            features, z=config["knn_k"], mu=config["risgf_mu"], eta=config["sishe_eta"],
+            n_clusters=min(config["n_clusters"], len(ids)), seed=config["graph_seed"],
+            include_self=config["include_self"], cache_dir=cache_dir,
+            progress=config["show_progress"])
+        n = self.num_items
+        if self.use_item_graph:
+            graph = lift(normalize_item_graph(structure.A), ids, ids, (n, n))
+            self.item_graph[domain] = to_torch_sparse(graph, self.device)
+        if self.use_hypergraph:
+            left, right = hypergraph_factors(structure.gamma)
+            k = left.shape[1]
+            self.hyper_left[domain] = to_torch_sparse(lift(left, ids, None, (n, k)), self.device)
+            self.hyper_right[domain] = to_torch_sparse(lift(right, None, ids, (k, n)), self.device)
+        self.structure_info[domain] = {
+            "items": len(ids), "A_nnz": int(structure.A.nnz), "gamma_nnz": int(structure.gamma.nnz),
+            "cache_hit": bool(structure.info.get("cache_hit", False))}
+
+    # ----- representations (Eq 11-15) -----------------------------------------------------
+    def item_views(self, domain):
+        """(users u, [item views]) of a domain: LightGCN v, item-graph v~, hypergraph v~~."""
+        users_0 = self.user_embedding[domain].weight
+        items_0 = self.item_embedding[domain].weight
+        out = propagate(self.adjacency[domain], torch.cat([users_0, items_0]), self.n_layers)
+        users, items = torch.split(out, [self.num_users, self.num_items])
+        views = [items]
+        if self.use_item_graph:
+            views.append(propagate(self.item_graph[domain], items_0, self.n_layers))
+        if self.use_hypergraph:
+            views.append(self.hypergraph_view(domain, items_0))
+        return users, views
+
+    def hypergraph_view(self, domain, items_0):
+        """Eq 13 layer by layer, x <- left (right x) W_l, then the mean of layers 0..L."""
+        left, right = self.hyper_left[domain], self.hyper_right[domain]
+        layers = [items_0]
+        for weight in self.hyper_weight[domain]:
+            layers.append(torch.sparse.mm(left, torch.sparse.mm(right, layers[-1])) @ weight)
+        return torch.stack(layers).mean(dim=0)
+
+    def view_attention(self, domain, views):
+        """Per-item softmax weights over the views (Eq 15): (num_items, n_views)."""
+        score = self.view_score[domain]
+        bias = self.view_bias[domain]
+        active = self._active_views()
+        logits = torch.stack([(v * score[i]).sum(-1) + bias[i] for i, v in zip(active, views)], -1)
+        return torch.softmax(logits, dim=-1)
+
+    def _active_views(self):
+        return [0] + ([1] if self.use_item_graph else []) + ([2] if self.use_hypergraph else [])
+
+    def domain_representations(self, domain):
+        users, views = self.item_views(domain)
+        weights = self.view_attention(domain, views)
+        items = sum(w.unsqueeze(-1) * v for w, v in zip(weights.unbind(-1), views))
+        if self.score == "cosine":  # S = exp(cos / tau) of Eq 16
+            return F.normalize(users, dim=-1), F.normalize(items, dim=-1)
+        return users, items
+
+    # ----- losses (Eq 16, 23, 24) ----------------------------------------------------------
+    def domain_loss(self, domain, interaction, representations):
+        users, pos, neg = self.batch(domain, interaction)
+        user_all, item_all = representations
+        user, pos_item = user_all[users], item_all[pos]
+        logits = [(user * pos_item).sum(-1, keepdim=True)]
+        if self.negatives in ("in_batch", "both"):
+            in_batch = user @ pos_item.T
+            same_item = pos.unsqueeze(0) == pos.unsqueeze(1)  # a batch item that is the positive
+            logits.append(in_batch.masked_fill(same_item, float("-inf")))
+        if self.negatives in ("sampled", "both"):
+            logits.append((user * item_all[neg]).sum(-1, keepdim=True))
+        logits = torch.cat(logits, dim=1) / self.temperature
+        loss = -torch.log_softmax(logits, dim=1)[:, 0].mean()
+        reg = l2_penalty(self.user_embedding[domain](users), self.item_embedding[domain](pos))
+        self._stats[f"loss_{domain}"] += float(loss.detach())
+        return loss + self.reg_weight * reg,
+
+    def transfer_loss(self, interaction, representations):
+        if self.guide_lambda == 0:
+            return ()
+        src_ids, tgt_ids = self.transfer_users(interaction)
+        user_src = representations["source"][0][src_ids]
+        user_tgt = representations["target"][0][tgt_ids]
+        guide = guide_mask(src_ids, tgt_ids, self.overlapped_num_users)
+        plan = self.matching_plan(user_src, user_tgt, guide)
+        if plan is None:
+            return ()
+        loss = guided_contrastive_loss(user_src, user_tgt, plan, self.guide_temperature)
+        self._stats["loss_guide"] += float(loss.detach())
+        self._stats["guided_pairs"] += float(guide.sum())
+        self._stats["guided_batches"] += 1
+        return self.guide_lambda * loss,
+
+    def transfer_users(self, interaction):
+        """Distinct users of the batch per side; overlapped users of one side join the other."""
+        src = interaction[self.SOURCE_USER_ID]
+        tgt = interaction[self.TARGET_USER_ID]
+        if self.guide_both_sides:
+            is_overlap = lambda ids: (ids > 0) & (ids < self.overlapped_num_users)  # noqa: E731
+            src, tgt = torch.cat([src, tgt[is_overlap(tgt)]]), torch.cat([tgt, src[is_overlap(src)]])
+        return torch.unique(src), torch.unique(tgt)
+
+    def matching_plan(self, user_src, user_tgt, guide):
+        """The user-user plan pi for L_C (no gradient flows through it)."""
+        if self.matching == "overlap_only":  # SIEOUG-M: only the same person is a positive
+            return guide.to(user_src.dtype) if guide.any() else None
+        if self.matching == "fgw":  # SIEOUG-G: unguided
+            return fgw_plan(user_src.detach(), user_tgt.detach(), alpha=self.fgw_alpha)
+        cost = squared_euclidean_cost(user_src.detach(), user_tgt.detach(), normalize=self.cost_normalize)
+        plan, info = goum(cost, guide, self.ot_eps, max_iter=self.ot_max_iter, tol=self.ot_tol,
+                          return_info=True)
+        self._stats["goum_iterations"] += info["iterations"]
+        self._stats["goum_marginal_error"] += float(info["marginal_error"])
+        return plan
+
+    def pop_epoch_stats(self):
+        """This epoch's means per batch: each domain's loss, and over the batches with
+        guidance, its loss, guided pairs, GOUM iterations and marginal error. Resets them."""
+        stats, self._stats = self._stats, defaultdict(float)
+        steps = max(stats.pop("steps", 0.0), 1.0)
+        guided = max(stats.pop("guided_batches", 0.0), 1.0)
+        per_step = ("loss_source", "loss_target")
+        return {key: value / (steps if key in per_step else guided) for key, value in stats.items()}
+
+    def calculate_loss(self, interaction):
+        self._stats["steps"] += 1
+        return super().calculate_loss(interaction)
+
+
+def _choice(config, key, allowed):
+    value = config[key]
+    if value not in allowed:
+        raise ValueError(f"config key '{key}' must be one of {allowed}, got {value!r}")
+    return value
+
+
+def _variant(name, doc, **overrides):
+    """A registered ablation: SIEOUG with some config keys forced."""
+    def __init__(self, config, dataset):
+        for key, value in overrides.items():
+            config[key] = value
+        SIEOUG.__init__(self, config, dataset)
+    return type(name, (SIEOUG,), {"__init__": __init__, "__doc__": doc, "forced_config": overrides})
+
+
+SIEOUG_O = _variant("SIEOUG-O", "SIEOUG without cross-domain guidance (lambda = 0).", guide_lambda=0.0)
+SIEOUG_M = _variant("SIEOUG-M", "Guidance only between the two embeddings of each overlapped user.",
+                    matching="overlap_only")
+SIEOUG_G = _variant("SIEOUG-G", "Unguided fused Gromov-Wasserstein matching instead of GOUM.",
+                    matching="fgw")
+VARIANTS = (SIEOUG_O, SIEOUG_M, SIEOUG_G)
+for _cls in VARIANTS:  # checkpoints pickle the class by its name: make the name resolvable
+    globals()[_cls.__name__] = _cls

@@ -1,0 +1,167 @@
+"""SIEOUG: representations, guidance, the ablation variants, and that guidance helps."""
+import pytest
+import torch
+
+import sieoug_recbole
+from conftest import SYNTHETIC_YAML
+from sieoug_recbole.quick_start import build, make_config
+
+
+@pytest.fixture
+def sieoug_config(fast_config, tmp_path):
+    fast_config.update(graph_cache_dir=str(tmp_path / "graphs"), n_clusters=8, ot_eps=0.05)
+    return fast_config
+
+
+def _model_and_batch(name, cfg):
+    config = make_config(name, [SYNTHETIC_YAML], cfg)
+    dataset, train_data, _, _, model, _ = build(config)
+    train_data.set_mode(train_data.state)  # BOTH
+    return model, next(iter(train_data)), dataset
+
+
+def test_representations_and_attention(sieoug_config):
+    model, _, dataset = _model_and_batch("SIEOUG", sieoug_config)
+    for domain in ("source", "target"):
+        users, items = model.domain_representations(domain)
+        assert users.shape == (dataset.num_total_user, 16) and items.shape == (dataset.num_total_item, 16)
+        torch.testing.assert_close(items.norm(dim=-1), torch.ones(len(items)))
+        _, views = model.item_views(domain)
+        assert len(views) == 3
+        weights = model.view_attention(domain, views)
+        torch.testing.assert_close(weights.sum(-1), torch.ones(len(items)))
+        info = model.structure_info[domain]
+        assert info["A_nnz"] > 0 and info["gamma_nnz"] > 0
+
+
+def test_item_graph_connects_items_of_one_domain_only(sieoug_config):
+    model, _, dataset = _model_and_batch("SIEOUG", sieoug_config)
+    for domain in ("source", "target"):
+        domain_items = set(model.domain_item_ids(domain).tolist()) - {0}
+        graph = model.item_graph[domain].coalesce().indices()
+        assert set(graph[0].tolist()) <= domain_items and set(graph[1].tolist()) <= domain_items
+        rows = model.hyper_left[domain].coalesce().indices()[0]
+        assert set(rows.tolist()) == domain_items  # every item belongs to some hyperedge
+
+
+def test_module_switches_drop_views(sieoug_config):
+    sieoug_config.update(use_item_graph=False)
+    model, _, _ = _model_and_batch("SIEOUG", sieoug_config)
+    assert len(model.item_views("target")[1]) == 2 and not model.item_graph
+    sieoug_config.update(use_hypergraph=False)
+    model, _, _ = _model_and_batch("SIEOUG", sieoug_config)
+    assert len(model.item_views("target")[1]) == 1
+
+
+def _target_grad(model, loss):
+    params = [model.user_embedding["target"].weight, model.item_embedding["target"].weight]
+    grads = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+
+
+def test_without_guidance_the_source_batch_cannot_move_the_target(sieoug_config):
+    model, batch, _ = _model_and_batch("SIEOUG-O", sieoug_config)
+    assert model.guide_lambda == 0
+    parts = model.calculate_loss(batch)
+    assert len(parts) == 2  # source and target recommendation losses only
+    source_part_grads = _target_grad(model, parts[0])
+    assert all(float(g.abs().sum()) == 0.0 for g in source_part_grads)
+
+    model, batch, _ = _model_and_batch("SIEOUG", sieoug_config)
+    parts = model.calculate_loss(batch)
+    assert len(parts) == 3
+    guide_grads = _target_grad(model, parts[2])  # the guidance term does reach the target side
+    assert sum(float(g.abs().sum()) for g in guide_grads) > 0
+
+
+def test_batch_overlapped_users_are_on_both_sides_and_matched(sieoug_config):
+    sieoug_config.update(ot_eps=1e-3)
+    model, batch, dataset = _model_and_batch("SIEOUG", sieoug_config)
+    src, tgt = model.transfer_users(batch)
+    n_overlap = dataset.num_overlap_user
+    overlapped = lambda ids: set(ids[(ids > 0) & (ids < n_overlap)].tolist())  # noqa: E731
+    assert overlapped(src) == overlapped(tgt) and overlapped(src)
+    from sieoug_recbole.matching import guide_mask
+
+    guide = guide_mask(src, tgt, n_overlap)
+    user_src = model.domain_representations("source")[0][src].detach()
+    user_tgt = model.domain_representations("target")[0][tgt].detach()
+    plan = model.matching_plan(user_src, user_tgt, guide)
+    rows, cols = guide.nonzero(as_tuple=True)
+    assert torch.equal(plan[rows].argmax(dim=1), cols)  # each overlapped user's best match is itself
+    share = plan[rows, cols] / plan[rows].sum(dim=1)
+    # most take (almost) all of their row; a few share it with an unguided user at near-zero cost
+    assert float(share.median()) >= 0.99 and float(share.min()) >= 0.5
+
+
+def test_variants_differ_as_specified(sieoug_config):
+    from sieoug_recbole.matching import guide_mask
+
+    plans = {}
+    for name in ("SIEOUG", "SIEOUG-M", "SIEOUG-G"):
+        model, batch, dataset = _model_and_batch(name, sieoug_config)
+        src, tgt = model.transfer_users(batch)
+        guide = guide_mask(src, tgt, dataset.num_overlap_user)
+        user_src = model.domain_representations("source")[0][src].detach()
+        user_tgt = model.domain_representations("target")[0][tgt].detach()
+        plans[name] = (model.matching_plan(user_src, user_tgt, guide), guide)
+        no_guide = model.matching_plan(user_src, user_tgt, torch.zeros_like(guide))
+        if name == "SIEOUG-G":  # unguided: the mask changes nothing
+            torch.testing.assert_close(plans[name][0], no_guide)
+        if name == "SIEOUG-M":  # no overlapped pair, no guidance term
+            assert no_guide is None
+    plan_m, guide = plans["SIEOUG-M"]
+    assert torch.equal(plan_m, guide.to(plan_m.dtype))  # only the same person is a positive
+    plan_g = plans["SIEOUG-G"][0]
+    n, m = plan_g.shape
+    torch.testing.assert_close(plan_g.sum(1), torch.ones(n, dtype=plan_g.dtype), atol=1e-3, rtol=0)
+    torch.testing.assert_close(plan_g.sum(0), torch.full((m,), n / m, dtype=plan_g.dtype), atol=1e-3, rtol=0)
+    plan, _ = plans["SIEOUG"]
+    assert (plan > 1e-6).sum() > guide.sum()  # GOUM also matches non-overlapped users
+
+
+def test_epoch_statistics_are_logged(sieoug_config):
+    sieoug_config["train_epochs"] = ["BOTH:1"]
+    result = sieoug_recbole.run("SIEOUG", [SYNTHETIC_YAML], sieoug_config, verbose=False)
+    stats = result["epoch_stats"][0]
+    for key in ("loss_source", "loss_target", "loss_guide", "guided_pairs", "goum_iterations",
+                "goum_marginal_error"):
+        assert key in stats
+    assert stats["guided_pairs"] >= 1 and stats["goum_marginal_error"] < 1e-3
+
+
+def test_same_seed_same_metrics_and_checkpoint_reload(sieoug_config):
+    first = sieoug_recbole.run("SIEOUG", [SYNTHETIC_YAML], dict(sieoug_config), verbose=False)
+    second = sieoug_recbole.run("SIEOUG", [SYNTHETIC_YAML], dict(sieoug_config), verbose=False)
+    assert first["test_result"] == second["test_result"]
+    config, model, _, _, _, test_data = sieoug_recbole.load_data_and_model(first["saved_model_file"])
+    from recbole_cdr.utils import get_trainer
+
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    reloaded = trainer.evaluate(test_data, load_best_model=False)
+    assert {k: float(v) for k, v in reloaded.items()} == first["test_result"]
+
+
+def test_guidance_helps_on_planted_sparse_target(tmp_path):
+    """Sparse target (3 interactions a user), dense source, shared tastes, informative
+    features, overlap 0.5: mean target NDCG@10 over three generated pairs. Observed:
+    LightGCN 0.1217, SIEOUG-O 0.1193, SIEOUG 0.1254. SIEOUG-O vs LightGCN is not asserted:
+    it is not consistent across pairs (better on one, worse on two)."""
+    from sieoug_recbole.synthetic import generate_pair
+
+    ndcg = {"LightGCN": [], "SIEOUG-O": [], "SIEOUG": []}
+    for seed in range(3):
+        out = tmp_path / f"pair{seed}"
+        generate_pair(str(out), n_target_items=200, target_per_user=3, source_per_user=20,
+                      n_categories=8, n_common=600, n_source_only=100, n_target_only=100,
+                      seed=seed)
+        config = {"data_path": str(out) + "/", "checkpoint_dir": str(tmp_path / "saved"),
+                  "show_progress": False, "state": "ERROR", "learning_rate": 0.003,
+                  "stopping_step": 10, "train_epochs": ["BOTH:80"], "embedding_size": 32,
+                  "n_clusters": 8, "graph_cache_dir": str(tmp_path / "graphs")}
+        for model in ndcg:
+            result = sieoug_recbole.run(model, [SYNTHETIC_YAML], dict(config), verbose=False)
+            ndcg[model].append(result["test_result"]["ndcg@10"])
+    mean = {m: sum(v) / len(v) for m, v in ndcg.items()}
+    assert mean["SIEOUG"] > mean["SIEOUG-O"] + 0.004
+    assert mean["SIEOUG"] > mean["LightGCN"] + 0.002
