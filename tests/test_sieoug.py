@@ -167,3 +167,13 @@ def test_guidance_helps_on_planted_sparse_target(tmp_path):
     mean = {m: sum(v) / len(v) for m, v in ndcg.items()}
     assert mean["SIEOUG"] > mean["SIEOUG-O"] + 0.004
     assert mean["SIEOUG"] > mean["LightGCN"] + 0.002
+
+
+@pytest.mark.parametrize("schedule", [["SOURCE:1", "TARGET:1"], ["BOTH:1", "TARGET:1"]])
+def test_every_train_schedule_runs(sieoug_config, schedule):
+    sieoug_config["train_epochs"] = schedule
+    result = sieoug_recbole.run("SIEOUG", [SYNTHETIC_YAML], sieoug_config, verbose=False)
+    assert 0 < result["test_result"]["hit@10"] <= 1
+    guided_epochs = [s for s in result["epoch_stats"] if "loss_guide" in s]
+    assert len(guided_epochs) == schedule.count("BOTH:1")  # guidance needs both sides: BOTH only
+    assert all("loss_target" in s for s in result["epoch_stats"][-1:])
