@@ -120,6 +120,8 @@ def test_sampled_evaluation_needs_top_level_fields(fast_config):
 
     original = compat.ORIGINALS["CDRConfig._load_internal_config_dict"]
     fast_config.update(n_layers=2, reg_weight=1e-4)  # the stock config would not read our yaml
+    # nor honour the top-level data_path (sample.yaml's per-domain 'dataset/' wins): set both
+    fast_config.update(source_data_path=fast_config["data_path"], target_data_path=fast_config["data_path"])
     with pytest.MonkeyPatch.context() as mp:  # the defect: without the keys it cannot run
         mp.setattr(CDRConfig, "_load_internal_config_dict", original)
         with pytest.raises((KeyError, TypeError)):  # None field names deep inside recbole
