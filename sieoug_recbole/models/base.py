@@ -12,6 +12,7 @@ and :meth:`domain_loss`; scoring, phases and caching at evaluation time are done
 """
 import torch
 import torch.nn.functional as F
+from torch import nn
 from recbole.utils import InputType
 from recbole_cdr.model.crossdomain_recommender import CrossDomainRecommender
 
@@ -123,6 +124,16 @@ class CrossDomainModel(CrossDomainRecommender):
         """(users, positive items, negative items) id tensors of ``domain`` in a batch."""
         user_field, item_field, neg_field = self.fields(domain)
         return interaction[user_field], interaction[item_field], interaction[neg_field]
+
+
+def domain_id_embeddings(num_users, num_items, dim):
+    """Per-domain user and item ID embedding tables, xavier-initialised:
+    ``(ModuleDict domain -> users, ModuleDict domain -> items)``."""
+    users = nn.ModuleDict({d: nn.Embedding(num_users, dim) for d in DOMAINS})
+    items = nn.ModuleDict({d: nn.Embedding(num_items, dim) for d in DOMAINS})
+    for table in list(users.values()) + list(items.values()):
+        nn.init.xavier_normal_(table.weight)
+    return users, items
 
 
 def bpr_loss(user, pos_item, neg_item):

@@ -15,9 +15,9 @@ concatenates its layers; the mean keeps the LightGCN scale used by our other bas
 Trained with BPR in both domains plus an L2 penalty on the batch's ego embeddings.
 """
 import torch
-from torch import nn
 
-from sieoug_recbole.models.base import DOMAINS, CrossDomainModel, bpr_loss, l2_penalty
+from sieoug_recbole.models.base import (DOMAINS, CrossDomainModel, bpr_loss, domain_id_embeddings,
+                                         l2_penalty)
 from sieoug_recbole.models.lightgcn import domain_adjacency
 
 
@@ -30,12 +30,8 @@ class BiTGCF(CrossDomainModel):
         self.reg_weight = config["reg_weight"]
         if not 0 <= self.transfer_lambda <= 1:
             raise ValueError(f"transfer_lambda must be in [0, 1], got {self.transfer_lambda}")
-        self.user_embedding = nn.ModuleDict(
-            {d: nn.Embedding(self.num_users, self.embedding_size) for d in DOMAINS})
-        self.item_embedding = nn.ModuleDict(
-            {d: nn.Embedding(self.num_items, self.embedding_size) for d in DOMAINS})
-        for table in list(self.user_embedding.values()) + list(self.item_embedding.values()):
-            nn.init.xavier_normal_(table.weight)
+        self.user_embedding, self.item_embedding = domain_id_embeddings(
+            self.num_users, self.num_items, self.embedding_size)
         self.adjacency = {d: domain_adjacency(self, dataset, d).to(self.device) for d in DOMAINS}
         self._step = None  # both domains' representations of the current training step
 

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from sieoug_recbole.graph import bipartite_adjacency, propagate, to_torch_sparse
-from sieoug_recbole.models.base import DOMAINS, CrossDomainModel, bpr_loss, l2_penalty
+from sieoug_recbole.models.base import (DOMAINS, CrossDomainModel, bpr_loss, domain_id_embeddings,
+                                         l2_penalty)
 from sieoug_recbole.models.lightgcn import domain_adjacency
 from sieoug_recbole.models.mm_graph import (DomainModalities, lift_item_graph, mix_graphs,
                                             modality_weights)
@@ -40,10 +41,8 @@ class FREEDOM(CrossDomainModel):
             raise ValueError(f"prune_ratio must be in [0, 1), got {self.prune_ratio}")
 
         d = self.embedding_size
-        self.user_embedding = nn.ModuleDict({x: nn.Embedding(self.num_users, d) for x in DOMAINS})
-        self.item_embedding = nn.ModuleDict({x: nn.Embedding(self.num_items, d) for x in DOMAINS})
-        for table in list(self.user_embedding.values()) + list(self.item_embedding.values()):
-            nn.init.xavier_normal_(table.weight)
+        self.user_embedding, self.item_embedding = domain_id_embeddings(
+            self.num_users, self.num_items, d)
         self.adjacency = {x: domain_adjacency(self, dataset, x).to(self.device) for x in DOMAINS}
 
         self.modalities, self.knn_graphs, self.item_graph, self.mix_weights = {}, {}, {}, {}

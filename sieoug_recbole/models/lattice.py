@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sieoug_recbole.graph import propagate
-from sieoug_recbole.models.base import DOMAINS, CrossDomainModel, bpr_loss, l2_penalty
+from sieoug_recbole.models.base import (DOMAINS, CrossDomainModel, bpr_loss, domain_id_embeddings,
+                                         l2_penalty)
 from sieoug_recbole.models.lightgcn import domain_adjacency
 from sieoug_recbole.models.mm_graph import (DomainModalities, edge_propagate, knn_edges,
                                             lift_item_graph, normalized_edge_values)
@@ -40,10 +41,8 @@ class LATTICE(CrossDomainModel):
         self.reg_weight = config["reg_weight"]
 
         d = self.embedding_size
-        self.user_embedding = nn.ModuleDict({x: nn.Embedding(self.num_users, d) for x in DOMAINS})
-        self.item_embedding = nn.ModuleDict({x: nn.Embedding(self.num_items, d) for x in DOMAINS})
-        for table in list(self.user_embedding.values()) + list(self.item_embedding.values()):
-            nn.init.xavier_normal_(table.weight)
+        self.user_embedding, self.item_embedding = domain_id_embeddings(
+            self.num_users, self.num_items, d)
         self.adjacency = {x: domain_adjacency(self, dataset, x).to(self.device) for x in DOMAINS}
 
         self.modalities, self.knn_graphs, self.init_graphs = {}, {}, {}

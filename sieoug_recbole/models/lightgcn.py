@@ -5,10 +5,10 @@ over its own normalised user-item graph (mean of layers 0..L), trained with BPR.
 scores the target domain; our dual-domain evaluation scores both.
 """
 import torch
-from torch import nn
 
 from sieoug_recbole.graph import bipartite_adjacency, propagate, to_torch_sparse
-from sieoug_recbole.models.base import DOMAINS, CrossDomainModel, bpr_loss, l2_penalty
+from sieoug_recbole.models.base import (DOMAINS, CrossDomainModel, bpr_loss, domain_id_embeddings,
+                                         l2_penalty)
 
 
 def domain_adjacency(model, dataset, domain):
@@ -24,12 +24,8 @@ class LightGCN(CrossDomainModel):
         self.embedding_size = config["embedding_size"]
         self.n_layers = config["n_layers"]
         self.reg_weight = config["reg_weight"]
-        self.user_embedding = nn.ModuleDict(
-            {d: nn.Embedding(self.num_users, self.embedding_size) for d in DOMAINS})
-        self.item_embedding = nn.ModuleDict(
-            {d: nn.Embedding(self.num_items, self.embedding_size) for d in DOMAINS})
-        for table in list(self.user_embedding.values()) + list(self.item_embedding.values()):
-            nn.init.xavier_normal_(table.weight)
+        self.user_embedding, self.item_embedding = domain_id_embeddings(
+            self.num_users, self.num_items, self.embedding_size)
         self.adjacency = {d: domain_adjacency(self, dataset, d).to(self.device) for d in DOMAINS}
 
     def domain_representations(self, domain):

@@ -26,7 +26,6 @@ user; ``SIEOUG-G`` unguided fused Gromov-Wasserstein matching instead of GOUM.
 import os
 from collections import defaultdict
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,7 +34,7 @@ from sieoug_recbole.domain_data import domain_features
 from sieoug_recbole.graph import lift, propagate, to_torch_sparse
 from sieoug_recbole.matching import (fgw_plan, goum, guide_mask, guided_contrastive_loss,
                                      squared_euclidean_cost)
-from sieoug_recbole.models.base import DOMAINS, CrossDomainModel, l2_penalty
+from sieoug_recbole.models.base import DOMAINS, CrossDomainModel, domain_id_embeddings, l2_penalty
 from sieoug_recbole.models.lightgcn import domain_adjacency
 from sieoug_recbole.similarity import build_item_structure, hypergraph_factors, normalize_item_graph
 
@@ -66,10 +65,8 @@ class SIEOUG(CrossDomainModel):
         self.guide_both_sides = config["guide_both_sides"]
 
         d = self.embedding_size
-        self.user_embedding = nn.ModuleDict({x: nn.Embedding(self.num_users, d) for x in DOMAINS})
-        self.item_embedding = nn.ModuleDict({x: nn.Embedding(self.num_items, d) for x in DOMAINS})
-        for table in list(self.user_embedding.values()) + list(self.item_embedding.values()):
-            nn.init.xavier_normal_(table.weight)
+        self.user_embedding, self.item_embedding = domain_id_embeddings(
+            self.num_users, self.num_items, d)
         # Eq 13: one D x D weight per hypergraph layer, starting as the identity
         self.hyper_weight = nn.ParameterDict({
             x: nn.Parameter(torch.eye(d).repeat(self.n_layers, 1, 1)) for x in DOMAINS})
