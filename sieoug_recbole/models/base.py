@@ -126,6 +126,19 @@ class CrossDomainModel(CrossDomainRecommender):
         return interaction[user_field], interaction[item_field], interaction[neg_field]
 
 
+class BPRDomainLoss:
+    """Mixin: a domain's loss is BPR on the step's representations plus ``reg_weight`` times
+    the L2 penalty on the batch's ID embeddings (``user_embedding`` / ``item_embedding``)."""
+
+    def domain_loss(self, domain, interaction, representations):
+        users, pos, neg = self.batch(domain, interaction)
+        user_all, item_all = representations
+        loss = bpr_loss(user_all[users], item_all[pos], item_all[neg])
+        reg = l2_penalty(self.user_embedding[domain](users), self.item_embedding[domain](pos),
+                         self.item_embedding[domain](neg))
+        return loss + self.reg_weight * reg,
+
+
 def domain_id_embeddings(num_users, num_items, dim):
     """Per-domain user and item ID embedding tables, xavier-initialised:
     ``(ModuleDict domain -> users, ModuleDict domain -> items)``."""

@@ -16,12 +16,11 @@ Trained with BPR in both domains plus an L2 penalty on the batch's ego embedding
 """
 import torch
 
-from sieoug_recbole.models.base import (DOMAINS, CrossDomainModel, bpr_loss, domain_id_embeddings,
-                                         l2_penalty)
+from sieoug_recbole.models.base import BPRDomainLoss, CrossDomainModel, DOMAINS, domain_id_embeddings
 from sieoug_recbole.models.lightgcn import domain_adjacency
 
 
-class BiTGCF(CrossDomainModel):
+class BiTGCF(BPRDomainLoss, CrossDomainModel):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.embedding_size = config["embedding_size"]
@@ -67,11 +66,3 @@ class BiTGCF(CrossDomainModel):
     def domain_representations(self, domain):
         joint = self._step if self._step is not None else self.joint_representations()
         return joint[domain]
-
-    def domain_loss(self, domain, interaction, representations):
-        users, pos, neg = self.batch(domain, interaction)
-        user_all, item_all = representations
-        loss = bpr_loss(user_all[users], item_all[pos], item_all[neg])
-        reg = l2_penalty(self.user_embedding[domain](users), self.item_embedding[domain](pos),
-                         self.item_embedding[domain](neg))
-        return loss + self.reg_weight * reg,

@@ -20,14 +20,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from sieoug_recbole.graph import propagate
-from sieoug_recbole.models.base import (DOMAINS, CrossDomainModel, bpr_loss, domain_id_embeddings,
-                                         l2_penalty)
+from sieoug_recbole.models.base import BPRDomainLoss, CrossDomainModel, DOMAINS, domain_id_embeddings
 from sieoug_recbole.models.lightgcn import domain_adjacency
 from sieoug_recbole.models.mm_graph import (DomainModalities, edge_propagate, knn_edges,
                                             lift_item_graph, normalized_edge_values)
 
 
-class LATTICE(CrossDomainModel):
+class LATTICE(BPRDomainLoss, CrossDomainModel):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.embedding_size = config["embedding_size"]
@@ -126,11 +125,3 @@ class LATTICE(CrossDomainModel):
                                    [self.num_users, self.num_items])
         h = propagate(self.item_graph_operator(domain), ego_items, self.n_item_layers, reduce="last")
         return users, items + F.normalize(h, dim=1)
-
-    def domain_loss(self, domain, interaction, representations):
-        users, pos, neg = self.batch(domain, interaction)
-        user_all, item_all = representations
-        loss = bpr_loss(user_all[users], item_all[pos], item_all[neg])
-        reg = l2_penalty(self.user_embedding[domain](users), self.item_embedding[domain](pos),
-                         self.item_embedding[domain](neg))
-        return loss + self.reg_weight * reg,

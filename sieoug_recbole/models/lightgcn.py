@@ -7,8 +7,7 @@ scores the target domain; our dual-domain evaluation scores both.
 import torch
 
 from sieoug_recbole.graph import bipartite_adjacency, propagate, to_torch_sparse
-from sieoug_recbole.models.base import (DOMAINS, CrossDomainModel, bpr_loss, domain_id_embeddings,
-                                         l2_penalty)
+from sieoug_recbole.models.base import BPRDomainLoss, CrossDomainModel, DOMAINS, domain_id_embeddings
 
 
 def domain_adjacency(model, dataset, domain):
@@ -18,7 +17,7 @@ def domain_adjacency(model, dataset, domain):
     return to_torch_sparse(adjacency)
 
 
-class LightGCN(CrossDomainModel):
+class LightGCN(BPRDomainLoss, CrossDomainModel):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.embedding_size = config["embedding_size"]
@@ -32,11 +31,3 @@ class LightGCN(CrossDomainModel):
         ego = torch.cat([self.user_embedding[domain].weight, self.item_embedding[domain].weight])
         out = propagate(self.adjacency[domain], ego, self.n_layers)
         return torch.split(out, [self.num_users, self.num_items])
-
-    def domain_loss(self, domain, interaction, representations):
-        users, pos, neg = self.batch(domain, interaction)
-        user_all, item_all = representations
-        loss = bpr_loss(user_all[users], item_all[pos], item_all[neg])
-        reg = l2_penalty(self.user_embedding[domain](users), self.item_embedding[domain](pos),
-                         self.item_embedding[domain](neg))
-        return loss + self.reg_weight * reg,
