@@ -122,12 +122,16 @@ def render_properties(summary, cfg, datasets):
     return "\n".join(lines) + "\n"
 
 
-def write_properties(path, summary, cfg, datasets):
-    """Write the dataset yaml of a converted pair to ``path`` (atomically)."""
-    text = render_properties(summary, cfg, datasets)
+def write_text_atomic(path, text):
+    """Write ``text`` to ``path`` through a temporary file, so a reader never sees half of it."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
     os.replace(tmp, path)
     return path
+
+
+def write_properties(path, summary, cfg, datasets):
+    """Write the dataset yaml of a converted pair to ``path`` (atomically)."""
+    return write_text_atomic(path, render_properties(summary, cfg, datasets))

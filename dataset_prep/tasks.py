@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 
 from dataset_prep.errors import PrepError
-from dataset_prep.properties import TRAINING_BLOCK, _domain_block, _line
+from dataset_prep.properties import TRAINING_BLOCK, _domain_block, _line, write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -209,10 +209,4 @@ def write_task_properties(key, overlap_ratio=DEFAULT_OVERLAP_RATIO, path=None, o
                           raw_dir="raw"):
     """Write a paper task's yaml (default :func:`properties_path`); returns the path."""
     path = path or properties_path(key, overlap_ratio)
-    text = render_task_properties(key, overlap_ratio, out_dir, raw_dir, path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, render_task_properties(key, overlap_ratio, out_dir, raw_dir, path))
