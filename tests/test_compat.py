@@ -126,3 +126,18 @@ def test_sampled_evaluation_needs_top_level_fields(fast_config):
         mp.setattr(CDRConfig, "_load_internal_config_dict", original)
         with pytest.raises((KeyError, TypeError)):  # None field names deep inside recbole
             sieoug_recbole.run("LightGCN", [SYNTHETIC_YAML], fast_config, verbose=False)
+
+
+def test_chained_fillna_still_fills_on_pandas_2_and_is_quiet():
+    import warnings
+
+    import pandas as pd
+
+    assert int(pd.__version__.split(".")[0]) < 3  # pandas 3 turns recbole's fillna into a no-op
+    frame = pd.DataFrame({"a": [None, 1.0]})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compat.quiet_pandas_chained_fillna_warning()  # the filter goes in front of "always"
+        frame["a"].fillna(value=0, inplace=True)  # what recbole's Dataset._fill_nan does
+    assert frame["a"].tolist() == [0.0, 1.0]
+    assert not [w for w in caught if "copy of a DataFrame" in str(w.message)]
