@@ -513,18 +513,18 @@ def goum(cost, guide, eps, max_iter=1000, tol=1e-6, return_info=False):
 _MIN_RELATIVE_MASS = 1e-6
 
 
-def _info_nce(anchor, positive, others, keep, temperature):
-    """Mean over kept anchors of -log(e^{s+} / (e^{s+} + sum_k e^{s_k})), s = cos / T."""
-    a = torch.nn.functional.normalize(anchor[keep], dim=1)
-    p = torch.nn.functional.normalize(positive[keep], dim=1)
-    o = torch.nn.functional.normalize(others, dim=1)
+def _info_nce(anchor, positive, others, keep, temperature, similarity):
+    """Mean over kept anchors of -log(e^{s+} / (e^{s+} + sum_k e^{s_k})), s = sim / T."""
+    a, p, o = anchor[keep], positive[keep], others
+    if similarity == "cosine":
+        a, p, o = (torch.nn.functional.normalize(x, dim=1) for x in (a, p, o))
     pos = (a * p).sum(dim=1, keepdim=True) / temperature
     neg = (a @ o.t()) / temperature
     logits = torch.cat([pos, neg], dim=1)
     return (torch.logsumexp(logits, dim=1) - pos.squeeze(1)).mean()
 
 
-def guided_contrastive_loss(user_src, user_tgt, plan, temperature):
+def guided_contrastive_loss(user_src, user_tgt, plan, temperature, similarity="cosine"):
     """Guidance user contrastive loss (Eq 23), InfoNCE in both directions.
 
     Source user i: positive = its barycentric match ``(plan @ user_tgt)_i / sum_j plan_ij``
@@ -536,6 +536,9 @@ def guided_contrastive_loss(user_src, user_tgt, plan, temperature):
     barycentre, not one of the batch users, so Eq 23's negative set ``U^T \\ [pi U^T]_i`` is
     the whole target batch; the positive's own term is kept in the denominator as usual
     for InfoNCE, which makes the loss a cross-entropy, >= 0.)
+
+    ``similarity='dot'`` uses ``s = <., .> / temperature`` instead, for models that score
+    with the dot product (one similarity S for Eq 16 and Eq 23, as in the paper).
 
     Returns ``mean_i loss_i^S + mean_j loss_j^T`` (Eq 23's two sums, each as a batch mean,
     on the scale of per-domain batch-mean recommendation losses) as a 0-d tensor.
@@ -559,6 +562,8 @@ def guided_contrastive_loss(user_src, user_tgt, plan, temperature):
         raise ValueError(f"temperature must be a number > 0, got {temperature!r}") from None
     if not (temperature > 0 and math.isfinite(temperature)):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    if similarity not in ("cosine", "dot"):
+        raise ValueError(f"similarity must be 'cosine' or 'dot', got {similarity!r}")
     P = plan.detach().to(device=user_src.device, dtype=user_src.dtype)
     row_mass = P.sum(dim=1)
     col_mass = P.sum(dim=0)
@@ -568,10 +573,10 @@ def guided_contrastive_loss(user_src, user_tgt, plan, temperature):
     loss = zero
     if bool(keep_src.any()):
         bary_tgt = (P @ user_tgt) / row_mass.clamp_min(torch.finfo(P.dtype).tiny).unsqueeze(1)
-        loss = loss + _info_nce(user_src, bary_tgt, user_tgt, keep_src, temperature)
+        loss = loss + _info_nce(user_src, bary_tgt, user_tgt, keep_src, temperature, similarity)
     if bool(keep_tgt.any()):
         bary_src = (P.t() @ user_src) / col_mass.clamp_min(torch.finfo(P.dtype).tiny).unsqueeze(1)
-        loss = loss + _info_nce(user_tgt, bary_src, user_src, keep_tgt, temperature)
+        loss = loss + _info_nce(user_tgt, bary_src, user_src, keep_tgt, temperature, similarity)
     return loss
 
 

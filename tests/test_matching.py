@@ -235,6 +235,28 @@ def test_loss_temperature_one_is_the_papers_similarity_and_skips_empty_rows():
     assert abs(loss.item() - (src_mean + torch.stack(tgt).mean()).item()) < 1e-5
 
 
+def test_loss_with_dot_similarity_written_out():
+    x, y, plan, _, _ = _loss_setup()
+    x, y = 0.3 * x, 2.0 * y  # unequal norms: dot differs from cosine
+    temperature = 0.5
+    P = plan.float()
+
+    def side(anchors, others, mass):
+        terms = []
+        for k in range(len(anchors)):
+            bary = (mass[k] @ others) / mass[k].sum()
+            logits = torch.cat([(anchors[k] @ bary).view(1), others @ anchors[k]]) / temperature
+            terms.append(torch.logsumexp(logits, 0) - logits[0])
+        return torch.stack(terms).mean()
+
+    expected = side(x, y, P) + side(y, x, P.t())
+    loss = guided_contrastive_loss(x, y, plan, temperature, similarity="dot")
+    assert abs(loss.item() - expected.item()) < 1e-4
+    assert abs(loss.item() - guided_contrastive_loss(x, y, plan, temperature).item()) > 1e-3
+    with pytest.raises(ValueError, match="similarity"):
+        guided_contrastive_loss(x, y, plan, temperature, similarity="euclid")
+
+
 def test_loss_validation():
     x, y, plan, _, _ = _loss_setup()
     with pytest.raises(ValueError, match="plan shape"):

@@ -20,12 +20,17 @@ def _model_and_batch(name, cfg):
     return model, next(iter(train_data)), dataset
 
 
-def test_representations_and_attention(sieoug_config):
+@pytest.mark.parametrize("score", ["cosine", "dot"])
+def test_representations_and_attention(sieoug_config, score):
+    sieoug_config["score"] = score
     model, _, dataset = _model_and_batch("SIEOUG", sieoug_config)
     for domain in ("source", "target"):
         users, items = model.domain_representations(domain)
         assert users.shape == (dataset.num_total_user, 16) and items.shape == (dataset.num_total_item, 16)
-        torch.testing.assert_close(items.norm(dim=-1), torch.ones(len(items)))
+        if score == "cosine":  # unit vectors, so the dot product is the cosine of Eq 16
+            torch.testing.assert_close(items.norm(dim=-1), torch.ones(len(items)))
+        else:
+            assert not torch.allclose(items[1:].norm(dim=-1), torch.ones(len(items) - 1))
         _, views = model.item_views(domain)
         assert len(views) == 3
         weights = model.view_attention(domain, views)
@@ -51,6 +56,56 @@ def test_module_switches_drop_views(sieoug_config):
     sieoug_config.update(use_hypergraph=False)
     model, _, _ = _model_and_batch("SIEOUG", sieoug_config)
     assert len(model.item_views("target")[1]) == 1
+
+
+def _reference_loss(user, item_all, pos, neg, scheme, temperature):
+    """Eq 16 written out row by row: -log S(u, pos) / (S(u, pos) + sum of S(u, negatives))."""
+    losses = []
+    for i in range(len(user)):
+        negatives = []
+        if scheme in ("in_batch", "both"):
+            negatives += [j for j in pos.tolist() if j != int(pos[i])]
+        if scheme in ("sampled", "both"):
+            negatives.append(int(neg[i]))
+        if scheme == "sampled_pool":
+            negatives += [j for j in neg.tolist() if j != int(pos[i])]
+        logits = torch.stack([user[i] @ item_all[j] for j in [int(pos[i])] + negatives]) / temperature
+        losses.append(-torch.log_softmax(logits, dim=0)[0])
+    return torch.stack(losses).mean()
+
+
+@pytest.mark.parametrize("scheme", ["in_batch", "sampled", "both", "sampled_pool"])
+def test_negative_schemes_match_eq16_written_out(sieoug_config, scheme):
+    sieoug_config.update(negatives=scheme, reg_weight=0.0, temperature=0.7)
+    model, batch, _ = _model_and_batch("SIEOUG-O", sieoug_config)
+    users, items = model.domain_representations("target")
+    ids, pos, neg = model.batch("target", batch)
+    ids, pos, neg = ids[:24], pos[:24], neg[:24]
+    sub = batch[torch.arange(24)]
+    loss = model.domain_loss("target", sub, (users, items))[0]
+    expected = _reference_loss(users[ids], items, pos, neg, scheme, 0.7)
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_hypergraph_weights_frozen_or_learned(sieoug_config):
+    model, batch, _ = _model_and_batch("SIEOUG-O", sieoug_config)
+    assert not model.hyper_weight["target"].requires_grad  # the yaml's default
+    with torch.no_grad():  # a non-identity weight: the view is left @ right @ x @ W per layer
+        model.hyper_weight["target"].copy_(torch.randn_like(model.hyper_weight["target"]) * 0.3)
+    x = model.item_embedding["target"].weight
+    left = model.hyper_left["target"].to_dense()
+    right = model.hyper_right["target"].to_dense()
+    layers = [x]
+    for weight in model.hyper_weight["target"]:
+        layers.append(left @ right @ layers[-1] @ weight)
+    torch.testing.assert_close(model.hypergraph_view("target", x), torch.stack(layers).mean(0),
+                               rtol=1e-4, atol=1e-5)
+    sieoug_config["learn_hyper_weight"] = True
+    model, batch, _ = _model_and_batch("SIEOUG-O", sieoug_config)
+    assert model.hyper_weight["target"].requires_grad
+    loss = sum(model.calculate_loss(batch))
+    (grad,) = torch.autograd.grad(loss, [model.hyper_weight["target"]])
+    assert float(grad.abs().sum()) > 0
 
 
 def _target_grad(model, loss):

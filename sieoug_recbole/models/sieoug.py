@@ -3,16 +3,19 @@
 Per domain d (paper Sec 3.2):
 - user/item ID embeddings propagated by LightGCN over the user-item graph (Eq 11) -> u, v;
 - item ID embeddings propagated over the normalised item similarity graph A (Eq 12) -> v~;
-- item ID embeddings propagated over the SISHE hypergraph gamma with a learnable D x D
-  weight per layer (Eq 13, operator (K/N) gamma gamma^T, see NOTES) -> v~~;
+- item ID embeddings propagated over the SISHE hypergraph gamma with a D x D weight per
+  layer, learnable or frozen at I (``learn_hyper_weight``) (Eq 13, operator (K/N) gamma
+  gamma^T, see NOTES) -> v~~;
 - V = per-item softmax attention over (v, v~, v~~) (Eq 14-15; the user term cancels in the
   softmax, so each view has a learnable scoring vector), U = u.
 A and gamma are built once from the domain's modality features (kNN -> RISGF -> SISHE,
 :func:`sieoug_recbole.similarity.build_item_structure`, cached on disk) and frozen.
 
 Loss (Eq 24): L_R^S + L_R^T + lambda * L_C, with
-- L_R^d (Eq 16): InfoNCE on cosine / temperature over the positive item and the negatives
-  (the batch's other positive items and/or the framework's sampled negative);
+- L_R^d (Eq 16): InfoNCE on score / temperature (score: cosine as in the paper, or dot) over
+  the positive item and the negatives N(U_i): the framework's uniformly sampled negative of
+  the row, of every row of the batch (``sampled_pool``, the default), and/or the batch's
+  other positive items (``in_batch``, popularity-distributed);
 - L_C (Eq 23): guided user contrastive loss across domains, positives from the GOUM plan
   (Eq 17-22) over the batch's source and target users, the guide mask marking the pairs that
   are the same overlapped person. Every overlapped user of either side's batch is added to
@@ -39,7 +42,7 @@ from sieoug_recbole.models.lightgcn import domain_adjacency
 from sieoug_recbole.similarity import build_item_structure, hypergraph_factors, normalize_item_graph
 
 MATCHINGS = ("goum", "overlap_only", "fgw")
-NEGATIVES = ("in_batch", "sampled", "both")
+NEGATIVES = ("in_batch", "sampled", "both", "sampled_pool")
 SCORES = ("cosine", "dot")
 
 
@@ -69,7 +72,8 @@ class SIEOUG(CrossDomainModel):
             self.num_users, self.num_items, d)
         # Eq 13: one D x D weight per hypergraph layer, starting as the identity
         self.hyper_weight = nn.ParameterDict({
-            x: nn.Parameter(torch.eye(d).repeat(self.n_layers, 1, 1)) for x in DOMAINS})
+            x: nn.Parameter(torch.eye(d).repeat(self.n_layers, 1, 1),
+                            requires_grad=bool(config["learn_hyper_weight"])) for x in DOMAINS})
         # Eq 15: a scoring vector and bias per view (LightGCN, item graph, hypergraph)
         self.view_score = nn.ParameterDict({x: nn.Parameter(torch.zeros(3, d)) for x in DOMAINS})
         self.view_bias = nn.ParameterDict({x: nn.Parameter(torch.zeros(3)) for x in DOMAINS})
@@ -120,11 +124,14 @@ class SIEOUG(CrossDomainModel):
         return users, views
 
     def hypergraph_view(self, domain, items_0):
-        """Eq 13 layer by layer, x <- left (right x) W_l, then the mean of layers 0..L."""
+        """Eq 13 layer by layer, x <- left (right x) W_l, then the mean of layers 0..L.
+
+        W_l is applied on the K hyperedge rows, left ((right x) W_l): the same product
+        at K x D x D instead of N x D x D multiply-adds."""
         left, right = self.hyper_left[domain], self.hyper_right[domain]
         layers = [items_0]
         for weight in self.hyper_weight[domain]:
-            layers.append(torch.sparse.mm(left, torch.sparse.mm(right, layers[-1])) @ weight)
+            layers.append(torch.sparse.mm(left, torch.sparse.mm(right, layers[-1]) @ weight))
         return torch.stack(layers).mean(dim=0)
 
     def view_attention(self, domain, views):
@@ -158,6 +165,9 @@ class SIEOUG(CrossDomainModel):
             logits.append(in_batch.masked_fill(same_item, float("-inf")))
         if self.negatives in ("sampled", "both"):
             logits.append((user * item_all[neg]).sum(-1, keepdim=True))
+        if self.negatives == "sampled_pool":  # every row's uniformly sampled negative
+            pool = user @ item_all[neg].T
+            logits.append(pool.masked_fill(neg.unsqueeze(0) == pos.unsqueeze(1), float("-inf")))
         logits = torch.cat(logits, dim=1) / self.temperature
         loss = -torch.log_softmax(logits, dim=1)[:, 0].mean()
         reg = l2_penalty(self.user_embedding[domain](users), self.item_embedding[domain](pos))
@@ -174,7 +184,7 @@ class SIEOUG(CrossDomainModel):
         plan = self.matching_plan(user_src, user_tgt, guide)
         if plan is None:
             return ()
-        loss = guided_contrastive_loss(user_src, user_tgt, plan, self.guide_temperature)
+        loss = guided_contrastive_loss(user_src, user_tgt, plan, self.guide_temperature, self.score)
         self._stats["loss_guide"] += float(loss.detach())
         self._stats["guided_pairs"] += float(guide.sum())
         self._stats["guided_batches"] += 1
