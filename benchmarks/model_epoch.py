@@ -1,35 +1,44 @@
 """Training-epoch time of SIEOUG, SIEOUG-O and LightGCN on the same pair and batch size.
 
-    python benchmarks/model_epoch.py --config_files properties/food_kitchen_demo.yaml --epochs 2
+    python benchmarks/model_epoch.py --config_files properties/food_kitchen_demo.yaml --epochs 5
 
 Prints, per model, the model construction time (for SIEOUG: the one-off kNN / RISGF / SISHE
 graph building, measured with an empty graph cache so nothing is read from disk) and the
-mean wall time of a training epoch (BOTH phase, no evaluation), with the ratio to LightGCN.
+median wall time of a training epoch (BOTH phase, no evaluation; the models take turns
+epoch by epoch), with the ratio to LightGCN.
 """
 import argparse
+import statistics
 import tempfile
 import time
 
 import torch
 
 
-def time_model(name, config_files, overrides, epochs):
+def build_model(name, config_files, overrides):
+    """(construction seconds, train loader in BOTH mode, trainer) of one model."""
+    from recbole_cdr.data.dataloader import CrossDomainDataLoaderState
     from sieoug_recbole.quick_start import build, make_config
 
     config = make_config(name, config_files, dict(overrides))
     start = time.perf_counter()
-    dataset, train_data, _, _, model, trainer = build(config)
+    _, train_data, _, _, model, trainer = build(config)
     built = time.perf_counter() - start
-    from recbole_cdr.data.dataloader import CrossDomainDataLoaderState
-
     train_data.set_mode(CrossDomainDataLoaderState.BOTH)
     model.set_phase("BOTH")
-    times = []
+    return built, train_data, trainer
+
+
+def time_epochs(models, epochs):
+    """Epoch wall times per model, the models taking turns epoch by epoch so that a
+    shared machine's load falls on all of them alike: {name: [seconds, ...]}."""
+    times = {name: [] for name in models}
     for epoch in range(epochs):
-        start = time.perf_counter()
-        trainer._train_epoch(train_data, epoch)
-        times.append(time.perf_counter() - start)
-    return built, sum(times) / len(times), len(train_data)
+        for name, (_, train_data, trainer) in models.items():
+            start = time.perf_counter()
+            trainer._train_epoch(train_data, epoch)
+            times[name].append(time.perf_counter() - start)
+    return times
 
 
 def main(argv=None):
@@ -48,18 +57,18 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     overrides = {"show_progress": False, "state": "ERROR", "train_batch_size": args.batch_size,
                  "graph_cache_dir": tempfile.mkdtemp(prefix="graphs-"), "torch_num_threads": args.threads}
-    rows = []
-    for name in args.models.split(","):
-        built, epoch, batches = time_model(name, args.config_files.split(), overrides, args.epochs)
-        rows.append((name, built, epoch, batches))
-    base = next((r[2] for r in rows if r[0] == "LightGCN"), None)
+    models = {name: build_model(name, args.config_files.split(), overrides)
+              for name in args.models.split(",")}
+    times = time_epochs(models, args.epochs)
+    median = {name: statistics.median(t) for name, t in times.items()}
+    base = median.get("LightGCN")
     print(f"# {args.config_files}, batch {args.batch_size}, torch threads {args.threads}, "
-          f"mean of {args.epochs} epochs")
-    print(f"| model | build s (graphs for SIEOUG) | epoch s | batches | epoch / LightGCN |")
+          f"median of {args.epochs} epochs, the models taking turns epoch by epoch")
+    print("| model | build s (graphs for SIEOUG) | epoch s (median) | batches | epoch / LightGCN |")
     print("|---|---:|---:|---:|---:|")
-    for name, built, epoch, batches in rows:
-        ratio = f"{epoch / base:.2f}" if base else "-"
-        print(f"| {name} | {built:.1f} | {epoch:.2f} | {batches} | {ratio} |")
+    for name, (built, train_data, _) in models.items():
+        ratio = f"{median[name] / base:.2f}" if base else "-"
+        print(f"| {name} | {built:.1f} | {median[name]:.2f} | {len(train_data)} | {ratio} |")
 
 
 if __name__ == "__main__":

@@ -55,11 +55,15 @@ def propagate(operator, embeddings, n_layers, reduce="mean"):
     the last layer, ``None`` the list of all layers.
     """
     apply = operator if callable(operator) else (lambda x: torch.sparse.mm(operator, x))
+    if reduce == "mean":  # a running sum: no (n_layers + 1) x N x D stack to build and read
+        layer = total = embeddings
+        for _ in range(n_layers):
+            layer = apply(layer)
+            total = total + layer
+        return total / (n_layers + 1)
     layers = [embeddings]
     for _ in range(n_layers):
         layers.append(apply(layers[-1]))
-    if reduce == "mean":
-        return torch.stack(layers, dim=0).mean(dim=0)
     if reduce == "last":
         return layers[-1]
     if reduce is None:

@@ -41,8 +41,11 @@ _NEWTON_START_ERROR = 1.0
 # Conjugate-gradient iterations per Newton step: at most this many (and at most n).
 _CG_MAX_ITER = 100
 # Stop (with a warning) when this many consecutive Newton steps do not improve the best
-# marginal error: the iteration has hit the floating-point floor.
+# marginal error once it is below _STALL_ERROR: the iteration has hit the floating-point
+# floor. (Above it, Newton steps that lower the objective but not yet the max-norm marginal
+# error are normal on hard, nearly one-hot plans: keep going.)
 _STALL_STEPS = 8
+_STALL_ERROR = 1e-6
 # Backtracking line search: the smallest step fraction tried before falling back to a plain
 # fixed-point step.
 _MIN_STEP = 1.0 / 1024
@@ -316,7 +319,7 @@ def _iterate(op, phi, max_iter, tol, method, gauge, counters):
         if best is None or err < best[0]:
             best = (err, phi, psi)
             stall = 0
-        elif last_newton:
+        elif last_newton and best[0] < _STALL_ERROR:
             stall += 1
         last_newton = False
         if err < tol:

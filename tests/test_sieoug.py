@@ -31,31 +31,41 @@ def test_representations_and_attention(sieoug_config, score):
             torch.testing.assert_close(items.norm(dim=-1), torch.ones(len(items)))
         else:
             assert not torch.allclose(items[1:].norm(dim=-1), torch.ones(len(items) - 1))
-        _, views = model.item_views(domain)
-        assert len(views) == 3
+        lightgcn_users, lightgcn_items, views = model.item_views(domain)
+        own = model.view_items[domain]
+        assert len(views) == 3 and all(v.shape == (len(own), 16) for v in views)
         weights = model.view_attention(domain, views)
-        torch.testing.assert_close(weights.sum(-1), torch.ones(len(items)))
+        torch.testing.assert_close(weights.sum(-1), torch.ones(len(own)))
+        if score == "dot":  # Eq 14 on the domain's items, the LightGCN rows elsewhere
+            fused = sum(w.unsqueeze(-1) * v for w, v in zip(weights.unbind(-1), views))
+            torch.testing.assert_close(items[own], fused)
+            others = torch.ones(len(items), dtype=torch.bool)
+            others[own] = False
+            torch.testing.assert_close(items[others], lightgcn_items[others])
+            torch.testing.assert_close(users, lightgcn_users)
         info = model.structure_info[domain]
         assert info["A_nnz"] > 0 and info["gamma_nnz"] > 0
 
 
-def test_item_graph_connects_items_of_one_domain_only(sieoug_config):
+def test_item_views_cover_the_items_of_one_domain(sieoug_config):
     model, _, dataset = _model_and_batch("SIEOUG", sieoug_config)
     for domain in ("source", "target"):
         domain_items = set(model.domain_item_ids(domain).tolist()) - {0}
-        graph = model.item_graph[domain].coalesce().indices()
-        assert set(graph[0].tolist()) <= domain_items and set(graph[1].tolist()) <= domain_items
+        own = model.view_items[domain]
+        assert set(own.tolist()) == domain_items and len(own) == len(domain_items)
+        n = len(own)  # the graphs are on these items, local rows
+        assert model.item_graph[domain].shape == (n, n)
         rows = model.hyper_left[domain].coalesce().indices()[0]
-        assert set(rows.tolist()) == domain_items  # every item belongs to some hyperedge
+        assert set(rows.tolist()) == set(range(n))  # every item belongs to some hyperedge
 
 
 def test_module_switches_drop_views(sieoug_config):
     sieoug_config.update(use_item_graph=False)
     model, _, _ = _model_and_batch("SIEOUG", sieoug_config)
-    assert len(model.item_views("target")[1]) == 2 and not model.item_graph
+    assert len(model.item_views("target")[2]) == 2 and not model.item_graph
     sieoug_config.update(use_hypergraph=False)
     model, _, _ = _model_and_batch("SIEOUG", sieoug_config)
-    assert len(model.item_views("target")[1]) == 1
+    assert len(model.item_views("target")[2]) == 1
 
 
 def _reference_loss(user, item_all, pos, neg, scheme, temperature):
@@ -92,7 +102,7 @@ def test_hypergraph_weights_frozen_or_learned(sieoug_config):
     assert not model.hyper_weight["target"].requires_grad  # the yaml's default
     with torch.no_grad():  # a non-identity weight: the view is left @ right @ x @ W per layer
         model.hyper_weight["target"].copy_(torch.randn_like(model.hyper_weight["target"]) * 0.3)
-    x = model.item_embedding["target"].weight
+    x = model.item_embedding["target"].weight[model.view_items["target"]]
     left = model.hyper_left["target"].to_dense()
     right = model.hyper_right["target"].to_dense()
     layers = [x]
@@ -130,7 +140,9 @@ def test_without_guidance_the_source_batch_cannot_move_the_target(sieoug_config)
 
 
 def test_batch_overlapped_users_are_on_both_sides_and_matched(sieoug_config):
-    sieoug_config.update(ot_eps=1e-3)
+    # a sharp plan on the untrained (dot-score) users; before the stall rule of goum was
+    # limited to errors below 1e-6 this batch stopped after 18 iterations at error 0.46
+    sieoug_config.update(ot_eps=0.03)
     model, batch, dataset = _model_and_batch("SIEOUG", sieoug_config)
     src, tgt = model.transfer_users(batch)
     n_overlap = dataset.num_overlap_user
@@ -142,6 +154,7 @@ def test_batch_overlapped_users_are_on_both_sides_and_matched(sieoug_config):
     user_src = model.domain_representations("source")[0][src].detach()
     user_tgt = model.domain_representations("target")[0][tgt].detach()
     plan = model.matching_plan(user_src, user_tgt, guide)
+    assert model.pop_epoch_stats()["goum_marginal_error"] < 1e-4  # converged
     rows, cols = guide.nonzero(as_tuple=True)
     assert torch.equal(plan[rows].argmax(dim=1), cols)  # each overlapped user's best match is itself
     share = plan[rows, cols] / plan[rows].sum(dim=1)
@@ -199,9 +212,10 @@ def test_same_seed_same_metrics_and_checkpoint_reload(sieoug_config):
 
 def test_guidance_helps_on_planted_sparse_target(tmp_path):
     """Sparse target (3 interactions a user), dense source, shared tastes, informative
-    features, overlap 0.5: mean target NDCG@10 over three generated pairs. Observed:
-    LightGCN 0.1217, SIEOUG-O 0.1193, SIEOUG 0.1254. SIEOUG-O vs LightGCN is not asserted:
-    it is not consistent across pairs (better on one, worse on two)."""
+    features, overlap 0.5; the yaml's defaults. Target test NDCG@10 of three generated pairs
+    (observed with one torch thread): LightGCN 0.0915 / 0.1538 / 0.1199 (mean 0.1217),
+    SIEOUG-O 0.1606 / 0.1747 / 0.1741 (0.1698), SIEOUG 0.1748 / 0.1738 / 0.1827 (0.1771).
+    Guidance wins on the mean and on two of the three pairs, so the mean is asserted."""
     from sieoug_recbole.synthetic import generate_pair
 
     ndcg = {"LightGCN": [], "SIEOUG-O": [], "SIEOUG": []}
@@ -213,15 +227,15 @@ def test_guidance_helps_on_planted_sparse_target(tmp_path):
         config = {"data_path": str(out) + "/", "checkpoint_dir": str(tmp_path / "saved"),
                   "show_progress": False, "state": "ERROR", "learning_rate": 0.003,
                   "stopping_step": 10, "train_epochs": ["BOTH:80"], "embedding_size": 32,
-                  "n_clusters": 8, "graph_cache_dir": str(tmp_path / "graphs"),
-                  # chosen on this synthetic data's validation (the yaml's defaults: the real pair's)
-                  "temperature": 0.5, "negatives": "sampled"}
+                  "n_clusters": 8, "graph_cache_dir": str(tmp_path / "graphs")}
         for model in ndcg:
             result = sieoug_recbole.run(model, [SYNTHETIC_YAML], dict(config), verbose=False)
             ndcg[model].append(result["test_result"]["ndcg@10"])
     mean = {m: sum(v) / len(v) for m, v in ndcg.items()}
-    assert mean["SIEOUG"] > mean["SIEOUG-O"] + 0.004
-    assert mean["SIEOUG"] > mean["LightGCN"] + 0.002
+    assert mean["SIEOUG"] > mean["SIEOUG-O"] + 0.003  # observed +0.0073
+    assert mean["SIEOUG-O"] > mean["LightGCN"] + 0.03  # observed +0.048
+    assert all(o > g for o, g in zip(ndcg["SIEOUG-O"], ndcg["LightGCN"]))  # on every pair
+    assert mean["SIEOUG"] > mean["LightGCN"] + 0.035  # observed +0.055
 
 
 @pytest.mark.parametrize("schedule", [["SOURCE:1", "TARGET:1"], ["BOTH:1", "TARGET:1"]])
@@ -232,3 +246,15 @@ def test_every_train_schedule_runs(sieoug_config, schedule):
     guided_epochs = [s for s in result["epoch_stats"] if "loss_guide" in s]
     assert len(guided_epochs) == schedule.count("BOTH:1")  # guidance needs both sides: BOTH only
     assert all("loss_target" in s for s in result["epoch_stats"][-1:])
+
+
+def test_guide_similarity_follows_the_score_unless_set(sieoug_config):
+    model, _, _ = _model_and_batch("SIEOUG", dict(sieoug_config))
+    assert (model.score, model.guide_similarity) == ("dot", "dot")  # the yaml's defaults
+    model, _, _ = _model_and_batch("SIEOUG", dict(sieoug_config, score="cosine"))
+    assert model.guide_similarity == "cosine"
+    model, _, _ = _model_and_batch("SIEOUG", dict(sieoug_config, guide_similarity="cosine"))
+    assert (model.score, model.guide_similarity) == ("dot", "cosine")
+    for key, value in (("guide_similarity", "euclid"), ("negatives", "popular"), ("score", "l2")):
+        with pytest.raises(ValueError, match=key):
+            _model_and_batch("SIEOUG", dict(sieoug_config, **{key: value}))

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sieoug_recbole.domain_data import domain_features
-from sieoug_recbole.graph import lift, propagate, to_torch_sparse
+from sieoug_recbole.graph import propagate, to_torch_sparse
 from sieoug_recbole.matching import (fgw_plan, goum, guide_mask, guided_contrastive_loss,
                                      squared_euclidean_cost)
 from sieoug_recbole.models.base import DOMAINS, CrossDomainModel, domain_id_embeddings, l2_penalty
@@ -64,6 +64,10 @@ class SIEOUG(CrossDomainModel):
         self.ot_tol = config["ot_tol"]
         self.cost_normalize = config["cost_normalize"]
         self.guide_temperature = config["guide_temperature"]
+        self.guide_similarity = config["guide_similarity"] or self.score
+        if self.guide_similarity not in SCORES:
+            raise ValueError(f"config key 'guide_similarity' must be one of {SCORES} or ~, "
+                             f"got {self.guide_similarity!r}")
         self.fgw_alpha = config["fgw_alpha"]
         self.guide_both_sides = config["guide_both_sides"]
 
@@ -80,6 +84,7 @@ class SIEOUG(CrossDomainModel):
 
         self.adjacency = {x: domain_adjacency(self, dataset, x).to(self.device) for x in DOMAINS}
         self.item_graph, self.hyper_left, self.hyper_right, self.structure_info = {}, {}, {}, {}
+        self.view_items = {}
         if self.use_item_graph or self.use_hypergraph:
             for domain in DOMAINS:
                 self._build_item_structure(config, dataset, domain)
@@ -96,46 +101,52 @@ class SIEOUG(CrossDomainModel):
             n_clusters=min(config["n_clusters"], len(ids)), seed=config["graph_seed"],
             include_self=config["include_self"], cache_dir=cache_dir,
             progress=config["show_progress"])
-        n = self.num_items
+        # the item views live on the domain's own items (local rows, global ids in view_items)
+        self.view_items[domain] = torch.as_tensor(ids, dtype=torch.long, device=self.device)
         if self.use_item_graph:
-            graph = lift(normalize_item_graph(structure.A), ids, ids, (n, n))
-            self.item_graph[domain] = to_torch_sparse(graph, self.device)
+            self.item_graph[domain] = to_torch_sparse(normalize_item_graph(structure.A), self.device)
         if self.use_hypergraph:
             left, right = hypergraph_factors(structure.gamma)
-            k = left.shape[1]
-            self.hyper_left[domain] = to_torch_sparse(lift(left, ids, None, (n, k)), self.device)
-            self.hyper_right[domain] = to_torch_sparse(lift(right, None, ids, (k, n)), self.device)
+            self.hyper_left[domain] = to_torch_sparse(left, self.device)
+            self.hyper_right[domain] = to_torch_sparse(right, self.device)
         self.structure_info[domain] = {
             "items": len(ids), "A_nnz": int(structure.A.nnz), "gamma_nnz": int(structure.gamma.nnz),
             "cache_hit": bool(structure.info.get("cache_hit", False))}
 
     # ----- representations (Eq 11-15) -----------------------------------------------------
     def item_views(self, domain):
-        """(users u, [item views]) of a domain: LightGCN v, item-graph v~, hypergraph v~~."""
+        """(users u, all items v, [item views]) of a domain. The views -- LightGCN v,
+        item-graph v~, hypergraph v~~ -- have one row per item of ``view_items[domain]``
+        (the domain's own items: the other domain's rows would only be zeros)."""
         users_0 = self.user_embedding[domain].weight
         items_0 = self.item_embedding[domain].weight
         out = propagate(self.adjacency[domain], torch.cat([users_0, items_0]), self.n_layers)
         users, items = torch.split(out, [self.num_users, self.num_items])
-        views = [items]
+        if not self.view_items:
+            return users, items, [items]
+        own = self.view_items[domain]
+        views = [items[own]]
         if self.use_item_graph:
-            views.append(propagate(self.item_graph[domain], items_0, self.n_layers))
+            views.append(propagate(self.item_graph[domain], items_0[own], self.n_layers))
         if self.use_hypergraph:
-            views.append(self.hypergraph_view(domain, items_0))
-        return users, views
+            views.append(self.hypergraph_view(domain, items_0[own]))
+        return users, items, views
 
     def hypergraph_view(self, domain, items_0):
         """Eq 13 layer by layer, x <- left (right x) W_l, then the mean of layers 0..L.
 
-        W_l is applied on the K hyperedge rows, left ((right x) W_l): the same product
-        at K x D x D instead of N x D x D multiply-adds."""
+        ``items_0``: the ID embeddings of ``view_items[domain]``. W_l is applied on the K
+        hyperedge rows, left ((right x) W_l): the same product at K x D x D instead of
+        N x D x D multiply-adds."""
         left, right = self.hyper_left[domain], self.hyper_right[domain]
-        layers = [items_0]
+        layer = total = items_0
         for weight in self.hyper_weight[domain]:
-            layers.append(torch.sparse.mm(left, torch.sparse.mm(right, layers[-1]) @ weight))
-        return torch.stack(layers).mean(dim=0)
+            layer = torch.sparse.mm(left, torch.sparse.mm(right, layer) @ weight)
+            total = total + layer
+        return total / (len(self.hyper_weight[domain]) + 1)
 
     def view_attention(self, domain, views):
-        """Per-item softmax weights over the views (Eq 15): (num_items, n_views)."""
+        """Per-item softmax weights over the views (Eq 15): (len(view_items[domain]), n_views)."""
         score = self.view_score[domain]
         bias = self.view_bias[domain]
         active = self._active_views()
@@ -146,9 +157,11 @@ class SIEOUG(CrossDomainModel):
         return [0] + ([1] if self.use_item_graph else []) + ([2] if self.use_hypergraph else [])
 
     def domain_representations(self, domain):
-        users, views = self.item_views(domain)
-        weights = self.view_attention(domain, views)
-        items = sum(w.unsqueeze(-1) * v for w, v in zip(weights.unbind(-1), views))
+        users, items, views = self.item_views(domain)
+        if len(views) > 1:  # Eq 14: the attention-weighted views replace the domain's item rows
+            weights = self.view_attention(domain, views)
+            fused = sum(w.unsqueeze(-1) * v for w, v in zip(weights.unbind(-1), views))
+            items = items.index_copy(0, self.view_items[domain], fused)
         if self.score == "cosine":  # S = exp(cos / tau) of Eq 16
             return F.normalize(users, dim=-1), F.normalize(items, dim=-1)
         return users, items
@@ -184,7 +197,8 @@ class SIEOUG(CrossDomainModel):
         plan = self.matching_plan(user_src, user_tgt, guide)
         if plan is None:
             return ()
-        loss = guided_contrastive_loss(user_src, user_tgt, plan, self.guide_temperature, self.score)
+        loss = guided_contrastive_loss(user_src, user_tgt, plan, self.guide_temperature,
+                                       self.guide_similarity)
         self._stats["loss_guide"] += float(loss.detach())
         self._stats["guided_pairs"] += float(guide.sum())
         self._stats["guided_batches"] += 1

@@ -1,0 +1,128 @@
+"""The validation study behind SIEOUG.yaml's loss and view defaults (docs/sieoug_tuning.md).
+
+    python benchmarks/sieoug_tuning.py --out benchmarks/results/sieoug_tuning.jsonl
+    python benchmarks/sieoug_tuning.py --out benchmarks/results/sieoug_tuning.jsonl --plot benchmarks/results/sieoug_tuning.png
+
+One run per named configuration on the demo Food-Kitchen pair (K_u = 0.5, seed 2022), at most
+25 epochs, early stopping after 6 evaluations without a better validation NDCG@10. Each run
+appends one JSON line (validation NDCG@10 per epoch, best validation, and for the record the
+target test and source validation metrics); finished tags are skipped. Choose on the
+``best_valid`` column only: the test numbers are there to be reported, not to choose by.
+Both CPU cores: ``--jobs 2`` runs two configurations at a time, one torch thread each.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+# tag -> (model, overrides); the yaml's defaults at the time of the study were the first row's
+STUDY = {
+    "lgcn": ("LightGCN", {}),
+    "O_default": ("SIEOUG-O", {"score": "cosine", "temperature": 0.2, "negatives": "both",
+                               "learn_hyper_weight": True}),
+    "O_cos_both_noviews": ("SIEOUG-O", {"score": "cosine", "temperature": 0.2, "negatives": "both",
+                                        "use_item_graph": False, "use_hypergraph": False}),
+    "O_cos_sampled_t02": ("SIEOUG-O", {"score": "cosine", "temperature": 0.2, "negatives": "sampled",
+                                       "learn_hyper_weight": True}),
+    "O_cos_pool_t02": ("SIEOUG-O", {"score": "cosine", "temperature": 0.2, "learn_hyper_weight": True}),
+    "O_cos_pool_t01": ("SIEOUG-O", {"score": "cosine", "temperature": 0.1, "learn_hyper_weight": True}),
+    "O_cos_pool_t02_frozenW": ("SIEOUG-O", {"score": "cosine", "temperature": 0.2}),
+    "O_dot_sampled_noviews": ("SIEOUG-O", {"negatives": "sampled", "use_item_graph": False,
+                                           "use_hypergraph": False}),
+    "O_dot_sampled": ("SIEOUG-O", {"negatives": "sampled", "learn_hyper_weight": True}),
+    "O_dot_sampled_itemgraph_only": ("SIEOUG-O", {"negatives": "sampled", "use_hypergraph": False}),
+    "O_dot_sampled_hyper_only": ("SIEOUG-O", {"negatives": "sampled", "use_item_graph": False,
+                                              "learn_hyper_weight": True}),
+    "O_dot_sampled_hyper_only_frozenW": ("SIEOUG-O", {"negatives": "sampled", "use_item_graph": False}),
+    "O_dot_sampled_frozenW": ("SIEOUG-O", {"negatives": "sampled"}),
+    "O_dot_pool_frozenW": ("SIEOUG-O", {}),
+    "S_dot_pool_frozenW_l06_cosguide": ("SIEOUG", {"guide_similarity": "cosine"}),
+    "S_dot_pool_frozenW_l01_cosguide": ("SIEOUG", {"guide_similarity": "cosine", "guide_lambda": 0.1}),
+    "S_newdefaults_dotguide_l06": ("SIEOUG", {}),
+    "S_newdefaults_dotguide_l01": ("SIEOUG", {"guide_lambda": 0.1}),
+}
+RUN_SETTINGS = {"torch_num_threads": 1, "show_progress": False, "train_epochs": ["BOTH:25"],
+                "stopping_step": 6, "dual_domain_eval": True}
+
+
+def run_one(tag, config_files):
+    from sieoug_recbole.quick_start import run
+
+    model, overrides = STUDY[tag]
+    start = time.time()
+    result = run(model=model, config_file_list=config_files,
+                 config_dict={**RUN_SETTINGS, **overrides}, saved=False, verbose=False)
+    return {"tag": tag, "model": model, "ov": overrides, "best_valid": result["best_valid_score"],
+            "test": result["test_result"], "src_valid": result["metrics_by_domain"]["source"]["valid"],
+            "hist": [round(h["ndcg@10"], 4) for h in result["valid_history"]],
+            "secs": round(time.time() - start)}
+
+
+def plot(results, png):
+    """Validation NDCG@10 per epoch of every configuration, LightGCN dashed."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in open(results) if line.strip()]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
+    for ax, family in zip(axes, ("cos", "dot")):
+        for row in rows:
+            score = STUDY[row["tag"]][1].get("score", "dot" if row["tag"] != "lgcn" else None)
+            if score in (None, {"cos": "cosine", "dot": "dot"}[family]):
+                style = "--" if row["tag"] == "lgcn" else "-"
+                ax.plot(range(1, len(row["hist"]) + 1), row["hist"], style, label=row["tag"], linewidth=1.2)
+        ax.set_title(f"score = {'cosine' if family == 'cos' else 'dot'} (and LightGCN)")
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("validation NDCG@10 (target: food)")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="benchmarks/results/sieoug_tuning.jsonl")
+    parser.add_argument("--config_files", nargs="+", default=["properties/food_kitchen_demo.yaml"])
+    parser.add_argument("--tags", default=",".join(STUDY), help="comma-separated tags to run")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--plot", help="write the validation curves of --out to this PNG and stop")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # worker mode: run one tag, print JSON
+    args = parser.parse_args(argv)
+    if args.plot:
+        plot(args.out, args.plot)
+        return
+    if args.one:
+        sys.argv = sys.argv[:1]  # RecBole parses the command line: keep it empty
+        print(json.dumps(run_one(args.one, args.config_files)), flush=True)
+        return
+    done = set()
+    if os.path.exists(args.out):
+        done = {json.loads(line)["tag"] for line in open(args.out) if line.strip()}
+    todo = [t for t in args.tags.split(",") if t not in done]
+    unknown = [t for t in todo if t not in STUDY]
+    if unknown:
+        parser.error(f"unknown tags {unknown}; known: {list(STUDY)}")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    running = []
+    while todo or running:
+        while todo and len(running) < args.jobs:
+            tag = todo.pop(0)
+            command = [sys.executable, __file__, "--one", tag, "--config_files", *args.config_files]
+            running.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                            text=True, env=env))
+        proc = running.pop(0)
+        line = proc.communicate()[0].strip().splitlines()[-1:]
+        if proc.returncode == 0 and line:
+            with open(args.out, "a") as f:
+                f.write(line[0] + "\n")
+            row = json.loads(line[0])
+            print(f"{row['tag']:34s} best valid NDCG@10 {row['best_valid']:.4f} ({row['secs']} s)", flush=True)
+        else:
+            print(f"a run failed (exit {proc.returncode})", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
