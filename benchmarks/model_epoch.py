@@ -56,8 +56,9 @@ def main(argv=None):
 
     torch.set_num_threads(args.threads)
     overrides = {"show_progress": False, "state": "ERROR", "train_batch_size": args.batch_size,
-                 "graph_cache_dir": tempfile.mkdtemp(prefix="graphs-"), "torch_num_threads": args.threads}
-    models = {name: build_model(name, args.config_files.split(), overrides)
+                 "torch_num_threads": args.threads}
+    models = {name: build_model(name, args.config_files.split(),  # an empty graph cache each
+                                dict(overrides, graph_cache_dir=tempfile.mkdtemp(prefix="graphs-")))
               for name in args.models.split(",")}
     times = time_epochs(models, args.epochs)
     median = {name: statistics.median(t) for name, t in times.items()}

@@ -84,7 +84,7 @@ class SIEOUG(CrossDomainModel):
 
         self.adjacency = {x: domain_adjacency(self, dataset, x).to(self.device) for x in DOMAINS}
         self.item_graph, self.hyper_left, self.hyper_right, self.structure_info = {}, {}, {}, {}
-        self.view_items = {}
+        self.view_items, self._hyper_core = {}, {}
         if self.use_item_graph or self.use_hypergraph:
             for domain in DOMAINS:
                 self._build_item_structure(config, dataset, domain)
@@ -133,17 +133,23 @@ class SIEOUG(CrossDomainModel):
         return users, items, views
 
     def hypergraph_view(self, domain, items_0):
-        """Eq 13 layer by layer, x <- left (right x) W_l, then the mean of layers 0..L.
+        """Eq 13, x_l = left (right x_{l-1}) W_l, then the mean of layers 0..L.
 
-        ``items_0``: the ID embeddings of ``view_items[domain]``. W_l is applied on the K
-        hyperedge rows, left ((right x) W_l): the same product at K x D x D instead of
-        N x D x D multiply-adds."""
+        ``items_0``: the ID embeddings of ``view_items[domain]``. Every layer after the first
+        is ``left`` times a K-row matrix, y_1 = (right x_0) W_1, y_l = (right left) y_{l-1} W_l,
+        so the sum of layers 1..L is ``left (y_1 + ... + y_L)``: two sparse products with
+        the N items per view, all else on K x D (the same numbers as layer by layer)."""
         left, right = self.hyper_left[domain], self.hyper_right[domain]
-        layer = total = items_0
-        for weight in self.hyper_weight[domain]:
-            layer = torch.sparse.mm(left, torch.sparse.mm(right, layer) @ weight)
-            total = total + layer
-        return total / (len(self.hyper_weight[domain]) + 1)
+        if domain not in self._hyper_core:  # right @ left, K x K, constant
+            self._hyper_core[domain] = torch.sparse.mm(right, left.to_dense())
+        core = self._hyper_core[domain]
+        weights = self.hyper_weight[domain]
+        y = torch.sparse.mm(right, items_0) @ weights[0]
+        y_sum = y
+        for weight in weights[1:]:
+            y = (core @ y) @ weight
+            y_sum = y_sum + y
+        return (items_0 + torch.sparse.mm(left, y_sum)) / (len(weights) + 1)
 
     def view_attention(self, domain, views):
         """Per-item softmax weights over the views (Eq 15): (len(view_items[domain]), n_views)."""
