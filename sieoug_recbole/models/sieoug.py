@@ -84,7 +84,7 @@ class SIEOUG(CrossDomainModel):
 
         self.adjacency = {x: domain_adjacency(self, dataset, x).to(self.device) for x in DOMAINS}
         self.item_graph, self.hyper_left, self.hyper_right, self.structure_info = {}, {}, {}, {}
-        self.view_items, self._hyper_core = {}, {}
+        self.view_items, self.hyper_core = {}, {}
         if self.use_item_graph or self.use_hypergraph:
             for domain in DOMAINS:
                 self._build_item_structure(config, dataset, domain)
@@ -109,6 +109,8 @@ class SIEOUG(CrossDomainModel):
             left, right = hypergraph_factors(structure.gamma)
             self.hyper_left[domain] = to_torch_sparse(left, self.device)
             self.hyper_right[domain] = to_torch_sparse(right, self.device)
+            self.hyper_core[domain] = torch.as_tensor(  # right @ left, K x K (hypergraph_view)
+                (right @ left).toarray(), dtype=torch.float32, device=self.device)
         self.structure_info[domain] = {
             "items": len(ids), "A_nnz": int(structure.A.nnz), "gamma_nnz": int(structure.gamma.nnz),
             "cache_hit": bool(structure.info.get("cache_hit", False))}
@@ -140,9 +142,7 @@ class SIEOUG(CrossDomainModel):
         so the sum of layers 1..L is ``left (y_1 + ... + y_L)``: two sparse products with
         the N items per view, all else on K x D (the same numbers as layer by layer)."""
         left, right = self.hyper_left[domain], self.hyper_right[domain]
-        if domain not in self._hyper_core:  # right @ left, K x K, constant
-            self._hyper_core[domain] = torch.sparse.mm(right, left.to_dense())
-        core = self._hyper_core[domain]
+        core = self.hyper_core[domain]
         weights = self.hyper_weight[domain]
         y = torch.sparse.mm(right, items_0) @ weights[0]
         y_sum = y
