@@ -4,7 +4,8 @@
     python benchmarks/sieoug_tuning.py --out benchmarks/results/sieoug_tuning.jsonl --plot benchmarks/results/sieoug_tuning.png
 
 One run per named configuration on the demo Food-Kitchen pair (K_u = 0.5, seed 2022), at most
-25 epochs, early stopping after 6 evaluations without a better validation NDCG@10. Each run
+25 epochs, early stopping after 6 evaluations without a better validation NDCG@10 (the
+``_60ep`` rows: 60 epochs, patience 10). Each run
 appends one JSON line (validation NDCG@10 per epoch, best validation, and for the record the
 target test and source validation metrics); finished tags are skipped. Choose on the
 ``best_valid`` column only: the test numbers are there to be reported, not to choose by.
@@ -42,6 +43,10 @@ STUDY = {
     "S_dot_pool_frozenW_l01_cosguide": ("SIEOUG", {"guide_similarity": "cosine", "guide_lambda": 0.1}),
     "S_newdefaults_dotguide_l06": ("SIEOUG", {}),
     "S_newdefaults_dotguide_l01": ("SIEOUG", {"guide_lambda": 0.1}),
+    # does stronger L2 keep SIEOUG-O improving past epoch ~20, as FREEDOM does? (60 epochs)
+    "O_defaults_60ep": ("SIEOUG-O", {"train_epochs": ["BOTH:60"], "stopping_step": 10}),
+    "O_reg1e-4_60ep": ("SIEOUG-O", {"reg_weight": 1e-4, "train_epochs": ["BOTH:60"], "stopping_step": 10}),
+    "O_reg1e-3_60ep": ("SIEOUG-O", {"reg_weight": 1e-3, "train_epochs": ["BOTH:60"], "stopping_step": 10}),
 }
 RUN_SETTINGS = {"torch_num_threads": 1, "show_progress": False, "train_epochs": ["BOTH:25"],
                 "stopping_step": 6, "dual_domain_eval": True}
