@@ -47,6 +47,8 @@ STUDY = {
     "O_defaults_60ep": ("SIEOUG-O", {"train_epochs": ["BOTH:60"], "stopping_step": 10}),
     "O_reg1e-4_60ep": ("SIEOUG-O", {"reg_weight": 1e-4, "train_epochs": ["BOTH:60"], "stopping_step": 10}),
     "O_reg1e-3_60ep": ("SIEOUG-O", {"reg_weight": 1e-3, "train_epochs": ["BOTH:60"], "stopping_step": 10}),
+    "O_reg1e-2_60ep": ("SIEOUG-O", {"reg_weight": 1e-2, "train_epochs": ["BOTH:60"], "stopping_step": 10}),
+    "O_reg1e-1_60ep": ("SIEOUG-O", {"reg_weight": 1e-1, "train_epochs": ["BOTH:60"], "stopping_step": 10}),
 }
 RUN_SETTINGS = {"torch_num_threads": 1, "show_progress": False, "train_epochs": ["BOTH:25"],
                 "stopping_step": 6, "dual_domain_eval": True}
