@@ -64,10 +64,7 @@ class SIEOUG(CrossDomainModel):
         self.ot_tol = config["ot_tol"]
         self.cost_normalize = config["cost_normalize"]
         self.guide_temperature = config["guide_temperature"]
-        self.guide_similarity = config["guide_similarity"] or self.score
-        if self.guide_similarity not in SCORES:
-            raise ValueError(f"config key 'guide_similarity' must be one of {SCORES} or ~, "
-                             f"got {self.guide_similarity!r}")
+        self.guide_similarity = _choice(config, "guide_similarity", SCORES, default=self.score)
         self.fgw_alpha = config["fgw_alpha"]
         self.guide_both_sides = config["guide_both_sides"]
 
@@ -246,8 +243,11 @@ class SIEOUG(CrossDomainModel):
         return super().calculate_loss(interaction)
 
 
-def _choice(config, key, allowed):
+def _choice(config, key, allowed, default=None):
+    """``config[key]`` (``default`` where it is ~), which must be one of ``allowed``."""
     value = config[key]
+    if value is None and default is not None:
+        value = default
     if value not in allowed:
         raise ValueError(f"config key '{key}' must be one of {allowed}, got {value!r}")
     return value
