@@ -48,6 +48,9 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--embedding_size", type=int, default=None,
+                        help="one embedding size for every model (default: each model's yaml; "
+                             "SIEOUG 128, LightGCN 64)")
     args = parser.parse_args(argv)
     import sys
 
@@ -57,13 +60,16 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     overrides = {"show_progress": False, "state": "ERROR", "train_batch_size": args.batch_size,
                  "torch_num_threads": args.threads}
+    if args.embedding_size:
+        overrides["embedding_size"] = args.embedding_size
     models = {name: build_model(name, args.config_files.split(),  # an empty graph cache each
                                 dict(overrides, graph_cache_dir=tempfile.mkdtemp(prefix="graphs-")))
               for name in args.models.split(",")}
     times = time_epochs(models, args.epochs)
     median = {name: statistics.median(t) for name, t in times.items()}
     base = median.get("LightGCN")
-    print(f"# {args.config_files}, batch {args.batch_size}, torch threads {args.threads}, "
+    size = f"embedding size {args.embedding_size}" if args.embedding_size else "each model's embedding size"
+    print(f"# {args.config_files}, batch {args.batch_size}, {size}, torch threads {args.threads}, "
           f"median of {args.epochs} epochs, the models taking turns epoch by epoch")
     print("| model | build s (graphs for SIEOUG) | epoch s (median) | batches | epoch / LightGCN |")
     print("|---|---:|---:|---:|---:|")

@@ -121,7 +121,7 @@ def domain_item_set(model, domain):
 
 
 def assert_within_domain(model, domain, operator):
-    touched = set(operator.coalesce().indices().reshape(-1).tolist())
+    touched = set(operator.indices().reshape(-1).tolist())
     assert touched and touched <= domain_item_set(model, domain)
 
 
@@ -172,11 +172,11 @@ def test_freedom_prunes_by_degree_in_training_only(fast_config):
     model.calculate_loss(first_batch(train_data))
     for domain in DOMAINS:
         rows, cols = model.edges[domain]
-        pruned = model.pruned_adjacency[domain].coalesce()
+        pruned = model.pruned_adjacency[domain]
         kept = int(len(rows) * 0.5)
-        assert pruned._nnz() == 2 * kept  # both directions of each kept edge
+        assert pruned.nnz == 2 * kept  # both directions of each kept edge
         assert model.user_item_graph(domain) is model.pruned_adjacency[domain]
-        assert pruned._nnz() < model.adjacency[domain]._nnz()
+        assert pruned.nnz < model.adjacency[domain].nnz
     model.eval()
     for domain in DOMAINS:
         assert model.user_item_graph(domain) is model.adjacency[domain]
@@ -190,7 +190,7 @@ def test_freedom_prunes_by_degree_in_training_only(fast_config):
     survived = np.zeros(len(rows))
     for _ in range(20):
         model.resample_graphs()
-        adjacency = model.pruned_adjacency[domain].coalesce()
+        adjacency = model.pruned_adjacency[domain]
         u, i = adjacency.indices()
         present = set(zip(u.tolist(), (i - model.num_users).tolist()))
         survived += [(r, c) in present for r, c in zip(rows.tolist(), cols.tolist())]

@@ -55,7 +55,7 @@ def test_item_views_cover_the_items_of_one_domain(sieoug_config):
         assert set(own.tolist()) == domain_items and len(own) == len(domain_items)
         n = len(own)  # the graphs are on these items, local rows
         assert model.item_graph[domain].shape == (n, n)
-        rows = model.hyper_left[domain].coalesce().indices()[0]
+        rows = model.hyper_left[domain].indices()[0]
         assert set(rows.tolist()) == set(range(n))  # every item belongs to some hyperedge
 
 

@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from sieoug_recbole.graph import bipartite_adjacency, propagate, symmetric_normalize, to_torch_sparse
+from sieoug_recbole.graph import bipartite_adjacency, propagate, symmetric_normalize, SparseOperator
 from sieoug_recbole.synthetic import generate_pair
 
 
@@ -67,9 +67,43 @@ def test_symmetric_normalize_leaves_isolated_nodes_zero():
 def test_propagate_mean_and_layers():
     m = sp.csr_matrix(np.array([[0, 1.0], [1, 0]]))
     x = torch.tensor([[1.0], [2.0]])
-    layers = propagate(to_torch_sparse(m), x, 2, reduce=None)
+    layers = propagate(SparseOperator(m), x, 2, reduce=None)
     assert [t.ravel().tolist() for t in layers] == [[1, 2], [2, 1], [1, 2]]
-    mean = propagate(to_torch_sparse(m), x, 2)
+    mean = propagate(SparseOperator(m), x, 2)
     np.testing.assert_allclose(mean.ravel().numpy(), [4 / 3, 5 / 3], rtol=1e-6)
     with pytest.raises(ValueError):
-        propagate(to_torch_sparse(m), x, 1, reduce="sum")
+        propagate(SparseOperator(m), x, 1, reduce="sum")
+
+
+def test_sparse_operator_product_and_gradient_match_the_dense_matrix():
+    m = sp.random(40, 25, density=0.15, format="csr", random_state=0, dtype=np.float32)
+    m = m + sp.csr_matrix(([2.0], ([3], [4])), shape=(40, 25))  # an entry written twice sums
+    op = SparseOperator(sp.coo_matrix(m))
+    dense = torch.tensor(m.toarray(), dtype=torch.float32)
+    x = torch.randn(25, 3, requires_grad=True)
+    grad_out = torch.randn(40, 3)
+    (op @ x).backward(grad_out)
+    torch.testing.assert_close(op @ x.detach(), dense @ x.detach())
+    torch.testing.assert_close(x.grad, dense.T @ grad_out)
+    assert op.nnz == m.nnz and op.shape == (40, 25)
+    torch.testing.assert_close(op.to_dense(), dense)
+    assert op.to("cpu") is op
+    assert sorted(map(tuple, op.indices().T.tolist())) == sorted(zip(*m.nonzero()))
+
+
+def test_sparse_operator_rejects_wrong_shape_and_dtype():
+    op = SparseOperator(sp.eye(3, format="csr"))
+    with pytest.raises(ValueError, match=r"shape \(3, 3\).*\(4, 2\)"):
+        op @ torch.zeros(4, 2)
+    with pytest.raises(TypeError, match="float32"):
+        op @ torch.zeros(3, 2, dtype=torch.float64)
+    empty = SparseOperator(sp.csr_matrix((2, 3), dtype=np.float32))
+    assert torch.equal(empty @ torch.ones(3, 2), torch.zeros(2, 2))
+
+
+def test_sparse_operator_leaves_the_callers_matrix_alone():
+    m = sp.csr_matrix((np.array([1.0, 2.0, 3.0]), np.array([2, 0, 1]), np.array([0, 3])), shape=(1, 3))
+    assert not m.has_sorted_indices
+    before = m.toarray().copy()
+    SparseOperator(m)
+    np.testing.assert_array_equal(m.toarray(), before)

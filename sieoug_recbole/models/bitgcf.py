@@ -47,7 +47,7 @@ class BiTGCF(BPRDomainLoss, CrossDomainModel):
                    for d in DOMAINS}
         layers = {d: [current[d]] for d in DOMAINS}
         for _ in range(self.n_layers):
-            spread = {d: torch.sparse.mm(self.adjacency[d], current[d]) for d in DOMAINS}
+            spread = {d: self.adjacency[d] @ current[d] for d in DOMAINS}
             current = {"source": self.transfer(spread["source"], spread["target"]),
                        "target": self.transfer(spread["target"], spread["source"])}
             for d in DOMAINS:

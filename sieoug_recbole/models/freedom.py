@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sieoug_recbole.graph import bipartite_adjacency, propagate, to_torch_sparse
+from sieoug_recbole.graph import SparseOperator, bipartite_adjacency, propagate
 from sieoug_recbole.models.base import (DOMAINS, CrossDomainModel, bpr_loss, domain_id_embeddings,
                                          l2_penalty)
 from sieoug_recbole.models.lightgcn import domain_adjacency
@@ -80,7 +80,7 @@ class FREEDOM(CrossDomainModel):
             keep = int(len(rows) * (1.0 - self.prune_ratio))
             chosen = torch.multinomial(self.edge_prob[domain], max(keep, 1), replacement=False).numpy()
             adjacency = bipartite_adjacency(rows[chosen], cols[chosen], self.num_users, self.num_items)
-            self.pruned_adjacency[domain] = to_torch_sparse(adjacency, self.device)
+            self.pruned_adjacency[domain] = SparseOperator(adjacency, self.device)
 
     def calculate_loss(self, interaction):
         if self.prune_ratio > 0 and self._resample:

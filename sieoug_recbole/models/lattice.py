@@ -109,7 +109,7 @@ class LATTICE(BPRDomainLoss, CrossDomainModel):
         def apply(x):
             out = 0
             for w, frozen, learned in terms:
-                part = lam * torch.sparse.mm(frozen, x)
+                part = lam * (frozen @ x)
                 if learned is not None:
                     part = part + (1 - lam) * edge_propagate(*learned, x, self.num_items)
                 out = out + w * part

@@ -6,15 +6,15 @@ scores the target domain; our dual-domain evaluation scores both.
 """
 import torch
 
-from sieoug_recbole.graph import bipartite_adjacency, propagate, to_torch_sparse
+from sieoug_recbole.graph import SparseOperator, bipartite_adjacency, propagate
 from sieoug_recbole.models.base import BPRDomainLoss, CrossDomainModel, DOMAINS, domain_id_embeddings
 
 
 def domain_adjacency(model, dataset, domain):
-    """Normalised user-item graph of ``domain``'s training interactions, as torch sparse."""
+    """Normalised user-item graph of ``domain``'s training interactions, as a :class:`SparseOperator`."""
     matrix = dataset.inter_matrix(form="coo", domain=domain)
     adjacency = bipartite_adjacency(matrix.row, matrix.col, model.num_users, model.num_items)
-    return to_torch_sparse(adjacency)
+    return SparseOperator(adjacency)
 
 
 class LightGCN(BPRDomainLoss, CrossDomainModel):

@@ -17,7 +17,7 @@ import scipy.sparse as sp
 import torch
 
 from sieoug_recbole.domain_data import domain_features
-from sieoug_recbole.graph import lift, to_torch_sparse
+from sieoug_recbole.graph import SparseOperator, lift
 from sieoug_recbole.similarity import knn_graph, normalize_item_graph
 
 
@@ -117,9 +117,9 @@ def mix_graphs(graphs, weights):
 
 def lift_item_graph(local_graph, ids, num_items, device=None, normalize=True):
     """A domain's local item graph (optionally ``D^-1/2 A D^-1/2``-normalised first) as a
-    (num_items, num_items) torch sparse operator on the global item ids."""
+    (num_items, num_items) :class:`SparseOperator` on the global item ids."""
     graph = normalize_item_graph(local_graph) if normalize else sp.csr_matrix(local_graph)
-    return to_torch_sparse(lift(graph, ids, ids, (num_items, num_items)), device)
+    return SparseOperator(lift(graph, ids, ids, (num_items, num_items)), device)
 
 
 # ----- torch edge lists (for graphs whose values need gradients) ---------------------------

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sieoug_recbole.domain_data import domain_features
-from sieoug_recbole.graph import propagate, to_torch_sparse
+from sieoug_recbole.graph import SparseOperator, propagate
 from sieoug_recbole.matching import (fgw_plan, goum, guide_mask, guided_contrastive_loss,
                                      squared_euclidean_cost)
 from sieoug_recbole.models.base import DOMAINS, CrossDomainModel, domain_id_embeddings, l2_penalty
@@ -101,11 +101,11 @@ class SIEOUG(CrossDomainModel):
         # the item views live on the domain's own items (local rows, global ids in view_items)
         self.view_items[domain] = torch.as_tensor(ids, dtype=torch.long, device=self.device)
         if self.use_item_graph:
-            self.item_graph[domain] = to_torch_sparse(normalize_item_graph(structure.A), self.device)
+            self.item_graph[domain] = SparseOperator(normalize_item_graph(structure.A), self.device)
         if self.use_hypergraph:
             left, right = hypergraph_factors(structure.gamma)
-            self.hyper_left[domain] = to_torch_sparse(left, self.device)
-            self.hyper_right[domain] = to_torch_sparse(right, self.device)
+            self.hyper_left[domain] = SparseOperator(left, self.device)
+            self.hyper_right[domain] = SparseOperator(right, self.device)
             self.hyper_core[domain] = torch.as_tensor(  # right @ left, K x K (hypergraph_view)
                 (right @ left).toarray(), dtype=torch.float32, device=self.device)
         self.structure_info[domain] = {
@@ -141,12 +141,12 @@ class SIEOUG(CrossDomainModel):
         left, right = self.hyper_left[domain], self.hyper_right[domain]
         core = self.hyper_core[domain]
         weights = self.hyper_weight[domain]
-        y = torch.sparse.mm(right, items_0) @ weights[0]
+        y = (right @ items_0) @ weights[0]
         y_sum = y
         for weight in weights[1:]:
             y = (core @ y) @ weight
             y_sum = y_sum + y
-        return (items_0 + torch.sparse.mm(left, y_sum)) / (len(weights) + 1)
+        return (items_0 + left @ y_sum) / (len(weights) + 1)
 
     def view_attention(self, domain, views):
         """Per-item softmax weights over the views (Eq 15): (len(view_items[domain]), n_views)."""
