@@ -517,14 +517,13 @@ def goum(cost, guide, eps, max_iter=1000, tol=1e-6, return_info=False):
 _MIN_RELATIVE_MASS = 1e-6
 
 
-def _info_nce(anchor, positive, others, keep, temperature, similarity):
-    """Mean over kept anchors of -log(e^{s+} / (e^{s+} + sum_k e^{s_k})), s = sim / T."""
-    a, p, o = anchor[keep], positive[keep], others
+def _info_nce(anchor, positive, negative_logits, temperature, similarity):
+    """Mean over anchors of -log(e^{s+} / (e^{s+} + sum_k e^{s_k})), s = sim / T; the
+    negatives' logits s_k are given (rows of the batch's shared similarity matrix)."""
     if similarity == "cosine":
-        a, p, o = (torch.nn.functional.normalize(x, dim=1) for x in (a, p, o))
-    pos = (a * p).sum(dim=1, keepdim=True) / temperature
-    neg = (a @ o.t()) / temperature
-    logits = torch.cat([pos, neg], dim=1)
+        positive = torch.nn.functional.normalize(positive, dim=1)
+    pos = (anchor * positive).sum(dim=1, keepdim=True) / temperature
+    logits = torch.cat([pos, negative_logits], dim=1)
     return (torch.logsumexp(logits, dim=1) - pos.squeeze(1)).mean()
 
 
@@ -568,14 +567,18 @@ def guided_contrastive_loss(user_src, user_tgt, plan, temperature, similarity="c
     col_mass = P.sum(dim=0)
     keep_src = row_mass > _MIN_RELATIVE_MASS * row_mass.mean().clamp_min(0)
     keep_tgt = col_mass > _MIN_RELATIVE_MASS * col_mass.mean().clamp_min(0)
-    zero = user_src.sum() * 0.0 + user_tgt.sum() * 0.0
-    loss = zero
+    loss = user_src.sum() * 0.0 + user_tgt.sum() * 0.0
+    src, tgt = user_src, user_tgt
+    if similarity == "cosine":
+        src, tgt = torch.nn.functional.normalize(src, dim=1), torch.nn.functional.normalize(tgt, dim=1)
+    logits = (src @ tgt.t()) / temperature  # (n, m), the negatives of both directions
+    tiny = torch.finfo(P.dtype).tiny
     if bool(keep_src.any()):
-        bary_tgt = (P @ user_tgt) / row_mass.clamp_min(torch.finfo(P.dtype).tiny).unsqueeze(1)
-        loss = loss + _info_nce(user_src, bary_tgt, user_tgt, keep_src, temperature, similarity)
+        bary_tgt = (P[keep_src] @ user_tgt) / row_mass[keep_src].clamp_min(tiny).unsqueeze(1)
+        loss = loss + _info_nce(src[keep_src], bary_tgt, logits[keep_src], temperature, similarity)
     if bool(keep_tgt.any()):
-        bary_src = (P.t() @ user_src) / col_mass.clamp_min(torch.finfo(P.dtype).tiny).unsqueeze(1)
-        loss = loss + _info_nce(user_tgt, bary_src, user_src, keep_tgt, temperature, similarity)
+        bary_src = (P.t()[keep_tgt] @ user_src) / col_mass[keep_tgt].clamp_min(tiny).unsqueeze(1)
+        loss = loss + _info_nce(tgt[keep_tgt], bary_src, logits.t()[keep_tgt], temperature, similarity)
     return loss
 
 
