@@ -1,5 +1,6 @@
-"""Forward + backward time of one sparse graph product ``M @ x``: torch's COO product against
-:class:`sieoug_recbole.graph.SparseOperator` (CSR with the stored transpose).
+"""Forward + backward time of one sparse graph product ``M @ x``: torch's COO product, torch's
+CSR product with a stored transpose, and :class:`sieoug_recbole.graph.SparseOperator`
+(scipy's CSR kernel with a stored transpose, what the models use on the CPU).
 
     python benchmarks/sparse_product.py --threads 1
 
@@ -13,6 +14,19 @@ import tempfile
 import time
 
 import torch
+
+
+class TorchCSRProduct(torch.autograd.Function):
+    """y = M x with torch CSR tensors, dL/dx = M^T dL/dy with the stored transpose."""
+
+    @staticmethod
+    def forward(ctx, x, matrix, transpose):
+        ctx.transpose = transpose
+        return matrix @ x
+
+    @staticmethod
+    def backward(ctx, grad):
+        return ctx.transpose @ grad, None, None
 
 
 def time_product(product, x, reps):
@@ -45,17 +59,20 @@ def main(argv=None):
         "graph_cache_dir": tempfile.mkdtemp(prefix="graphs-")})
     model = build(config)[4]
     print(f"# {args.config_files}, torch threads {args.threads}, ms per forward + backward product")
-    print("| matrix | rows | nnz | d | torch COO | SparseOperator (CSR) | speed-up |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| matrix | rows | nnz | d | torch COO | torch CSR pair | SparseOperator | COO / SparseOperator |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, operators in (("user-item graph", model.adjacency), ("item graph A", model.item_graph)):
         for domain, operator in operators.items():
-            coo = operator.matrix.to_sparse_coo().coalesce()
+            dense = operator.to_dense()
+            coo = dense.to_sparse_coo().coalesce()
+            csr, csr_t = dense.to_sparse_csr(), dense.t().contiguous().to_sparse_csr()
             for dim in (64, 128):
                 x = torch.randn(operator.shape[1], dim, requires_grad=True)
                 old = time_product(lambda v: torch.sparse.mm(coo, v), x, args.reps)
+                pair = time_product(lambda v: TorchCSRProduct.apply(v, csr, csr_t), x, args.reps)
                 new = time_product(operator, x, args.reps)
                 print(f"| {name} ({domain}) | {operator.shape[0]} | {operator.nnz} | {dim} | "
-                      f"{old:.2f} | {new:.2f} | {old / new:.1f}x |")
+                      f"{old:.2f} | {pair:.2f} | {new:.2f} | {old / new:.1f}x |")
 
 
 if __name__ == "__main__":

@@ -43,11 +43,12 @@ def bipartite_adjacency(user_ids, item_ids, num_users, num_items):
 class SparseOperator:
     """A frozen sparse matrix ``M`` applied to dense tensors: ``M @ x``, differentiable in ``x``.
 
-    Stored in CSR together with its transpose, so the backward pass is one CSR product with
-    the stored ``M^T``. (torch's product of a COO tensor transposes and re-sorts ``M`` on
-    every backward call; on one CPU thread the CSR pair is 1.2-3.4x faster per forward +
-    backward product, see ``benchmarks/sparse_product.py``.) No gradient flows to the
-    values of ``M``.
+    ``M`` is kept in CSR together with its transpose, so the backward pass is one CSR product
+    with the stored ``M^T``. On the CPU the products are scipy's CSR kernel; on a GPU,
+    torch's CSR product. (Measured on one CPU thread, ``benchmarks/sparse_product.py``:
+    torch's COO product transposes and re-sorts ``M`` on every backward call, and its CSR
+    product zero-fills and then copies the output; scipy's kernel writes it once.)
+    No gradient flows to the values of ``M``.
     """
 
     def __init__(self, matrix, device=None):
@@ -55,8 +56,11 @@ class SparseOperator:
         csr.sum_duplicates()  # (sorts the indices in place: a shared index array would corrupt it)
         self.shape = csr.shape
         self.nnz = int(csr.nnz)
-        self.matrix = _torch_csr(csr, device)
-        self.transpose = _torch_csr(csr.T.tocsr(), device)
+        self.device = torch.device(device if device is not None else "cpu")
+        self._scipy = (csr, csr.T.tocsr())  # (M, M^T)
+        self._torch = None  # (M, M^T) as torch CSR tensors, off the CPU only
+        if self.device.type != "cpu":
+            self._torch = tuple(_torch_csr(m, self.device) for m in self._scipy)
 
     def __matmul__(self, x):
         if x.dim() != 2 or x.shape[0] != self.shape[1]:
@@ -64,25 +68,31 @@ class SparseOperator:
                              f"of shape {tuple(x.shape)} (expected ({self.shape[1]}, d))")
         if x.dtype != torch.float32:
             raise TypeError(f"SparseOperator holds float32 values; got a {x.dtype} tensor")
-        return _FrozenSparseProduct.apply(x, self.matrix, self.transpose)
+        if x.device != self.device:
+            raise ValueError(f"SparseOperator is on {self.device}, the tensor on {x.device}")
+        return _FrozenSparseProduct.apply(x, self)
 
     __call__ = __matmul__
 
+    def product(self, x, transpose=False):
+        """``M @ x`` (``M^T @ x`` with ``transpose``), no autograd."""
+        if self._torch is not None:
+            return self._torch[transpose] @ x
+        return torch.from_numpy(self._scipy[transpose] @ x.detach().numpy())
+
     def to(self, device):
         """The same operator on ``device`` (self when it is there already)."""
-        if self.matrix.device == torch.device(device):
+        if torch.device(device) == self.device:
             return self
-        moved = object.__new__(SparseOperator)
-        moved.shape, moved.nnz = self.shape, self.nnz
-        moved.matrix, moved.transpose = self.matrix.to(device), self.transpose.to(device)
-        return moved
+        return SparseOperator(self._scipy[0], device)
 
     def to_dense(self):
-        return self.matrix.to_dense()
+        return torch.from_numpy(self._scipy[0].toarray()).to(self.device)
 
     def indices(self):
         """(2, nnz) long tensor of the (row, column) of every stored entry, row-major."""
-        return self.matrix.to_sparse_coo().indices()
+        coo = self._scipy[0].tocoo()
+        return torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64)).to(self.device)
 
 
 def _torch_csr(csr, device):
@@ -90,21 +100,20 @@ def _torch_csr(csr, device):
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(
             torch.from_numpy(csr.indptr.astype(np.int64)), torch.from_numpy(csr.indices.astype(np.int64)),
-            torch.from_numpy(csr.data.astype(np.float32)), csr.shape, device=device,
-            check_invariants=False)
+            torch.from_numpy(csr.data), csr.shape, device=device, check_invariants=False)
 
 
 class _FrozenSparseProduct(torch.autograd.Function):
-    """y = M x with dL/dx = M^T dL/dy (M^T given, already in CSR)."""
+    """y = M x with dL/dx = M^T dL/dy."""
 
     @staticmethod
-    def forward(ctx, x, matrix, transpose):
-        ctx.transpose = transpose
-        return matrix @ x
+    def forward(ctx, x, operator):
+        ctx.operator = operator
+        return operator.product(x)
 
     @staticmethod
     def backward(ctx, grad):
-        return ctx.transpose @ grad, None, None
+        return ctx.operator.product(grad, transpose=True), None
 
 
 def propagate(operator, embeddings, n_layers, reduce="mean"):

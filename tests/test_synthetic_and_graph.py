@@ -97,6 +97,8 @@ def test_sparse_operator_rejects_wrong_shape_and_dtype():
         op @ torch.zeros(4, 2)
     with pytest.raises(TypeError, match="float32"):
         op @ torch.zeros(3, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="on cpu, the tensor on meta"):
+        op @ torch.zeros(3, 2, device="meta")
     empty = SparseOperator(sp.csr_matrix((2, 3), dtype=np.float32))
     assert torch.equal(empty @ torch.ones(3, 2), torch.zeros(2, 2))
 
