@@ -353,3 +353,21 @@ def test_sensitivity_series_groups_by_value():
     assert name[0] == "SIEOUG" and sorted(points) == [0.01, 0.1]
     assert points[0.1][("target", "hit@10")] == [pytest.approx(1.01), pytest.approx(2.01)]
     assert math.isclose(np.mean(points[0.01][("target", "hit@10")]), 1.501)
+
+
+def test_record_names_the_commit_the_run_started_from(monkeypatch, synthetic_dir, tmp_path):
+    checkout = {"head": "commit-at-start"}
+    monkeypatch.setattr(runner, "_git_commit", lambda: checkout["head"])
+    real_run = sieoug_recbole.run
+
+    def run_then_move_checkout(*args, **kwargs):
+        result = real_run(*args, **kwargs)
+        checkout["head"] = "commit-after-training"  # the checkout moves on while the run trains
+        return result
+
+    monkeypatch.setattr(sieoug_recbole, "run", run_then_move_checkout)
+    spec = {"model": "Pop", "task": "syn", "k_u": 0.5, "config_files": [SYNTHETIC_YAML], "seed": 1,
+            "overrides": {"train_epochs": ["BOTH:1"], "data_path": f"{synthetic_dir}{os.sep}"},
+            "sweep": None}
+    record = runner.run_one(spec, run_dir=str(tmp_path / "run"))
+    assert record["versions"]["git"] == "commit-at-start"

@@ -218,6 +218,7 @@ def _train(spec, config_dict, verbose):
     device = str(config["device"])
     del config
 
+    produced_by = versions()  # read before training: the checkout may move on during a long run
     t0 = time.time()
     result = sieoug_recbole.run(spec["model"], files, config_dict, saved=True, verbose=verbose)
     wall = time.time() - t0
@@ -234,7 +235,7 @@ def _train(spec, config_dict, verbose):
         "valid_history": result["valid_history"], "epoch_stats": _plain(result["epoch_stats"]),
         "domains": domains, "resolved_config": resolved,
         "wall_time_s": round(wall, 3), "process_time_s": None, "run_dir": None,
-        "versions": versions(), "host": socket.gethostname(), "device": device, "threads": None,
+        "versions": produced_by, "host": socket.gethostname(), "device": device, "threads": None,
         "finished_at": datetime.datetime.now().isoformat(timespec="seconds"),
     }
 
