@@ -159,6 +159,40 @@ def test_lattice_learned_graph_is_knn_within_domain_and_trains(fast_config):
         assert model.modality_logits[domain].grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("refresh_steps", [0, 1])
+def test_lattice_rebuilds_learned_graph_per_epoch_or_per_step(refresh_steps, fast_config, monkeypatch):
+    # count the kNN searches made inside training steps of a real two-epoch run
+    from sieoug_recbole.models import lattice
+    counts = {"steps": 0, "searches": 0, "in_step": False}
+    real_knn, real_loss = lattice.knn_edges, lattice.LATTICE.calculate_loss
+
+    def counting_knn(*args, **kwargs):
+        counts["searches"] += counts["in_step"]
+        return real_knn(*args, **kwargs)
+
+    def counting_loss(self, interaction):
+        counts["steps"] += 1
+        counts["in_step"] = True
+        try:
+            return real_loss(self, interaction)
+        finally:
+            counts["in_step"] = False
+
+    monkeypatch.setattr(lattice, "knn_edges", counting_knn)
+    monkeypatch.setattr(lattice.LATTICE, "calculate_loss", counting_loss)
+    config = {**fast_config, "graph_refresh_steps": refresh_steps, "train_epochs": ["BOTH:2"]}
+    sieoug_recbole.run("LATTICE", [SYNTHETIC_YAML], config, verbose=False)
+    graphs_per_rebuild = 2 * 2  # two domains x two modalities (text, visual)
+    assert counts["steps"] > 2  # several batches per epoch
+    rebuilds = 2 if refresh_steps == 0 else counts["steps"]  # once per epoch / every step
+    assert counts["searches"] == rebuilds * graphs_per_rebuild
+
+
+def test_lattice_rejects_negative_refresh(fast_config):
+    with pytest.raises(ValueError, match="graph_refresh_steps"):
+        build_model("LATTICE", fast_config, graph_refresh_steps=-1)
+
+
 def test_lattice_without_learned_graph(fast_config):
     model, train_data = build_model("LATTICE", fast_config, learn_graph=False)
     loss = sum(model.calculate_loss(first_batch(train_data)))

@@ -10,9 +10,12 @@ Per domain (no transfer between domains):
 - h = A^L' e (item ID embeddings propagated over A), the final item vector v + h / ||h||;
   users keep u. BPR + L2 on the batch's ego embeddings.
 
-Light-weight choice (see ``graph_refresh_steps``): the neighbour lists of the learned graph
-are recomputed every ``graph_refresh_steps`` training steps (1 = every step, as the paper);
-between refreshes the edge values still follow W_m. Everything is sparse: the learned graph
+When the learned graph is rebuilt (``graph_refresh_steps``): by default (0) its neighbour lists
+are recomputed once per epoch, from the current W_m at the first training step of the epoch
+(and once for evaluation), as LATTICE's released code rebuilds its graph on the first batch of
+each epoch; n > 0 recomputes them every n training steps instead (1 = every step). Between
+refreshes the edge values still follow W_m, so W_m and alpha get gradients on every step
+(the released code detaches the graph between rebuilds). Everything is sparse: the learned graph
 is a torch edge list on the domain's items, the frozen ones are lifted sparse operators.
 """
 import torch
@@ -36,7 +39,10 @@ class LATTICE(BPRDomainLoss, CrossDomainModel):
         self.include_self = config["include_self"]
         self.init_graph_weight = config["init_graph_weight"]
         self.learn_graph = config["learn_graph"]
-        self.graph_refresh_steps = max(1, int(config["graph_refresh_steps"]))
+        self.graph_refresh_steps = int(config["graph_refresh_steps"])
+        if self.graph_refresh_steps < 0:
+            raise ValueError(f"LATTICE: graph_refresh_steps must be 0 (once per epoch) or a "
+                             f"positive number of training steps, got {self.graph_refresh_steps}")
         self.reg_weight = config["reg_weight"]
 
         d = self.embedding_size
@@ -68,14 +74,16 @@ class LATTICE(BPRDomainLoss, CrossDomainModel):
 
     # ----- item-item graph -------------------------------------------------------------
     def train(self, mode=True):
-        # parameters may change (training) or be replaced (a checkpoint loaded before
-        # evaluation): the learned neighbour lists are recomputed from the current W_m
+        # RecBole's trainer calls train() at the start of every epoch and eval() before every
+        # evaluation; parameters may also have been replaced (a checkpoint loaded): the learned
+        # neighbour lists are recomputed from the current W_m at the next use
         if hasattr(self, "_learned_edges"):
             self._learned_edges.clear()
         return super().train(mode)
 
     def calculate_loss(self, interaction):
-        if self.learn_graph and self._steps % self.graph_refresh_steps == 0:
+        refresh = self.graph_refresh_steps
+        if self.learn_graph and refresh > 0 and self._steps % refresh == 0:
             self._learned_edges.clear()  # recomputed by the next item_graph_operator
         self._steps += 1
         return super().calculate_loss(interaction)
