@@ -25,6 +25,8 @@ import warnings
 
 import torch
 
+from sieoug_recbole.checks import positive_number
+
 __all__ = [
     "goum",
     "guided_contrastive_loss",
@@ -76,17 +78,6 @@ def _check_matrix(name, x):
     lo, hi = torch.aminmax(x.detach())
     if not (math.isfinite(float(lo)) and math.isfinite(float(hi))):
         raise ValueError(f"{name} must be finite (found NaN or inf)")
-
-
-def _check_positive(value, name):
-    """``value`` as a float, which must be finite and > 0 (else a ValueError naming it)."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -467,7 +458,7 @@ def goum(cost, guide, eps, max_iter=1000, tol=1e-6, return_info=False):
             not representable in the compute dtype.
     """
     _check_matrix("cost", cost)
-    eps = _check_positive(eps, "eps")
+    eps = positive_number(eps, "eps")
     if guide is not None:
         if not isinstance(guide, torch.Tensor) or guide.dtype != torch.bool:
             raise ValueError("guide must be a bool tensor or None")
@@ -559,7 +550,7 @@ def guided_contrastive_loss(user_src, user_tgt, plan, temperature, similarity="c
         raise ValueError(f"user_src and user_tgt widths differ: {user_src.shape[1]} vs {user_tgt.shape[1]}")
     if tuple(plan.shape) != (n, m):
         raise ValueError(f"plan shape {tuple(plan.shape)} must be ({n}, {m})")
-    temperature = _check_positive(temperature, "temperature")
+    temperature = positive_number(temperature, "temperature")
     if similarity not in ("cosine", "dot"):
         raise ValueError(f"similarity must be 'cosine' or 'dot', got {similarity!r}")
     P = plan.detach().to(device=user_src.device, dtype=user_src.dtype)

@@ -27,6 +27,8 @@ from typing import Mapping
 import numpy as np
 import scipy.sparse as sp
 
+from sieoug_recbole.checks import integer_in_range, positive_number
+
 __all__ = [
     "knn_graph",
     "risgf",
@@ -77,26 +79,6 @@ def _as_square_csr(A, name="A"):
     if not np.isfinite(A.data).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     return A
-
-
-def _check_positive(value, name):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
-    if not np.isfinite(v) or v <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return v
-
-
-def _check_int(value, name, low, high=None):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    value = int(value)
-    if value < low or (high is not None and value > high):
-        rng = f"[{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be in {rng}, got {value}")
-    return value
 
 
 # --------------------------------------------------------------------------------------
@@ -153,11 +135,11 @@ def knn_graph(features, k, include_self=False, block_size=None, backend="exact")
     max_k = n if include_self else n - 1
     if max_k < 1:
         raise ValueError(f"k: features has {n} row(s); need at least 2 rows without include_self")
-    k = _check_int(k, "k", 1, max_k)
+    k = integer_in_range(k, "k", 1, max_k)
     if block_size is None:
         block_size = max(64, _BLOCK_ELEMENTS // max(n, 1))
     else:
-        block_size = _check_int(block_size, "block_size", 1)
+        block_size = integer_in_range(block_size, "block_size", 1)
     block_size = min(block_size, n)
     if backend == "exact":
         rows, cols = _knn_exact(x, k, bool(include_self), block_size)
@@ -328,9 +310,9 @@ def _risgf(graphs, mu, max_iter=100, tol=1e-6):
     graphs = list(graphs)
     if len(graphs) == 0:
         raise ValueError("graphs must contain at least one (N, N) matrix, got an empty list")
-    mu = _check_positive(mu, "mu")
-    max_iter = _check_int(max_iter, "max_iter", 1)
-    tol = _check_positive(tol, "tol")
+    mu = positive_number(mu, "mu")
+    max_iter = integer_in_range(max_iter, "max_iter", 1)
+    tol = positive_number(tol, "tol")
     mats = []
     for m, g in enumerate(graphs):
         mats.append(_as_square_csr(g, name=f"graphs[{m}]"))
@@ -640,13 +622,13 @@ def sishe(A, n_clusters, eta, seed=0, max_iter=100, tol=1e-6, inner_max_iter=200
     """
     A = _as_square_csr(A)
     n = A.shape[0]
-    k = _check_int(n_clusters, "n_clusters", 1)
+    k = integer_in_range(n_clusters, "n_clusters", 1)
     if k > n:
         raise ValueError(f"n_clusters must be in [1, N={n}] for A of shape {A.shape}, got {k}")
-    eta = _check_positive(eta, "eta")
-    tol = _check_positive(tol, "tol")
-    max_iter = _check_int(max_iter, "max_iter", 0)
-    inner_max_iter = _check_int(inner_max_iter, "inner_max_iter", 1)
+    eta = positive_number(eta, "eta")
+    tol = positive_number(tol, "tol")
+    max_iter = integer_in_range(max_iter, "max_iter", 0)
+    inner_max_iter = integer_in_range(inner_max_iter, "inner_max_iter", 1)
     if init not in ("spectral", "random", "uniform"):
         raise ValueError(f"init must be 'spectral', 'random' or 'uniform', got {init!r}")
     rng = np.random.default_rng(seed)
@@ -863,11 +845,11 @@ def build_item_structure(features, z=5, mu=0.1, eta=0.1, n_clusters=15, seed=0,
     if len(set(ns.values())) != 1:
         raise ValueError(f"features: all modalities must have the same number of rows, got {ns}")
     n = next(iter(ns.values()))
-    z = _check_int(z, "z", 1)
-    mu = _check_positive(mu, "mu")
-    eta = _check_positive(eta, "eta")
-    n_clusters = _check_int(n_clusters, "n_clusters", 1, n)
-    seed = _check_int(seed, "seed", 0)
+    z = integer_in_range(z, "z", 1)
+    mu = positive_number(mu, "mu")
+    eta = positive_number(eta, "eta")
+    n_clusters = integer_in_range(n_clusters, "n_clusters", 1, n)
+    seed = integer_in_range(seed, "seed", 0)
     params = {"z": z, "mu": mu, "eta": eta, "n_clusters": n_clusters, "seed": seed,
               "include_self": bool(include_self), **_PIPELINE_DEFAULTS}
 

@@ -453,3 +453,24 @@ def test_build_item_structure_errors():
         build_item_structure({"a": np.ones((5, 2)), "b": np.ones((6, 2))}, progress=False)
     with pytest.raises(ValueError, match="n_clusters"):
         build_item_structure({"a": np.eye(5)}, n_clusters=6, progress=False)
+
+
+# ----- shared argument checks (sieoug_recbole.checks, used by similarity and matching) -----
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), "x", None])
+def test_positive_number_rejects_with_the_argument_name(bad):
+    from sieoug_recbole.checks import positive_number
+    with pytest.raises(ValueError, match="^mu must be"):
+        positive_number(bad, "mu")
+
+
+@pytest.mark.parametrize("bad", [True, 1.0, "3", 0, 5])
+def test_integer_in_range_rejects_with_the_argument_name(bad):
+    from sieoug_recbole.checks import integer_in_range
+    with pytest.raises(ValueError, match="^k must be"):
+        integer_in_range(bad, "k", 1, 4)
+
+
+def test_checks_return_canonical_values():
+    from sieoug_recbole.checks import integer_in_range, positive_number
+    assert positive_number("0.5", "mu") == 0.5 and isinstance(positive_number(2, "mu"), float)
+    assert integer_in_range(np.int64(4), "k", 1, 4) == 4 and type(integer_in_range(np.int64(4), "k", 1)) is int
