@@ -48,8 +48,8 @@ _CG_MAX_ITER = 100
 # error are normal on hard, nearly one-hot plans: keep going.)
 _STALL_STEPS = 8
 _STALL_ERROR = 1e-6
-# Backtracking line search: the smallest step fraction tried before falling back to a plain
-# fixed-point step.
+# Backtracking line search: the smallest fraction of the first (capped) step tried before
+# falling back to a plain fixed-point step.
 _MIN_STEP = 1.0 / 1024
 # After a failed Newton step, this many plain steps before the next attempt.
 _NEWTON_COOLDOWN = 10
@@ -333,8 +333,11 @@ def _iterate(op, phi, max_iter, tol, method, gauge, counters):
                 # backtracking (Armijo) on the convex objective J, with a slack of a few ulps
                 # of J so that rounding near the optimum does not reject a good step
                 slack = 8 * fmax * (op.b * float(psi.abs().sum()) + float(phi.abs().sum()) + abs(float(J)) + n)
-                t = min(1.0, _MAX_STEP / float(d.abs().amax()))
-                while t >= _MIN_STEP:
+                # first step capped at _MAX_STEP; then halve down to _MIN_STEP of that first
+                # step (relative: with a large capped direction an absolute floor on t would
+                # leave no room to backtrack)
+                t = t_first = min(1.0, _MAX_STEP / float(d.abs().amax()))
+                while t >= _MIN_STEP * t_first:
                     trial = torch.add(phi, d, alpha=t)
                     psi_t, J_t = op.column(trial)
                     if bool(torch.isfinite(J_t)) and float(J_t) <= float(J) + 1e-4 * t * gd + slack:

@@ -72,6 +72,27 @@ def test_goum_small_eps_guided_pairs_take_their_rows_mass():
     assert (plan[rows, cols] >= 0.99).all()
 
 
+@pytest.mark.parametrize("n,m", [(64, 60), (60, 64)])
+def test_goum_guided_outlier_converges_by_newton(n, m):
+    # a guided user far from everyone else (as seen in real batches): its row can only reach
+    # mass 1 by a large move of its potential, along which the objective is nearly flat. The
+    # Newton direction is then huge and its first step (capped at _MAX_STEP) too long; the
+    # line search must backtrack from that capped step, not stop after one halving (which
+    # left plain steps of ~0.03 eps each: 300 iterations, marginal error 0.07).
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 16, generator=g, dtype=torch.float64)
+    y = torch.randn(m, 16, generator=g, dtype=torch.float64)
+    x[0] *= 3.0
+    y[0] = x[0]
+    cost = squared_euclidean_cost(x, y)
+    guide = torch.zeros(n, m, dtype=torch.bool)
+    guide[0, 0] = True
+    assert float(cost.max()) / 0.1 > 70  # the regime of the failures
+    plan, info = goum(cost, guide, 0.1, max_iter=300, tol=1e-6, return_info=True)
+    assert info["converged"] and info["iterations"] <= 20 and info["newton_fallbacks"] == 0
+    assert max(_marginal_errors(plan)) < 1e-6
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_goum_marginals_dtype_and_info(dtype):
     _, _, cost, guide, _, _ = _problem(50, 30, 8, dtype=dtype)
