@@ -188,9 +188,10 @@ def test_lattice_rebuilds_learned_graph_per_epoch_or_per_step(refresh_steps, fas
     assert counts["searches"] == rebuilds * graphs_per_rebuild
 
 
-def test_lattice_rejects_negative_refresh(fast_config):
+@pytest.mark.parametrize("bad", [-1, "epoch", 2.5, True])
+def test_lattice_rejects_bad_refresh(bad, fast_config):
     with pytest.raises(ValueError, match="graph_refresh_steps"):
-        build_model("LATTICE", fast_config, graph_refresh_steps=-1)
+        build_model("LATTICE", fast_config, graph_refresh_steps=bad)
 
 
 def test_lattice_without_learned_graph(fast_config):

@@ -39,10 +39,11 @@ class LATTICE(BPRDomainLoss, CrossDomainModel):
         self.include_self = config["include_self"]
         self.init_graph_weight = config["init_graph_weight"]
         self.learn_graph = config["learn_graph"]
-        self.graph_refresh_steps = int(config["graph_refresh_steps"])
-        if self.graph_refresh_steps < 0:
-            raise ValueError(f"LATTICE: graph_refresh_steps must be 0 (once per epoch) or a "
-                             f"positive number of training steps, got {self.graph_refresh_steps}")
+        refresh = config["graph_refresh_steps"]
+        if isinstance(refresh, bool) or not isinstance(refresh, int) or refresh < 0:
+            raise ValueError(f"LATTICE: config key 'graph_refresh_steps' must be 0 (once per epoch) "
+                             f"or a positive number of training steps, got {refresh!r}")
+        self.graph_refresh_steps = refresh
         self.reg_weight = config["reg_weight"]
 
         d = self.embedding_size
