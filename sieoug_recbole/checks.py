@@ -1,4 +1,4 @@
-"""Argument checks shared by the pure solver modules (similarity, matching).
+"""Argument checks shared by the solver modules (similarity, matching) and the models.
 
 Each returns the value in canonical form or raises a ``ValueError`` that names the argument
 and says what was expected. No framework imports.
@@ -25,6 +25,6 @@ def integer_in_range(value, name, low, high=None):
         raise ValueError(f"{name} must be an integer, got {value!r}")
     value = int(value)
     if value < low or (high is not None and value > high):
-        allowed = f"[{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be in {allowed}, got {value}")
+        allowed = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be {allowed}, got {value}")
     return value

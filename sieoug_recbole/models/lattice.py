@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sieoug_recbole.checks import integer_in_range
 from sieoug_recbole.graph import propagate
 from sieoug_recbole.models.base import BPRDomainLoss, CrossDomainModel, DOMAINS, domain_id_embeddings
 from sieoug_recbole.models.lightgcn import domain_adjacency
@@ -39,11 +40,9 @@ class LATTICE(BPRDomainLoss, CrossDomainModel):
         self.include_self = config["include_self"]
         self.init_graph_weight = config["init_graph_weight"]
         self.learn_graph = config["learn_graph"]
-        refresh = config["graph_refresh_steps"]
-        if isinstance(refresh, bool) or not isinstance(refresh, int) or refresh < 0:
-            raise ValueError(f"LATTICE: config key 'graph_refresh_steps' must be 0 (once per epoch) "
-                             f"or a positive number of training steps, got {refresh!r}")
-        self.graph_refresh_steps = refresh
+        self.graph_refresh_steps = integer_in_range(
+            config["graph_refresh_steps"], "LATTICE config key 'graph_refresh_steps' (0: once per epoch, "
+            "n: every n training steps)", 0)
         self.reg_weight = config["reg_weight"]
 
         d = self.embedding_size
