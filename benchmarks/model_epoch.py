@@ -13,6 +13,7 @@ import tempfile
 import time
 
 import torch
+import yaml
 
 
 def build_model(name, config_files, overrides):
@@ -29,14 +30,22 @@ def build_model(name, config_files, overrides):
     return built, train_data, trainer
 
 
+def _synchronize():
+    """Wait for queued GPU work, so that an epoch's time includes its kernels."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def time_epochs(models, epochs):
     """Epoch wall times per model, the models taking turns epoch by epoch so that a
     shared machine's load falls on all of them alike: {name: [seconds, ...]}."""
     times = {name: [] for name in models}
     for epoch in range(epochs):
         for name, (_, train_data, trainer) in models.items():
+            _synchronize()
             start = time.perf_counter()
             trainer._train_epoch(train_data, epoch)
+            _synchronize()
             times[name].append(time.perf_counter() - start)
     return times
 
@@ -51,6 +60,9 @@ def main(argv=None):
     parser.add_argument("--embedding_size", type=int, default=None,
                         help="one embedding size for every model (default: each model's yaml; "
                              "SIEOUG 128, LightGCN 64)")
+    parser.add_argument("--gpu", action="store_true", help="train on the GPU (RecBole's use_gpu)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for every model (VALUE read as yaml), e.g. ot_device=model")
     args = parser.parse_args(argv)
     import sys
 
@@ -59,9 +71,14 @@ def main(argv=None):
 
     torch.set_num_threads(args.threads)
     overrides = {"show_progress": False, "state": "ERROR", "train_batch_size": args.batch_size,
-                 "torch_num_threads": args.threads}
+                 "torch_num_threads": args.threads, "use_gpu": args.gpu}
     if args.embedding_size:
         overrides["embedding_size"] = args.embedding_size
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key] = yaml.safe_load(value)
     models = {name: build_model(name, args.config_files.split(),  # an empty graph cache each
                                 dict(overrides, graph_cache_dir=tempfile.mkdtemp(prefix="graphs-")))
               for name in args.models.split(",")}
@@ -69,7 +86,9 @@ def main(argv=None):
     median = {name: statistics.median(t) for name, t in times.items()}
     base = median.get("LightGCN")
     size = f"embedding size {args.embedding_size}" if args.embedding_size else "each model's embedding size"
-    print(f"# {args.config_files}, batch {args.batch_size}, {size}, torch threads {args.threads}, "
+    size += "".join(f", {item}" for item in args.set)
+    device = torch.cuda.get_device_name() if args.gpu and torch.cuda.is_available() else "CPU"
+    print(f"# {args.config_files}, {device}, batch {args.batch_size}, {size}, torch threads {args.threads}, "
           f"median of {args.epochs} epochs, the models taking turns epoch by epoch")
     print("| model | build s (graphs for SIEOUG) | epoch s (median) | batches | epoch / LightGCN |")
     print("|---|---:|---:|---:|---:|")

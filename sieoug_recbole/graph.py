@@ -56,7 +56,7 @@ class SparseOperator:
         csr.sum_duplicates()  # (sorts the indices in place: a shared index array would corrupt it)
         self.shape = csr.shape
         self.nnz = int(csr.nnz)
-        self.device = torch.device(device if device is not None else "cpu")
+        self.device = resolve_device(device)
         self._scipy = (csr, csr.T.tocsr())  # (M, M^T)
         self._torch = None  # (M, M^T) as torch CSR tensors, off the CPU only
         if self.device.type != "cpu":
@@ -82,7 +82,7 @@ class SparseOperator:
 
     def to(self, device):
         """The same operator on ``device`` (self when it is there already)."""
-        if torch.device(device) == self.device:
+        if resolve_device(device) == self.device:
             return self
         return SparseOperator(self._scipy[0], device)
 
@@ -93,6 +93,13 @@ class SparseOperator:
         """(2, nnz) long tensor of the (row, column) of every stored entry, row-major."""
         coo = self._scipy[0].tocoo()
         return torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64)).to(self.device)
+
+
+def resolve_device(device=None):
+    """``device`` as the torch device a tensor made there reports: ``"cuda"`` (what RecBole's
+    config holds) becomes ``cuda:0`` (the current GPU), so that it compares equal to
+    ``tensor.device``. None is the CPU."""
+    return torch.empty(0, device="cpu" if device is None else device).device
 
 
 def _torch_csr(csr, device):

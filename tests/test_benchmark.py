@@ -371,3 +371,21 @@ def test_record_names_the_commit_the_run_started_from(monkeypatch, synthetic_dir
             "sweep": None}
     record = runner.run_one(spec, run_dir=str(tmp_path / "run"))
     assert record["versions"]["git"] == "commit-at-start"
+
+
+def test_versions_of_a_checkout_that_is_not_installed(monkeypatch):
+    # run from a checkout on PYTHONPATH (no installed distribution): the package's __version__
+    from importlib import metadata
+
+    from sieoug_recbole.benchmark import runner
+
+    real = metadata.version
+
+    def version(dist):
+        if dist == "sieoug-recbole":
+            raise metadata.PackageNotFoundError(dist)
+        return real(dist)
+
+    monkeypatch.setattr(metadata, "version", version)
+    found = runner.versions()
+    assert found["sieoug_recbole"] == sieoug_recbole.__version__ and found["torch"]

@@ -255,6 +255,7 @@ def test_guide_similarity_follows_the_score_unless_set(sieoug_config):
     assert model.guide_similarity == "cosine"
     model, _, _ = _model_and_batch("SIEOUG", dict(sieoug_config, guide_similarity="cosine"))
     assert (model.score, model.guide_similarity) == ("dot", "cosine")
-    for key, value in (("guide_similarity", "euclid"), ("negatives", "popular"), ("score", "l2")):
+    for key, value in (("guide_similarity", "euclid"), ("negatives", "popular"), ("score", "l2"),
+                       ("ot_device", "gpu")):
         with pytest.raises(ValueError, match=key):
             _model_and_batch("SIEOUG", dict(sieoug_config, **{key: value}))

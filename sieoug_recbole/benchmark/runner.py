@@ -12,6 +12,7 @@ successful run only ``run.log`` stays, unless ``keep_checkpoints``.
 """
 import contextlib
 import datetime
+import importlib
 import json
 import os
 import platform
@@ -62,8 +63,8 @@ def versions():
                        ("sieoug-recbole", "sieoug_recbole")):
         try:
             found[name] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            found[name] = None
+        except metadata.PackageNotFoundError:  # e.g. imported from a checkout on PYTHONPATH
+            found[name] = getattr(importlib.import_module(name), "__version__", None)
     found["git"] = _git_commit()
     return found
 

@@ -42,6 +42,7 @@ from sieoug_recbole.models.lightgcn import domain_adjacency
 from sieoug_recbole.similarity import build_item_structure, hypergraph_factors, normalize_item_graph
 
 MATCHINGS = ("goum", "overlap_only", "fgw")
+OT_DEVICES = ("cpu", "model")  # where GOUM / FGW solve a batch's plan
 NEGATIVES = ("in_batch", "sampled", "both", "sampled_pool")
 SCORES = ("cosine", "dot")
 
@@ -62,6 +63,7 @@ class SIEOUG(CrossDomainModel):
         self.ot_eps = config["ot_eps"]
         self.ot_max_iter = config["ot_max_iter"]
         self.ot_tol = config["ot_tol"]
+        self.ot_device = _choice(config, "ot_device", OT_DEVICES, default="cpu")
         self.cost_normalize = config["cost_normalize"]
         self.guide_temperature = config["guide_temperature"]
         self.guide_similarity = _choice(config, "guide_similarity", SCORES, default=self.score)
@@ -220,14 +222,18 @@ class SIEOUG(CrossDomainModel):
         """The user-user plan pi for L_C (no gradient flows through it)."""
         if self.matching == "overlap_only":  # SIEOUG-M: only the same person is a positive
             return guide.to(user_src.dtype) if guide.any() else None
+        # A batch's problem is small and its solvers sequential: on a GPU every step is a few
+        # tiny kernels and a host sync, so by default the plan is solved on the CPU (ot_device).
+        solve_on = torch.device("cpu") if self.ot_device == "cpu" else user_src.device
+        src, tgt = user_src.detach().to(solve_on), user_tgt.detach().to(solve_on)
         if self.matching == "fgw":  # SIEOUG-G: unguided
-            return fgw_plan(user_src.detach(), user_tgt.detach(), alpha=self.fgw_alpha)
-        cost = squared_euclidean_cost(user_src.detach(), user_tgt.detach(), normalize=self.cost_normalize)
-        plan, info = goum(cost, guide, self.ot_eps, max_iter=self.ot_max_iter, tol=self.ot_tol,
-                          return_info=True)
+            return fgw_plan(src, tgt, alpha=self.fgw_alpha).to(user_src.device)
+        cost = squared_euclidean_cost(src, tgt, normalize=self.cost_normalize)
+        plan, info = goum(cost, guide.to(solve_on), self.ot_eps, max_iter=self.ot_max_iter,
+                          tol=self.ot_tol, return_info=True)
         self._stats["goum_iterations"] += info["iterations"]
         self._stats["goum_marginal_error"] += float(info["marginal_error"])
-        return plan
+        return plan.to(user_src.device)
 
     def pop_epoch_stats(self):
         """This epoch's means per batch: each domain's loss, and over the batches with
