@@ -1,0 +1,94 @@
+"""The convergence check as a Markdown table: runs with a long epoch cap against the same
+models and seeds at the grid's short cap.
+
+    python benchmarks/convergence_table.py --long results/conv_full.jsonl \
+        --capped benchmarks/results/table1_full/runs.jsonl --task food_kitchen --k_u 0.1
+
+Per model: the seeds, each run's best epoch and epochs run, mean ± std of the test metrics
+of both domains, and target NDCG@10 of the capped runs of the same seeds. Below it, for the
+first model (default SIEOUG) against each other one, the relative difference of the means
+and a paired t-test over the seeds both have, at the long cap.
+"""
+import argparse
+
+from sieoug_recbole.benchmark.grid import norm_k_u
+from sieoug_recbole.benchmark.records import finished, load_many, order_models
+from sieoug_recbole.benchmark.report import cell_stats, gain, paired_tests, value_of
+
+COLUMNS = [("target", "hit@10"), ("target", "ndcg@10"), ("source", "hit@10"), ("source", "ndcg@10")]
+
+
+def runs_of(paths, task, k_u):
+    """{model: {seed: record}} of the finished runs of one task and K_u in results files."""
+    out = {}
+    for r in finished(load_many(paths)):
+        if r["task"] == task and norm_k_u(r.get("k_u")) == norm_k_u(k_u):
+            out.setdefault(r["model"], {})[r["seed"]] = r
+    return out
+
+
+def _mean_std(values):
+    stats = cell_stats(values)
+    if stats["n"] == 0:
+        return "—"
+    return f"{stats['mean']:.4f}" + (f" ± {stats['std']:.4f}" if stats["std"] is not None else "")
+
+
+def table(long_runs, capped_runs, ours="SIEOUG", split="test"):
+    """The Markdown lines of the table and of the comparison."""
+    models = order_models(list(long_runs))
+    lines = ["| Model | seeds | best epoch / epochs run | " +
+             " | ".join(f"{d} {m.replace('hit', 'HR').replace('ndcg', 'NDCG')}" for d, m in COLUMNS) +
+             " | target NDCG@10 at the short cap (same seeds) |",
+             "|---|---:|---|" + "---:|" * (len(COLUMNS) + 1)]
+    for model in models:
+        runs = long_runs[model]
+        seeds = sorted(runs)
+        epochs = ", ".join(f"{runs[s]['best_epoch']}/{runs[s]['n_epochs']}" for s in seeds)
+        cells = [_mean_std([value_of(runs[s], d, split, m) for s in seeds]) for d, m in COLUMNS]
+        capped = capped_runs.get(model, {})
+        short = [value_of(capped[s], "target", split, "ndcg@10") for s in seeds if s in capped]
+        short_cell = _mean_std(short) + ("" if len(short) == len(seeds) else f" ({len(short)} of the seeds)")
+        lines.append(f"| {model} | {len(seeds)} | {epochs} | " + " | ".join(cells) + f" | {short_cell} |")
+    comparison = []
+    if ours in long_runs:
+        for model in models:
+            if model == ours:
+                continue
+            parts = []
+            for d, m in COLUMNS:
+                a = {s: value_of(r, d, split, m) for s, r in long_runs[ours].items()}
+                b = {s: value_of(r, d, split, m) for s, r in long_runs[model].items()}
+                both = sorted(set(a) & set(b))
+                if not both:
+                    continue
+                mean_a = sum(a[s] for s in both) / len(both)
+                mean_b = sum(b[s] for s in both) / len(both)
+                test = paired_tests(a, b)
+                p = f", p = {test['t_p']:.3f}" if test["t_p"] is not None else ""
+                parts.append(f"{d} {m} {gain(mean_a, mean_b):+.1f}% (n = {len(both)}{p})")
+            if parts:
+                comparison.append(f"- {ours} vs {model}: " + "; ".join(parts))
+    return lines, comparison
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--long", nargs="+", required=True, help="results file(s) of the long-cap runs")
+    parser.add_argument("--capped", nargs="+", required=True, help="results file(s) of the short-cap (grid) runs")
+    parser.add_argument("--task", required=True)
+    parser.add_argument("--k_u", type=float, required=True)
+    parser.add_argument("--ours", default="SIEOUG", help="the model compared with the others")
+    args = parser.parse_args(argv)
+    long_runs = runs_of(args.long, args.task, args.k_u)
+    if not long_runs:
+        parser.error(f"{' '.join(args.long)}: no finished runs of task {args.task!r} at K_u = {args.k_u}")
+    lines, comparison = table(long_runs, runs_of(args.capped, args.task, args.k_u), ours=args.ours)
+    print("\n".join(lines))
+    if comparison:
+        print()
+        print("\n".join(comparison))
+
+
+if __name__ == "__main__":
+    main()
