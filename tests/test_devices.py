@@ -2,9 +2,9 @@
 
 Each model is built twice on the synthetic pair from one seed: with ``use_gpu: False`` and with
 ``use_gpu: True`` (the GPU where there is one, else the CPU again). Both get the same weights and
-the same first training batch, in eval mode (dropout and FREEDOM's edge pruning draw from a
-per-device random stream); then the loss, every parameter's gradient and the full-sort scores of
-both domains must agree: exactly when both builds are on the CPU (building is deterministic),
+the same first training batch, in eval mode (NeuMF's dropout draws from a per-device random
+stream); then the loss, every parameter's gradient and the full-sort scores of both domains
+must agree: exactly when both builds are on the CPU (building is deterministic),
 to float32 rounding when the second is on the GPU.
 """
 import pytest
