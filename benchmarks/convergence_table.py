@@ -65,7 +65,8 @@ def table(long_runs, capped_runs, ours="SIEOUG", split="test"):
                 mean_a = sum(a[s] for s in both) / len(both)
                 mean_b = sum(b[s] for s in both) / len(both)
                 test = paired_tests(a, b)
-                p = f", p = {test['t_p']:.3f}" if test["t_p"] is not None else ""
+                t_p = test["t_p"]
+                p = "" if t_p is None else ", p < 0.001" if t_p < 0.001 else f", p = {t_p:.3f}"
                 parts.append(f"{d} {m} {gain(mean_a, mean_b):+.1f}% (n = {len(both)}{p})")
             if parts:
                 comparison.append(f"- {ours} vs {model}: " + "; ".join(parts))
