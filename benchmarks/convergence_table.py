@@ -13,7 +13,7 @@ import argparse
 
 from sieoug_recbole.benchmark.grid import norm_k_u
 from sieoug_recbole.benchmark.records import finished, load_many, order_models
-from sieoug_recbole.benchmark.report import cell_stats, gain, paired_tests, value_of
+from sieoug_recbole.benchmark.report import cell_stats, gain, mean_std_text, paired_tests, value_of
 
 COLUMNS = [("target", "hit@10"), ("target", "ndcg@10"), ("source", "hit@10"), ("source", "ndcg@10")]
 
@@ -27,13 +27,6 @@ def runs_of(paths, task, k_u):
     return out
 
 
-def _mean_std(values):
-    stats = cell_stats(values)
-    if stats["n"] == 0:
-        return "—"
-    return f"{stats['mean']:.4f}" + (f" ± {stats['std']:.4f}" if stats["std"] is not None else "")
-
-
 def table(long_runs, capped_runs, ours="SIEOUG", split="test"):
     """The Markdown lines of the table and of the comparison."""
     models = order_models(list(long_runs))
@@ -45,10 +38,10 @@ def table(long_runs, capped_runs, ours="SIEOUG", split="test"):
         runs = long_runs[model]
         seeds = sorted(runs)
         epochs = ", ".join(f"{runs[s]['best_epoch']}/{runs[s]['n_epochs']}" for s in seeds)
-        cells = [_mean_std([value_of(runs[s], d, split, m) for s in seeds]) for d, m in COLUMNS]
+        cells = [mean_std_text(cell_stats([value_of(runs[s], d, split, m) for s in seeds])) for d, m in COLUMNS]
         capped = capped_runs.get(model, {})
         short = [value_of(capped[s], "target", split, "ndcg@10") for s in seeds if s in capped]
-        short_cell = _mean_std(short) + ("" if len(short) == len(seeds) else f" ({len(short)} of the seeds)")
+        short_cell = mean_std_text(cell_stats(short)) + ("" if len(short) == len(seeds) else f" ({len(short)} of the seeds)")
         lines.append(f"| {model} | {len(seeds)} | {epochs} | " + " | ".join(cells) + f" | {short_cell} |")
     comparison = []
     if ours in long_runs:

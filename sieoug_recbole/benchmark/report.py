@@ -183,6 +183,13 @@ def _fmt(value, digits=4):
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def mean_std_text(stats):
+    """``mean ± std`` of a :func:`cell_stats` dict (the mean alone for one value, — for none)."""
+    if stats["mean"] is None:
+        return "—"
+    return _fmt(stats["mean"]) + ("" if stats["std"] is None else f" ± {_fmt(stats['std'])}")
+
+
 def _fmt_p(value):
     if value is None:
         return "—"
@@ -215,7 +222,7 @@ def render_markdown(table, title="Table 1"):
                 if cell["mean"] is None:
                     row.append("—")
                     continue
-                text = _fmt(cell["mean"]) + ("" if cell["std"] is None else f" ± {_fmt(cell['std'])}")
+                text = mean_std_text(cell)
                 if cell["n"] != max_n:
                     text += f" (n={cell['n']})"
                 row.append(f"**{text}**" if cell["best"] else text)
