@@ -64,9 +64,17 @@ def versions():
         try:
             found[name] = metadata.version(dist)
         except metadata.PackageNotFoundError:  # e.g. imported from a checkout on PYTHONPATH
-            found[name] = getattr(importlib.import_module(name), "__version__", None)
+            found[name] = _module_version(name)
     found["git"] = _git_commit()
     return found
+
+
+def _module_version(name):
+    """``name.__version__`` where the module imports, else None."""
+    try:
+        return getattr(importlib.import_module(name), "__version__", None)
+    except ImportError:
+        return None
 
 
 def _git_commit():
