@@ -13,7 +13,6 @@ import tempfile
 import time
 
 import torch
-import yaml
 
 
 def build_model(name, config_files, overrides):
@@ -74,11 +73,14 @@ def main(argv=None):
                  "torch_num_threads": args.threads, "use_gpu": args.gpu}
     if args.embedding_size:
         overrides["embedding_size"] = args.embedding_size
+    from sieoug_recbole.benchmark.grid import GridError, parse_assignment
+
     for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            parser.error(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key] = yaml.safe_load(value)
+        try:
+            key, value = parse_assignment(item)  # the harness's own --set parsing
+        except GridError as error:
+            parser.error(f"--set: {error}")
+        overrides[key] = value
     models = {name: build_model(name, args.config_files.split(),  # an empty graph cache each
                                 dict(overrides, graph_cache_dir=tempfile.mkdtemp(prefix="graphs-")))
               for name in args.models.split(",")}
