@@ -1,10 +1,12 @@
 """Shared fixtures: a synthetic pair on disk and a fast config for it."""
 import os
+from typing import NamedTuple
 
 import pytest
 import torch
 
 import sieoug_recbole  # noqa: F401  (repairs the framework, registers models)
+from sieoug_recbole.quick_start import build, make_config
 from sieoug_recbole.synthetic import generate_pair
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,3 +33,19 @@ def fast_config(synthetic_dir, tmp_path):
         "state": "ERROR",
         "embedding_size": 16,
     }
+
+
+class Built(NamedTuple):
+    model: object
+    batch: object  # the first training batch of the BOTH phase (source and target fields)
+    dataset: object
+    config: object
+
+
+def build_on_synthetic(name, overrides):
+    """Model ``name`` built on the synthetic pair with config ``overrides``, with the first
+    training batch taken once (so that a test's steps and checks all see the same batch)."""
+    config = make_config(name, [SYNTHETIC_YAML], overrides)
+    dataset, train_data, _, _, model, _ = build(config)
+    train_data.set_mode(train_data.state)  # BOTH
+    return Built(model, next(iter(train_data)), dataset, config)

@@ -9,10 +9,9 @@ import torch
 from recbole.data.interaction import Interaction
 
 import sieoug_recbole
-from conftest import SYNTHETIC_YAML
+from conftest import SYNTHETIC_YAML, build_on_synthetic
 from sieoug_recbole.graph import propagate
 from sieoug_recbole.models.base import DOMAINS
-from sieoug_recbole.quick_start import build, make_config
 
 # per model: config overrides for the learning test, and the margin over Pop it must reach
 # (observed target test hit@10 with these settings, Pop 0.147, in the comments)
@@ -42,13 +41,9 @@ def test_baseline_beats_popularity(name, fast_config, pop_result):
 
 
 def build_model(name, fast_config, **overrides):
-    config = make_config(name, [SYNTHETIC_YAML], {**fast_config, **overrides})
-    _, train_data, _, _, model, _ = build(config)
-    return model, train_data
-
-
-def first_batch(train_data):
-    return next(iter(train_data))
+    """(model, its first training batch) on the synthetic pair."""
+    built = build_on_synthetic(name, {**fast_config, **overrides})
+    return built.model, built.batch
 
 
 # ----- NeuMF ------------------------------------------------------------------------------
@@ -71,16 +66,16 @@ def test_neumf_full_sort_equals_predict(fast_config):
 
 # ----- CMF ----------------------------------------------------------------------------------
 def test_cmf_shares_one_user_table(fast_config):
-    model, train_data = build_model("CMF", fast_config)
+    model, batch = build_model("CMF", fast_config)
     source_users = model.domain_representations("source")[0]
     target_users = model.domain_representations("target")[0]
     assert source_users is target_users is model.user_embedding.weight
     # a target-only step moves an overlapped user's vector used for source scoring
     model.set_phase("TARGET")
-    loss = sum(model.calculate_loss(first_batch(train_data)))
+    loss = sum(model.calculate_loss(batch))
     loss.backward()
     grad = model.user_embedding.weight.grad
-    target_users_in_batch = first_batch(train_data)[model.TARGET_USER_ID]
+    target_users_in_batch = batch[model.TARGET_USER_ID]
     overlapped = target_users_in_batch[target_users_in_batch < model.overlapped_num_users]
     assert len(overlapped) > 0 and grad[overlapped].abs().sum() > 0
 
@@ -102,14 +97,14 @@ def test_bitgcf_lambda_one_is_single_domain(fast_config):
 
 
 def test_bitgcf_transfer_couples_the_domains(fast_config):
-    model, train_data = build_model("BiTGCF", fast_config, transfer_lambda=0.5)
+    model, batch = build_model("BiTGCF", fast_config, transfer_lambda=0.5)
     n_o = model.overlapped_num_users
     users, _ = lightgcn_propagation(model, "target")
     joint_users = model.joint_representations()["target"][0]
     assert not torch.allclose(joint_users[1:n_o], users[1:n_o])  # overlapped users receive source features
     # a target-only step now reaches the source embeddings (through the overlapped users)
     model.set_phase("TARGET")
-    sum(model.calculate_loss(first_batch(train_data))).backward()
+    sum(model.calculate_loss(batch)).backward()
     assert model.user_embedding["source"].weight.grad.abs().sum() > 0
     assert model.item_embedding["source"].weight.grad.abs().sum() > 0
 
@@ -144,8 +139,8 @@ def test_item_graphs_are_knn_within_domain(name, fast_config):
 
 
 def test_lattice_learned_graph_is_knn_within_domain_and_trains(fast_config):
-    model, train_data = build_model("LATTICE", fast_config)
-    sum(model.calculate_loss(first_batch(train_data))).backward()
+    model, batch = build_model("LATTICE", fast_config)
+    sum(model.calculate_loss(batch)).backward()
     for domain in DOMAINS:
         items = domain_item_set(model, domain)
         for modality in model.modalities[domain]:
@@ -195,16 +190,16 @@ def test_lattice_rejects_bad_refresh(bad, fast_config):
 
 
 def test_lattice_without_learned_graph(fast_config):
-    model, train_data = build_model("LATTICE", fast_config, learn_graph=False)
-    loss = sum(model.calculate_loss(first_batch(train_data)))
+    model, batch = build_model("LATTICE", fast_config, learn_graph=False)
+    loss = sum(model.calculate_loss(batch))
     assert torch.isfinite(loss) and not model._learned_edges
 
 
 # ----- FREEDOM: degree-sensitive pruning -----------------------------------------------------
 def test_freedom_prunes_by_degree_in_training_only(fast_config):
-    model, train_data = build_model("FREEDOM", fast_config, prune_ratio=0.5)
+    model, batch = build_model("FREEDOM", fast_config, prune_ratio=0.5)
     model.train()
-    model.calculate_loss(first_batch(train_data))
+    model.calculate_loss(batch)
     for domain in DOMAINS:
         rows, cols = model.edges[domain]
         pruned = model.pruned_adjacency[domain]

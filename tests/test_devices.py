@@ -12,20 +12,17 @@ import torch
 from recbole.data.interaction import Interaction
 
 from sieoug_recbole.models.base import DOMAINS
-from sieoug_recbole.quick_start import build, make_config
 from sieoug_recbole.registry import model_names
 
-from conftest import SYNTHETIC_YAML
+from conftest import build_on_synthetic
 
 ON_GPU = torch.cuda.is_available()
 USERS = torch.tensor([1, 2, 7, 40])  # overlapped users (1..n) and one more: valid in both domains
 
 
 def _build(name, config, use_gpu):
-    config = make_config(name, [SYNTHETIC_YAML], dict(config, use_gpu=use_gpu))
-    _, train_data, _, _, model, _ = build(config)
-    train_data.set_mode(train_data.state)  # BOTH
-    return model, next(iter(train_data)), config["device"]
+    model, batch, _, config = build_on_synthetic(name, dict(config, use_gpu=use_gpu))
+    return model, batch, config["device"]
 
 
 def _loss_grads_scores(model, batch, device):

@@ -3,8 +3,7 @@ import pytest
 import torch
 
 import sieoug_recbole
-from conftest import SYNTHETIC_YAML
-from sieoug_recbole.quick_start import build, make_config
+from conftest import SYNTHETIC_YAML, build_on_synthetic
 
 
 @pytest.fixture
@@ -13,17 +12,11 @@ def sieoug_config(fast_config, tmp_path):
     return fast_config
 
 
-def _model_and_batch(name, cfg):
-    config = make_config(name, [SYNTHETIC_YAML], cfg)
-    dataset, train_data, _, _, model, _ = build(config)
-    train_data.set_mode(train_data.state)  # BOTH
-    return model, next(iter(train_data)), dataset
-
 
 @pytest.mark.parametrize("score", ["cosine", "dot"])
 def test_representations_and_attention(sieoug_config, score):
     sieoug_config["score"] = score
-    model, _, dataset = _model_and_batch("SIEOUG", sieoug_config)
+    model, _, dataset, _ = build_on_synthetic("SIEOUG", sieoug_config)
     for domain in ("source", "target"):
         users, items = model.domain_representations(domain)
         assert users.shape == (dataset.num_total_user, 16) and items.shape == (dataset.num_total_item, 16)
@@ -48,7 +41,7 @@ def test_representations_and_attention(sieoug_config, score):
 
 
 def test_item_views_cover_the_items_of_one_domain(sieoug_config):
-    model, _, dataset = _model_and_batch("SIEOUG", sieoug_config)
+    model, _, dataset, _ = build_on_synthetic("SIEOUG", sieoug_config)
     for domain in ("source", "target"):
         domain_items = set(model.domain_item_ids(domain).tolist()) - {0}
         own = model.view_items[domain]
@@ -61,10 +54,10 @@ def test_item_views_cover_the_items_of_one_domain(sieoug_config):
 
 def test_module_switches_drop_views(sieoug_config):
     sieoug_config.update(use_item_graph=False)
-    model, _, _ = _model_and_batch("SIEOUG", sieoug_config)
+    model, _, _, _ = build_on_synthetic("SIEOUG", sieoug_config)
     assert len(model.item_views("target")[2]) == 2 and not model.item_graph
     sieoug_config.update(use_hypergraph=False)
-    model, _, _ = _model_and_batch("SIEOUG", sieoug_config)
+    model, _, _, _ = build_on_synthetic("SIEOUG", sieoug_config)
     assert len(model.item_views("target")[2]) == 1
 
 
@@ -87,7 +80,7 @@ def _reference_loss(user, item_all, pos, neg, scheme, temperature):
 @pytest.mark.parametrize("scheme", ["in_batch", "sampled", "both", "sampled_pool"])
 def test_negative_schemes_match_eq16_written_out(sieoug_config, scheme):
     sieoug_config.update(negatives=scheme, reg_weight=0.0, temperature=0.7)
-    model, batch, _ = _model_and_batch("SIEOUG-O", sieoug_config)
+    model, batch, _, _ = build_on_synthetic("SIEOUG-O", sieoug_config)
     users, items = model.domain_representations("target")
     ids, pos, neg = model.batch("target", batch)
     ids, pos, neg = ids[:24], pos[:24], neg[:24]
@@ -98,7 +91,7 @@ def test_negative_schemes_match_eq16_written_out(sieoug_config, scheme):
 
 
 def test_hypergraph_weights_frozen_or_learned(sieoug_config):
-    model, batch, _ = _model_and_batch("SIEOUG-O", sieoug_config)
+    model, batch, _, _ = build_on_synthetic("SIEOUG-O", sieoug_config)
     assert not model.hyper_weight["target"].requires_grad  # the yaml's default
     with torch.no_grad():  # a non-identity weight: the view is left @ right @ x @ W per layer
         model.hyper_weight["target"].copy_(torch.randn_like(model.hyper_weight["target"]) * 0.3)
@@ -111,7 +104,7 @@ def test_hypergraph_weights_frozen_or_learned(sieoug_config):
     torch.testing.assert_close(model.hypergraph_view("target", x), torch.stack(layers).mean(0),
                                rtol=1e-4, atol=1e-5)
     sieoug_config["learn_hyper_weight"] = True
-    model, batch, _ = _model_and_batch("SIEOUG-O", sieoug_config)
+    model, batch, _, _ = build_on_synthetic("SIEOUG-O", sieoug_config)
     assert model.hyper_weight["target"].requires_grad
     loss = sum(model.calculate_loss(batch))
     (grad,) = torch.autograd.grad(loss, [model.hyper_weight["target"]])
@@ -125,14 +118,14 @@ def _target_grad(model, loss):
 
 
 def test_without_guidance_the_source_batch_cannot_move_the_target(sieoug_config):
-    model, batch, _ = _model_and_batch("SIEOUG-O", sieoug_config)
+    model, batch, _, _ = build_on_synthetic("SIEOUG-O", sieoug_config)
     assert model.guide_lambda == 0
     parts = model.calculate_loss(batch)
     assert len(parts) == 2  # source and target recommendation losses only
     source_part_grads = _target_grad(model, parts[0])
     assert all(float(g.abs().sum()) == 0.0 for g in source_part_grads)
 
-    model, batch, _ = _model_and_batch("SIEOUG", sieoug_config)
+    model, batch, _, _ = build_on_synthetic("SIEOUG", sieoug_config)
     parts = model.calculate_loss(batch)
     assert len(parts) == 3
     guide_grads = _target_grad(model, parts[2])  # the guidance term does reach the target side
@@ -143,7 +136,7 @@ def test_batch_overlapped_users_are_on_both_sides_and_matched(sieoug_config):
     # a sharp plan on the untrained (dot-score) users; before the stall rule of goum was
     # limited to errors below 1e-6 this batch stopped after 18 iterations at error 0.46
     sieoug_config.update(ot_eps=0.03)
-    model, batch, dataset = _model_and_batch("SIEOUG", sieoug_config)
+    model, batch, dataset, _ = build_on_synthetic("SIEOUG", sieoug_config)
     src, tgt = model.transfer_users(batch)
     n_overlap = dataset.num_overlap_user
     overlapped = lambda ids: set(ids[(ids > 0) & (ids < n_overlap)].tolist())  # noqa: E731
@@ -167,7 +160,7 @@ def test_variants_differ_as_specified(sieoug_config):
 
     plans = {}
     for name in ("SIEOUG", "SIEOUG-M", "SIEOUG-G"):
-        model, batch, dataset = _model_and_batch(name, sieoug_config)
+        model, batch, dataset, _ = build_on_synthetic(name, sieoug_config)
         src, tgt = model.transfer_users(batch)
         guide = guide_mask(src, tgt, dataset.num_overlap_user)
         user_src = model.domain_representations("source")[0][src].detach()
@@ -249,13 +242,13 @@ def test_every_train_schedule_runs(sieoug_config, schedule):
 
 
 def test_guide_similarity_follows_the_score_unless_set(sieoug_config):
-    model, _, _ = _model_and_batch("SIEOUG", dict(sieoug_config))
+    model, _, _, _ = build_on_synthetic("SIEOUG", dict(sieoug_config))
     assert (model.score, model.guide_similarity) == ("dot", "dot")  # the yaml's defaults
-    model, _, _ = _model_and_batch("SIEOUG", dict(sieoug_config, score="cosine"))
+    model, _, _, _ = build_on_synthetic("SIEOUG", dict(sieoug_config, score="cosine"))
     assert model.guide_similarity == "cosine"
-    model, _, _ = _model_and_batch("SIEOUG", dict(sieoug_config, guide_similarity="cosine"))
+    model, _, _, _ = build_on_synthetic("SIEOUG", dict(sieoug_config, guide_similarity="cosine"))
     assert (model.score, model.guide_similarity) == ("dot", "cosine")
     for key, value in (("guide_similarity", "euclid"), ("negatives", "popular"), ("score", "l2"),
                        ("ot_device", "gpu")):
         with pytest.raises(ValueError, match=key):
-            _model_and_batch("SIEOUG", dict(sieoug_config, **{key: value}))
+            build_on_synthetic("SIEOUG", dict(sieoug_config, **{key: value}))
