@@ -306,6 +306,29 @@ def test_report_wilcoxon_from_six_seeds_and_single_seed_cells():
     assert "| LightGCN | 0.2000 (n=1) |" in render_markdown(table)
 
 
+def test_report_compares_on_the_seeds_both_models_have():
+    # LATTICE ran seed 3 only: its one value (0.18) beats FREEDOM's three-seed mean (0.17), but on
+    # seed 3 SIEOUG (0.21) gains more over it (+16.7%) than over FREEDOM on seeds 1-3 (+12.7%)
+    runs = [_record(model, seed, v) for model in ("SIEOUG", "FREEDOM")
+            for seed, v in zip((1, 2, 3), HAND[model])]
+    runs += [_record("LATTICE", 3, 0.18), _record("LightGCN", 1, 0.10), _record("LightGCN", 2, 0.12)]
+    table = build(runs, metrics=("hit@10",))
+    column = ("food_kitchen", 0.1, "target", "hit@10")
+    assert table["cells"][("LATTICE", column)]["mean"] > table["cells"][("FREEDOM", column)]["mean"]
+    entry = table["compare"][column]
+    assert entry["best_baseline"] == "FREEDOM"
+    assert entry["gain_best"] == pytest.approx(100 * (np.mean(HAND["SIEOUG"]) - 0.17) / 0.17)
+    # LightGCN has seeds 1 and 2: the gain over it uses SIEOUG's seeds 1 and 2 only
+    assert entry["gain_reference"] == pytest.approx(100 * (0.1825 - 0.11) / 0.11)
+    # with every baseline on ours' seeds the best baseline is simply the best mean
+    table = build([r for r in runs if r["model"] != "LATTICE"], metrics=("hit@10",))
+    assert table["compare"][column]["best_baseline"] == "FREEDOM"
+    # without ours in a column the best mean is the best baseline
+    table = build([r for r in runs if r["model"] != "SIEOUG"], metrics=("hit@10",))
+    assert table["compare"][column]["best_baseline"] == "LATTICE"
+    assert table["compare"][column]["gain_best"] is None
+
+
 def test_select_prefers_grid_specs_and_warns_on_mixed_overrides(capsys):
     runs = [_record("A", 1, 0.1), _record("A", 2, 0.1), _record("A", 1, 0.5, overrides={"x": 1})]
     chosen = R.select(runs)

@@ -7,13 +7,16 @@ task, K_u ascending, the target domain then the source domain). Statistics:
 - mean and sample standard deviation (ddof = 1) over the seeds of a cell; a cell with one
   seed shows its mean only;
 - best per column: the highest mean (ties all marked), bold in Markdown, ``*`` in CSV;
-- best baseline per column: the best mean among models outside the SIEOUG family;
-- paired tests of ``ours`` (SIEOUG) against that baseline over the seeds both have:
-  ``scipy.stats.ttest_rel`` (two-sided, needs 2 seeds), and ``scipy.stats.wilcoxon`` from 6
-  seeds on;
-- relative gain of ours over the reference (LightGCN) and over the best baseline:
-  ``100 * (ours - base) / base`` on the means; where a column maps onto the paper's Table 1
-  the paper's own gains over the same models are shown beside them.
+- every comparison of ``ours`` (SIEOUG) with another model uses the seeds both have: the
+  relative gain ``100 * (ours - base) / base`` on the two models' means over those seeds, and
+  the paired tests ``scipy.stats.ttest_rel`` (two-sided, needs 2 seeds) and
+  ``scipy.stats.wilcoxon`` (from 6 seeds on). A baseline with fewer seeds is thus compared on
+  its own seeds, never its one-seed value against ours' three-seed mean;
+- best baseline per column: among models outside the SIEOUG family, the one ours gains least
+  over (the best mean, when every model has ours' seeds; the best mean outright when ours has
+  no run in the column);
+- gains over the reference (LightGCN) and over the best baseline; where a column maps onto
+  the paper's Table 1 the paper's own gains over the same models are shown beside them.
 """
 import csv
 import math
@@ -85,6 +88,15 @@ def gain(ours, base):
     return 100.0 * (ours - base) / base
 
 
+def same_seed_gain(ours, base):
+    """The gain of ours over base on the means over the seeds both have ({seed: value} each);
+    None without a common seed."""
+    seeds = set(ours) & set(base)
+    if not seeds:
+        return None
+    return gain(float(np.mean([ours[s] for s in seeds])), float(np.mean([base[s] for s in seeds])))
+
+
 def build(runs, metrics=("hit@10", "ndcg@10"), split="test", ours=FAMILY_PREFIX,
           reference="LightGCN", models=None, prefix=FAMILY_PREFIX):
     """The report as data: {'models', 'columns', 'cells', 'compare', 'domains'}.
@@ -142,17 +154,25 @@ def build(runs, metrics=("hit@10", "ndcg@10"), split="test", ours=FAMILY_PREFIX,
         entry = {"best_baseline": None, "best_baseline_mean": None, "gain_best": None,
                  "gain_reference": None, "tests": {"n": 0, "t_p": None, "wilcoxon_p": None},
                  "paper_gain_reference": None, "paper_gain_best": None}
+        has_ours = bool(ours_cell and ours_cell["values"])
+        gains = ({m: same_seed_gain(ours_cell["values"], cells[(m, column)]["values"])
+                  for _, m in baselines} if has_ours else {})
+        comparable = [(mean, m) for mean, m in baselines if gains.get(m) is not None]
+        if comparable:  # the baseline ours gains least over; first listed wins ties
+            best_model = min(comparable, key=lambda x: gains[x[1]])[1]
+        elif baselines:
+            best_model = max(baselines, key=lambda x: x[0])[1]  # first listed wins ties
         if baselines:
-            best_mean, best_model = max(baselines, key=lambda x: x[0])  # first listed wins ties
-            entry["best_baseline"], entry["best_baseline_mean"] = best_model, best_mean
-        if ours_cell and ours_cell["mean"] is not None:
+            entry["best_baseline"] = best_model
+            entry["best_baseline_mean"] = cells[(best_model, column)]["mean"]
+        if has_ours:
             if entry["best_baseline"]:
-                entry["gain_best"] = gain(ours_cell["mean"], entry["best_baseline_mean"])
+                entry["gain_best"] = gains.get(entry["best_baseline"])
                 entry["tests"] = paired_tests(ours_cell["values"],
                                               cells[(entry["best_baseline"], column)]["values"])
             ref = cells.get((reference, column))
-            if ref and ref["mean"] is not None:
-                entry["gain_reference"] = gain(ours_cell["mean"], ref["mean"])
+            if ref and ref["values"]:
+                entry["gain_reference"] = same_seed_gain(ours_cell["values"], ref["values"])
         dataset = domain_names.get((task, k_u, domain))
         paper_ours = paper_value(task, dataset, k_u, ours, metric)
         entry["paper_gain_reference"] = gain(paper_ours, paper_value(task, dataset, k_u, reference, metric))
