@@ -154,6 +154,11 @@ def test_task_seed_and_sweep_parsing():
     with pytest.raises(G.GridError):
         G.parse_task("fk:1.5=a.yaml")
     assert G.parse_sweep("lambda=0,0.2,1.0") == ("guide_lambda", [0, 0.2, 1.0])
+    # exponents without a dot are numbers too (PyYAML alone reads '1e-3' as a string)
+    assert G.parse_sweep("eps=1e-3,1E2,2.5e-1") == ("ot_eps", [0.001, 100.0, 0.25])
+    assert G.parse_assignment("reg_weight=1e-4") == ("reg_weight", 1e-4)
+    assert G.parse_assignment("name=e5") == ("name", "e5")
+    assert G.load_yaml("sweep: {ot_eps: [1e-3, 0.1]}") == {"sweep": {"ot_eps": [0.001, 0.1]}}  # grid files
     assert G.parse_assignment("train_epochs=['BOTH:3']") == ("train_epochs", ["BOTH:3"])
     # key order and 1 vs 1.0 do not change a run's identity; a value does
     assert G.overrides_hash({"a": 1, "b": [2]}) == G.overrides_hash({"b": [2.0], "a": 1.0})
@@ -203,6 +208,19 @@ def test_results_file_survives_a_cut_line(tmp_path):
                                 "overrides_hash": "y", "status": "ok"})
     with pytest.warns(UserWarning):
         assert [r["model"] for r in R.load_records(str(path))] == ["A", "C"]
+
+
+@pytest.mark.parametrize("model, key, value", [("SIEOUG-O", "guide_lambda", 0.0),
+                                                ("SIEOUG-M", "matching", "overlap_only"),
+                                                ("SIEOUG-G", "matching", "fgw"),
+                                                ("SIEOUG", "guide_lambda", 0.6)])
+def test_resolved_config_holds_what_a_variant_forces(model, key, value, fast_config):
+    from sieoug_recbole.benchmark.runner import _resolved
+    from sieoug_recbole.quick_start import make_config
+
+    config = make_config(model, [SYNTHETIC_YAML], dict(fast_config, guide_lambda=0.6))
+    resolved = _resolved(config, model)
+    assert resolved[key] == value and resolved["embedding_size"] == 16
 
 
 # ------------------------------------------------------------------- report on hand-made lines

@@ -47,10 +47,26 @@ def resolve_key(key):
     return KEY_ALIASES.get(key, key)
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML as RecBole's config reads it: ``1e-3`` is a float (YAML 1.1, PyYAML's default,
+    wants a dot in the mantissa and would give the string '1e-3')."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def load_yaml(stream):
+    """A yaml document (text or open file) with exponent floats read as numbers."""
+    return yaml.load(stream, Loader=_Loader)
+
+
 def parse_value(text):
-    """A command-line value as yaml reads it: ``0.6`` -> 0.6, ``True`` -> True, ``[a]`` -> list."""
+    """A command-line value as yaml reads it: ``0.6`` -> 0.6, ``1e-3`` -> 0.001, ``True`` ->
+    True, ``[a]`` -> list."""
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.YAMLError:
         return text
 
@@ -129,7 +145,7 @@ def load_grid(path):
     else taken relative to the grid file's folder.
     """
     with open(path, encoding="utf-8") as f:
-        raw = yaml.safe_load(f) or {}
+        raw = load_yaml(f) or {}
     if not isinstance(raw, dict):
         raise GridError(f"{path}: a grid file is a mapping")
     unknown = set(raw) - GRID_KEYS

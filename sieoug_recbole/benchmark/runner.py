@@ -199,8 +199,9 @@ def run_one(spec, run_dir=None, verbose=False, threads=1):
 
 
 def _resolved(config, model):
-    """Values the run used: the common training keys and every key of the model's yaml."""
-    from sieoug_recbole.registry import model_yaml
+    """Values the run used: the common training keys and every key of the model's yaml, with
+    the keys a registered variant forces (SIEOUG-O's guide_lambda = 0) at their forced value."""
+    from sieoug_recbole.registry import get_model_class, model_yaml
 
     keys = [k for k in RESOLVED_KEYS]
     yaml_file = model_yaml(model)
@@ -209,7 +210,10 @@ def _resolved(config, model):
 
         with open(yaml_file, encoding="utf-8") as f:
             keys += [k for k in (yaml.safe_load(f) or {}) if k not in keys]
-    return {k: _plain(config[k]) for k in keys if k in config.final_config_dict}
+    resolved = {k: _plain(config[k]) for k in keys if k in config.final_config_dict}
+    forced = getattr(get_model_class(model), "forced_config", {})
+    resolved.update({k: _plain(v) for k, v in forced.items()})
+    return resolved
 
 
 def _train(spec, config_dict, verbose):
