@@ -31,6 +31,18 @@ def split_counts(total, ratios):
     return counts
 
 
+def holdout_ratios(split):
+    """The train/valid/test shares of ``eval_args.split`` (``{'RS': [8, 1, 1]}``), scaled to sum
+    to one as RecBole scales the target's."""
+    ratios = split.get("RS") if isinstance(split, dict) else None
+    if (not isinstance(ratios, (list, tuple)) or len(ratios) != 3
+            or not all(isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 for r in ratios)):
+        raise ValueError("dual_domain_eval needs eval_args.split of the form {'RS': [train, valid, test]} "
+                         f"with three positive shares, got {split}")
+    total = float(sum(ratios))
+    return [r / total for r in ratios]
+
+
 def split_by_user(user_ids, ratios, rng):
     """Row indices of each part (train, valid, test), per user at random."""
     user_ids = np.asarray(user_ids)
@@ -56,10 +68,7 @@ class PluginCrossDomainDataset(CrossDomainDataset):
             self._hold_out_source(config)
 
     def _hold_out_source(self, config):
-        ratios = config["eval_args"]["split"].get("RS")
-        if not ratios or len(ratios) != 3:
-            raise ValueError("dual_domain_eval needs eval_args.split of the form {'RS': [train, valid, test]}, "
-                             f"got {config['eval_args']['split']}")
+        ratios = holdout_ratios(config["eval_args"]["split"])
         source = self.source_domain_dataset
         feat = source.inter_feat
         rng = np.random.default_rng(config["seed"])

@@ -4,7 +4,7 @@ import pytest
 
 import sieoug_recbole
 from conftest import SYNTHETIC_YAML
-from sieoug_recbole.dual_domain import split_by_user, split_counts
+from sieoug_recbole.dual_domain import holdout_ratios, split_by_user, split_counts
 from sieoug_recbole.quick_start import build, make_config
 
 
@@ -21,6 +21,22 @@ def test_split_by_user_partitions_each_users_rows():
     assert sorted(rows.tolist()) == list(range(len(users)))
     for u, n in zip(range(5), [10, 3, 1, 7, 20]):
         assert [int((users[p] == u).sum()) for p in parts] == split_counts(n, [0.8, 0.1, 0.1])
+
+
+def test_holdout_ratios_are_scaled_as_recbole_scales_them():
+    assert holdout_ratios({"RS": [8, 1, 1]}) == pytest.approx([0.8, 0.1, 0.1])
+    assert holdout_ratios({"RS": [0.7, 0.15, 0.15]}) == pytest.approx([0.7, 0.15, 0.15])
+    users = np.repeat(np.arange(3), [10, 25, 4])
+    same = [split_by_user(users, r, np.random.default_rng(0))
+            for r in (holdout_ratios({"RS": [8, 1, 1]}), [0.8, 0.1, 0.1])]
+    assert all(np.array_equal(a, b) for a, b in zip(*same))
+
+
+@pytest.mark.parametrize("split", [{"RS": [0.8, 0.2]}, {"RS": [0.8, -0.1, 0.3]}, {"RS": [0.8, 0.2, 0]},
+                                   {"RS": ["a", 1, 1]}, {"LS": "valid_and_test"}, None])
+def test_holdout_ratios_reject_what_cannot_split(split):
+    with pytest.raises(ValueError, match="eval_args.split"):
+        holdout_ratios(split)
 
 
 def test_source_holdout_is_removed_from_training(fast_config):
