@@ -28,3 +28,17 @@ def integer_in_range(value, name, low, high=None):
         allowed = f"in [{low}, {high}]" if high is not None else f">= {low}"
         raise ValueError(f"{name} must be {allowed}, got {value}")
     return value
+
+
+def number_in_range(value, name, low, high=None):
+    """``value`` as a finite float (bools rejected) with ``low <= value`` (and ``<= high``)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number) or number < low or (high is not None and number > high):
+        allowed = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be a finite number {allowed}, got {value!r}")
+    return number

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import sieoug_recbole
-from conftest import SYNTHETIC_YAML
+from conftest import SYNTHETIC_YAML, build_on_synthetic
 from sieoug_recbole.registry import model_names
 
 
@@ -49,3 +49,15 @@ def test_every_registered_model_trains_and_evaluates(name, fast_config):
         assert set(metrics) == {"hit@10", "ndcg@10"}
         assert all(0.0 <= v <= 1.0 for v in metrics.values())
     assert result["test_result"]["hit@10"] > 0.0
+
+
+@pytest.mark.parametrize("model, key, value", [
+    ("LightGCN", "n_layers", -1), ("LightGCN", "n_layers", 2.5), ("NeuMF", "reg_weight", -0.1),
+    ("FREEDOM", "embedding_size", 0), ("BiTGCF", "reg_weight", "high"), ("SIEOUG", "temperature", 0),
+    ("SIEOUG", "guide_lambda", -1.0), ("LATTICE", "init_graph_weight", 1.5),
+    ("BiTGCF", "transfer_lambda", -0.5), ("CMF", "alpha", 2)])
+def test_bad_model_key_is_a_clear_error(model, key, value, fast_config):
+    # each would otherwise train silently wrong (a negative lambda maximises the guided loss,
+    # n_layers = -2 negates the embeddings, ...)
+    with pytest.raises(ValueError, match=f"config key '{key}' must be"):
+        build_on_synthetic(model, dict(fast_config, **{key: value}))

@@ -16,8 +16,26 @@ from torch import nn
 from recbole.utils import InputType
 from recbole_cdr.model.crossdomain_recommender import CrossDomainRecommender
 
+from sieoug_recbole.checks import integer_in_range, number_in_range
+
 DOMAINS = ("source", "target")
 PHASE_DOMAINS = {"BOTH": DOMAINS, "SOURCE": ("source",), "TARGET": ("target",), "OVERLAP": ()}
+
+
+# keys that several models read, checked once for all of them (a model checks its own keys)
+COMMON_KEY_CHECKS = {
+    "embedding_size": lambda value, name: integer_in_range(value, name, 1),
+    "n_layers": lambda value, name: integer_in_range(value, name, 0),
+    "reg_weight": lambda value, name: number_in_range(value, name, 0),
+}
+
+
+def check_common_keys(config):
+    """A clear error for a bad value of a key in :data:`COMMON_KEY_CHECKS` (where it is set)."""
+    for key, check in COMMON_KEY_CHECKS.items():
+        value = config.final_config_dict.get(key)
+        if value is not None:
+            check(value, f"config key '{key}'")
 
 
 class CrossDomainModel(CrossDomainRecommender):
@@ -27,6 +45,7 @@ class CrossDomainModel(CrossDomainRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
+        check_common_keys(config)
         self.phase = "BOTH"
         self.num_users = self.total_num_users
         self.num_items = self.total_num_items

@@ -16,6 +16,7 @@ Trained with BPR in both domains plus an L2 penalty on the batch's ego embedding
 """
 import torch
 
+from sieoug_recbole.checks import number_in_range
 from sieoug_recbole.models.base import BPRDomainLoss, CrossDomainModel, DOMAINS, domain_id_embeddings
 from sieoug_recbole.models.lightgcn import domain_adjacency
 
@@ -25,7 +26,7 @@ class BiTGCF(BPRDomainLoss, CrossDomainModel):
         super().__init__(config, dataset)
         self.embedding_size = config["embedding_size"]
         self.n_layers = config["n_layers"]
-        self.transfer_lambda = config["transfer_lambda"]
+        self.transfer_lambda = number_in_range(config["transfer_lambda"], "config key 'transfer_lambda'", 0, 1)
         self.reg_weight = config["reg_weight"]
         if not 0 <= self.transfer_lambda <= 1:
             raise ValueError(f"transfer_lambda must be in [0, 1], got {self.transfer_lambda}")

@@ -11,6 +11,7 @@ feedback we use BPR on the framework's triples in each domain, weighted alpha (t
 """
 from torch import nn
 
+from sieoug_recbole.checks import number_in_range
 from sieoug_recbole.models.base import DOMAINS, CrossDomainModel, bpr_loss, l2_penalty
 
 
@@ -18,7 +19,7 @@ class CMF(CrossDomainModel):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.embedding_size = config["embedding_size"]
-        self.alpha = config["alpha"]
+        self.alpha = number_in_range(config["alpha"], "config key 'alpha'", 0, 1)
         self.reg_weight = config["reg_weight"]
         if not 0 <= self.alpha <= 1:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sieoug_recbole.checks import integer_in_range
+from sieoug_recbole.checks import integer_in_range, number_in_range
 from sieoug_recbole.graph import propagate
 from sieoug_recbole.models.base import BPRDomainLoss, CrossDomainModel, DOMAINS, domain_id_embeddings
 from sieoug_recbole.models.lightgcn import domain_adjacency
@@ -38,7 +38,7 @@ class LATTICE(BPRDomainLoss, CrossDomainModel):
         self.n_item_layers = config["n_item_layers"]
         self.knn_k = config["knn_k"]
         self.include_self = config["include_self"]
-        self.init_graph_weight = config["init_graph_weight"]
+        self.init_graph_weight = number_in_range(config["init_graph_weight"], "config key 'init_graph_weight'", 0, 1)
         self.learn_graph = config["learn_graph"]
         self.graph_refresh_steps = integer_in_range(
             config["graph_refresh_steps"], "LATTICE config key 'graph_refresh_steps' (0: once per epoch, "

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sieoug_recbole.checks import number_in_range, positive_number
 from sieoug_recbole.domain_data import domain_features
 from sieoug_recbole.graph import SparseOperator, propagate
 from sieoug_recbole.matching import (fgw_plan, goum, guide_mask, guided_contrastive_loss,
@@ -53,12 +54,12 @@ class SIEOUG(CrossDomainModel):
         self.embedding_size = config["embedding_size"]
         self.n_layers = config["n_layers"]
         self.reg_weight = config["reg_weight"]
-        self.temperature = config["temperature"]
+        self.temperature = positive_number(config["temperature"], "config key 'temperature'")
         self.score = _choice(config, "score", SCORES)
         self.negatives = _choice(config, "negatives", NEGATIVES)
         self.use_item_graph = config["use_item_graph"]
         self.use_hypergraph = config["use_hypergraph"]
-        self.guide_lambda = config["guide_lambda"]
+        self.guide_lambda = number_in_range(config["guide_lambda"], "config key 'guide_lambda'", 0)
         self.matching = _choice(config, "matching", MATCHINGS)
         self.ot_eps = config["ot_eps"]
         self.ot_max_iter = config["ot_max_iter"]
