@@ -56,6 +56,7 @@ PRESETS = {
     "food_kitchen_ku90": _ku_preset(0.9),
 }
 _KU_NAME = re.compile(r"^food_kitchen_ku(\d{1,3})$")
+_DEMO_KU_NAME = re.compile(r"^food_kitchen_demo_ku(\d{1,3})$")  # the demo subset at K_u = NN%
 
 
 def shipped_paths(domain, data_dir=SHIPPED_DIR):
@@ -130,8 +131,11 @@ def preset(name):
     match = _KU_NAME.match(name)
     if match and 0 <= int(match.group(1)) <= 100:
         return _ku_preset(int(match.group(1)) / 100)
+    match = _DEMO_KU_NAME.match(name)
+    if match and 0 <= int(match.group(1)) <= 100:
+        return dict(PRESETS["food_kitchen_demo"], overlap_ratio=int(match.group(1)) / 100)
     raise PrepError(f"unknown Food-Kitchen pair {name!r}; known: {', '.join(sorted(PRESETS))} "
-                    "(or food_kitchen_kuNN for K_u = NN%)")
+                    "(or food_kitchen_kuNN / food_kitchen_demo_kuNN for K_u = NN%)")
 
 
 def command_for(name, out_dir, overlap_ratio, kcore, subset_users=None,

@@ -33,27 +33,40 @@ def _missing_inter_files(config):
     return missing
 
 
-def _build_shipped_pair(config):
-    """Build a pair made from the data shipped in the repository (Food-Kitchen) on first use.
-
-    The pair name is the common prefix of the two dataset names (``<pair>_<domain>``).
-    Returns True when it was a shipped pair and has been built.
-    """
-    names = [config[d]["dataset"] for d in ("source_domain", "target_domain")]
-    pair = os.path.commonprefix(names).rstrip("_")
+def shipped_pair_name(source, target):
+    """The name of the pair of datasets ``source`` / ``target`` when it is made from the data
+    shipped in the repository (Food-Kitchen: ``food_kitchen_demo``, ``food_kitchen_kuNN``), else
+    None. The pair name is the common prefix of the two dataset names (``<pair>_<domain>``)."""
+    pair = os.path.commonprefix([source, target]).rstrip("_")
     try:
         from dataset_prep.errors import PrepError
-        from dataset_prep.food_kitchen import ensure_dataset, preset
+        from dataset_prep.food_kitchen import preset
     except ImportError:
-        return False
+        return None
     try:
         preset(pair)
     except PrepError:
+        return None
+    return pair
+
+
+def build_shipped_pair(source, target, out_dir, progress=False):
+    """Build the shipped pair of datasets ``source`` / ``target`` in ``out_dir`` (see
+    :func:`shipped_pair_name`); True when it is one (and is built now), False otherwise."""
+    pair = shipped_pair_name(source, target)
+    if pair is None:
         return False
-    out_dir = os.path.dirname(os.path.normpath(config["target_domain"]["data_path"]))
+    from dataset_prep.food_kitchen import ensure_dataset
+
     getLogger().info(f"building the pair '{pair}' from the shipped Food-Kitchen data in {out_dir}")
-    ensure_dataset(pair, out_dir=out_dir, progress=bool(config["show_progress"]))
+    ensure_dataset(pair, out_dir=out_dir, progress=progress)
     return True
+
+
+def _build_shipped_pair(config):
+    out_dir = os.path.dirname(os.path.normpath(config["target_domain"]["data_path"]))
+    return build_shipped_pair(config["source_domain"]["dataset"], config["target_domain"]["dataset"],
+                              out_dir, progress=bool(config["show_progress"]))
 
 
 def check_dataset_files(config):

@@ -130,6 +130,34 @@ def test_failed_run_in_process_keeps_its_error(synthetic_dir, tmp_path, capsys):
     assert record["status"] == "failed" and record["error"].startswith("DatasetMissingError")
 
 
+def test_a_missing_shipped_pair_is_built_before_the_grid(tmp_path, capsys, monkeypatch):
+    # food_kitchen_demo is made from the data in the repository: the harness builds it (once,
+    # before the workers start) instead of skipping the task; --dry-run only says so
+    from sieoug_recbole import quick_start
+    from sieoug_recbole.benchmark import runner as runner_module
+
+    monkeypatch.chdir(tmp_path)  # the yaml's data_path, dataset/, is then empty
+    task = f"fk:0.5={os.path.join(REPO, 'properties', 'food_kitchen_demo.yaml')}"
+    args = ["run", "--models", "Pop", "--task", task, "--seeds", "1", "--results",
+            str(tmp_path / "r.jsonl"), "--no-progress"]
+    built, planned = [], []
+
+    def fake_build(source, target, out_dir, progress=False):
+        built.append((source, target, out_dir))
+        for name in (source, target):
+            os.makedirs(os.path.join(out_dir, name), exist_ok=True)
+            open(os.path.join(out_dir, name, f"{name}.inter"), "w").close()
+        return True
+
+    monkeypatch.setattr(quick_start, "build_shipped_pair", fake_build)
+    monkeypatch.setattr(runner_module, "run_grid", lambda specs, *a, **k: planned.extend(specs) or [])
+    assert main(args + ["--dry-run"]) == 0
+    assert not built and "is built from the shipped data when the grid runs" in capsys.readouterr().out
+    assert main(args) == 0
+    assert built == [("food_kitchen_demo_kitchen", "food_kitchen_demo_food", "dataset/")]
+    assert [(s["model"], s["task"]) for s in planned] == [("Pop", "fk")]
+
+
 def test_unregistered_models_are_skipped_loudly(synthetic_dir, tmp_path, capsys):
     results = tmp_path / "r.jsonl"
     args = ["run", "--models", "Pop,NoSuchModel", "--task", TASK, "--results", str(results),

@@ -117,6 +117,8 @@ def test_presets_and_names():
     assert fk.preset("food_kitchen_demo") == {"overlap_ratio": 0.5, "kcore": 3, "subset_users": 3000,
                                               "subset_single_users": 750,
                                               "common_users_only": False}
+    # the demo subset at another K_u (the demo Table-1 grid's pairs)
+    assert fk.preset("food_kitchen_demo_ku10") == dict(fk.preset("food_kitchen_demo"), overlap_ratio=0.1)
     # default names: kuNN with the default settings, a tag for each other setting
     assert fk.default_name(0.5) == "food_kitchen_ku50"
     assert fk.default_name(0.5, kcore=5, common_users_only=False) == "food_kitchen_5core_allusers_ku50"
@@ -128,7 +130,7 @@ def test_presets_and_names():
         fk.ensure_dataset("food_kitchen_ku50", out_dir="unused", kcores=3)
 
 
-@pytest.mark.parametrize("name", sorted(fk.PRESETS))
+@pytest.mark.parametrize("name", sorted(fk.PRESETS) + ["food_kitchen_demo_ku10", "food_kitchen_demo_ku90"])
 def test_committed_yaml_matches_its_preset(name):
     path = os.path.join(REPO, "properties", f"{name}.yaml")
     with open(path, encoding="utf-8") as f:

@@ -77,7 +77,9 @@ def specs_of(grid):
 
 def missing_data(task, overrides):
     """The first dataset file a task's yaml files point at that does not exist, with the
-    yaml's prepare_command: (path, command) or None (also when it cannot tell)."""
+    yaml's prepare_command and, for a pair made from the shipped Food-Kitchen data, (source,
+    target, folder) to build it: (path, command, shipped or None); None when all exist (also
+    when it cannot tell)."""
     merged = {}
     for file in task["config_files"]:
         try:
@@ -95,16 +97,29 @@ def missing_data(task, overrides):
             merged.setdefault(key, {}).update(value)
         else:
             merged[key] = value
+    places = {}  # domain -> (folder, dataset)
     for domain in ("source_domain", "target_domain"):
         block = merged.get(domain) or {}
         dataset = block.get("dataset")
         data_path = merged.get(f"{domain.split('_')[0]}_data_path", block.get("data_path", merged.get("data_path")))
         if not dataset or not data_path:
             return None
-        path = os.path.join(str(data_path), str(dataset), f"{dataset}.inter")
+        places[domain] = (str(data_path), str(dataset))
+    for folder, dataset in places.values():
+        path = os.path.join(folder, dataset, f"{dataset}.inter")
         if not os.path.isfile(path):
-            return path, merged.get("prepare_command")
+            return path, merged.get("prepare_command"), _shipped_pair(places)
     return None
+
+
+def _shipped_pair(places):
+    """(source, target, folder) of a pair made from the shipped Food-Kitchen data, else None."""
+    from sieoug_recbole.quick_start import shipped_pair_name
+
+    (source_folder, source), (target_folder, target) = places["source_domain"], places["target_domain"]
+    if source_folder != target_folder or not shipped_pair_name(source, target):
+        return None
+    return source, target, target_folder
 
 
 @contextlib.contextmanager
@@ -148,6 +163,16 @@ def cmd_run(args):
     kept = []
     for task in grid["tasks"]:
         missing = None if args.no_data_check else missing_data(task, grid["config"])
+        if missing and missing[2]:  # a shipped pair: built here once (a single run builds it too)
+            if args.dry_run:
+                print(f"task '{task['label']}' (K_u={task['k_u']}): {missing[0]} is built from the "
+                      "shipped data when the grid runs")
+                missing = None
+            else:
+                from sieoug_recbole.quick_start import build_shipped_pair
+
+                build_shipped_pair(*missing[2], progress=not args.no_progress)
+                missing = missing_data(task, grid["config"])
         if missing:
             hint = f"; make it with: {missing[1]}" if missing[1] else ""
             print(f"warning: task '{task['label']}' (K_u={task['k_u']}) skipped: {missing[0]} "
