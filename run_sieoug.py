@@ -8,6 +8,7 @@ runs the demo: SIEOUG on the shipped real Food-Kitchen demo pair (built on first
 """
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -26,21 +27,27 @@ def parse_args(argv):
     bad = [arg for arg in overrides if not (arg.startswith("--") and "=" in arg)]
     if bad:
         parser.error(f"overrides must look like --key=value, got: {' '.join(bad)}")
-    return args, overrides
+    return parser, args, overrides
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    args, overrides = parse_args(argv)
+    parser, args, overrides = parse_args(argv)
     if args.model is None and args.config_files is None:
         args.model, args.config_files = DEFAULT_MODEL, DEFAULT_CONFIG
-    # RecBole reads --key=value overrides from sys.argv itself: leave only those there.
-    sys.argv = [sys.argv[0]] + overrides
-    config_dict = {"dual_domain_eval": True} if args.dual_domain else None
+    config_files = args.config_files.split() if args.config_files else None
+    for file in config_files or []:
+        if not os.path.isfile(file):
+            parser.error(f"--config_files: {file} does not exist")
 
     import sieoug_recbole
 
-    config_files = args.config_files.split() if args.config_files else None
+    if args.model is not None and args.model not in sieoug_recbole.model_names():
+        parser.error(f"--model: '{args.model}' is not a registered model; registered: "
+                     f"{', '.join(sieoug_recbole.model_names())}")
+    # RecBole reads --key=value overrides from sys.argv itself: leave only those there.
+    sys.argv = [sys.argv[0]] + overrides
+    config_dict = {"dual_domain_eval": True} if args.dual_domain else None
     start = time.time()
     result = sieoug_recbole.run(model=args.model, config_file_list=config_files, config_dict=config_dict)
     result["seconds"] = round(time.time() - start, 1)

@@ -60,6 +60,16 @@ def _ratio(text):
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
 
 
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 def _add_common_output(p, default_props):
     p.add_argument("--out", default="dataset",
                    help="output folder holding one sub-folder per domain dataset (default: dataset)")
@@ -70,7 +80,7 @@ def _add_common_output(p, default_props):
                    help="data_path written in the yaml (default: the --out value)")
     p.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="feature cache (default: <out>/.cache/dataset_prep; 'none' disables it)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=_seed, default=0,
                    help="seed of the K_u choice and of --subset-users sampling (default: 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars, no summary table")
 

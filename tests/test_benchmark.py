@@ -217,6 +217,26 @@ def test_table1_grid_file():
     assert len(grid["seeds"]) == 3
 
 
+@pytest.mark.parametrize("text, message", [
+    (None, "grid file .*missing.yaml: No such file"), ("models: [A]\nepochs: abc\n", "epochs is a positive integer"),
+    ("epochs: 0\n", "epochs is a positive integer"), ("models: [A\n", "not valid yaml"),
+    ("models: [A]\nmodel_config: {B: {x: 1}}\n", "model_config.B: B is not in the grid's models")])
+def test_bad_grid_file_names_the_file_and_key(text, message, tmp_path):
+    path = tmp_path / "missing.yaml"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(G.GridError, match=message):
+        G.load_grid(str(path))
+
+
+def test_model_set_for_a_model_not_run_is_an_error(synthetic_dir, tmp_path, capsys):
+    args = ["run", "--models", "Pop", "--task", TASK, "--results", str(tmp_path / "r.jsonl"),
+            "--set", f"data_path={synthetic_dir}{os.sep}", "--dry-run"]
+    assert main(args + ["--model-set", "Pop:x=1"]) == 0
+    assert main(args + ["--model-set", "SIEUG:ot_eps=0.1"]) == 2
+    assert "SIEUG is not among the models run (Pop)" in capsys.readouterr().err
+
+
 def test_epoch_summary_counts_early_stopping_and_ties():
     history = [{"phase": "BOTH", "ndcg@10": v} for v in (0.1, 0.3, 0.3, 0.2)]
     # eval every 2 epochs, 20 planned, stopped after 4 evaluations; the tie keeps the later one

@@ -182,3 +182,11 @@ def test_cli_food_kitchen_bad_ratio_and_target(tmp_path, capsys):
     assert main(["food-kitchen", "--out", str(tmp_path), "--kcore", "40", "--quiet",
                  "--properties", "none", "--cache-dir", "none"]) == 2
     assert "is empty after the 40-core filter" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seed", ["-1", "x"])
+def test_cli_bad_seed_is_an_argument_error(seed, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["food-kitchen", "--out", str(tmp_path), "--seed", seed, "--quiet"])
+    assert exit_info.value.code == 2
+    assert f"argument --seed: expected an integer >= 0, got '{seed}'" in capsys.readouterr().err

@@ -40,6 +40,15 @@ def test_run_sieoug_rejects_malformed_override():
     assert done.returncode == 2 and "--key=value" in done.stderr
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--model=SIEOUGX", f"--config_files={SYNTHETIC_YAML}"], "'SIEOUGX' is not a registered model; registered: "),
+    (["--model=LightGCN", "--config_files=no_such.yaml"], "--config_files: no_such.yaml does not exist")])
+def test_run_sieoug_names_a_bad_model_or_file(args, message):
+    done = subprocess.run([sys.executable, os.path.join(REPO, "run_sieoug.py"), *args],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
 def test_same_seed_same_metrics_other_seed_differs(fast_config):
     first = sieoug_recbole.run("LightGCN", [SYNTHETIC_YAML], dict(fast_config), verbose=False)
     second = sieoug_recbole.run("LightGCN", [SYNTHETIC_YAML], dict(fast_config), verbose=False)

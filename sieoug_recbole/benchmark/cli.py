@@ -59,6 +59,9 @@ def grid_from_args(args, require_tasks=True, default_models=G.TABLE1_MODELS):
         model, sep, assignment = text.partition(":")
         if not sep:
             raise G.GridError(f"--model-set is MODEL:KEY=VALUE, got '{text}'")
+        if model.strip() not in models:
+            raise G.GridError(f"--model-set '{text}': {model.strip()} is not among the models run "
+                              f"({', '.join(models)})")
         key, value = G.parse_assignment(assignment)
         model_config.setdefault(model.strip(), {})[key] = value
     sweep = dict(grid.get("sweep", {}))

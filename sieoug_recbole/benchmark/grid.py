@@ -144,8 +144,13 @@ def load_grid(path):
     Relative task yaml paths are kept as written when they exist from the current directory,
     else taken relative to the grid file's folder.
     """
-    with open(path, encoding="utf-8") as f:
-        raw = load_yaml(f) or {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = load_yaml(f) or {}
+    except OSError as exc:
+        raise GridError(f"grid file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise GridError(f"grid file {path} is not valid yaml: {exc}") from None
     if not isinstance(raw, dict):
         raise GridError(f"{path}: a grid file is a mapping")
     unknown = set(raw) - GRID_KEYS
@@ -172,7 +177,10 @@ def load_grid(path):
             raise GridError(f"{path}: seeds is a non-empty list of integers")
         grid["seeds"] = seeds
     if raw.get("epochs") is not None:
-        grid["epochs"] = int(raw["epochs"])
+        epochs = raw["epochs"]
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise GridError(f"{path}: epochs is a positive integer, got {epochs!r}")
+        grid["epochs"] = epochs
     for key in ("config", "model_config"):
         value = raw.get(key) or {}
         if not isinstance(value, dict):
@@ -181,6 +189,8 @@ def load_grid(path):
     for name, block in grid.get("model_config", {}).items():
         if not isinstance(block, dict):
             raise GridError(f"{path}: model_config.{name} is a mapping")
+        if "models" in grid and name not in grid["models"]:
+            raise GridError(f"{path}: model_config.{name}: {name} is not in the grid's models")
     if raw.get("sweep"):
         if not isinstance(raw["sweep"], dict):
             raise GridError(f"{path}: sweep is a mapping key -> list of values")
