@@ -68,6 +68,7 @@ def test_grid_writes_one_line_per_run_and_resumes(inline_grid, synthetic_dir, ca
         assert r["metrics"]["target"]["valid"]["ndcg@10"] == r["best_valid_score"]
         assert r["domains"] == {"source": "synthetic_source", "target": "synthetic_target"}
         assert r["resolved_config"]["embedding_size"] == 16 and r["wall_time_s"] > 0
+        assert r["settings_hash"] == runner.settings_hash(r)  # the task and model yaml values
         assert r["versions"]["sieoug_recbole"] and r["versions"]["torch"]
         assert not os.path.exists(os.path.join(r["run_dir"], "saved"))  # checkpoint deleted
     # rerun: everything is done, nothing is appended, no training happens
@@ -235,6 +236,32 @@ def test_model_set_for_a_model_not_run_is_an_error(synthetic_dir, tmp_path, caps
     assert main(args + ["--model-set", "Pop:x=1"]) == 0
     assert main(args + ["--model-set", "SIEUG:ot_eps=0.1"]) == 2
     assert "SIEUG is not among the models run (Pop)" in capsys.readouterr().err
+
+
+def test_a_run_made_with_other_yaml_values_is_flagged(tmp_path):
+    task_yaml = tmp_path / "task.yaml"
+    original = open(SYNTHETIC_YAML, encoding="utf-8").read()
+    task_yaml.write_text(original)
+    [spec] = G.expand(["LightGCN"], [G.make_task("syn", 0.5, [str(task_yaml)])], [1])
+    results = tmp_path / "r.jsonl"
+    R.append_record(str(results), {**spec, "overrides_hash": G.overrides_hash(spec["overrides"]),
+                                   "status": "ok", "settings_hash": runner.settings_hash(spec)})
+    assert [len(part) for part in runner.plan([dict(spec)], str(results))] == [0, 1, 0, 0]
+    task_yaml.write_text("# a comment changes nothing\n" + original)
+    assert [len(part) for part in runner.plan([dict(spec)], str(results))] == [0, 1, 0, 0]
+    task_yaml.write_text(original + "\nlearning_rate: 0.5\n")  # a value does
+    todo, done, _, changed = runner.plan([dict(spec)], str(results))
+    assert (len(todo), len(done), len(changed)) == (0, 1, 1)
+    todo, done, _, changed = runner.plan([dict(spec)], str(results), rerun_changed=True)
+    assert (len(todo), len(done), len(changed)) == (1, 0, 1)
+    assert "1 finished run(s) were made with other values" in runner.changed_warning(changed, False)
+    # so does a value in the model's own yaml (here: a different model with other defaults)
+    other = dict(spec, model="BiTGCF")
+    assert runner.settings_hash(other) != runner.settings_hash(spec)
+    # records from before the hash existed are never flagged
+    R.append_record(str(results), {**spec, "overrides_hash": G.overrides_hash(spec["overrides"]),
+                                   "status": "ok"})
+    assert [len(part) for part in runner.plan([dict(spec)], str(results))] == [0, 1, 0, 0]
 
 
 def test_epoch_summary_counts_early_stopping_and_ties():

@@ -187,10 +187,12 @@ def cmd_run(args):
         print("error: no task has its data", file=sys.stderr)
         return 2
     specs = specs_of(grid)
-    from sieoug_recbole.benchmark.runner import describe, plan, run_grid
+    from sieoug_recbole.benchmark.runner import changed_warning, describe, plan, run_grid
 
     if args.dry_run:
-        todo, done, failed = plan(specs, args.results, args.retry_failed)
+        todo, done, failed, changed = plan(specs, args.results, args.retry_failed, args.rerun_changed)
+        if changed:
+            print(changed_warning(changed, args.rerun_changed), file=sys.stderr)
         for label, group in (("done", done), ("failed (skipped)", failed), ("to run", todo)):
             for spec in group:
                 print(f"{label:16s} {describe(spec)} overrides={json.dumps(spec['overrides'], sort_keys=True)}")
@@ -198,7 +200,8 @@ def cmd_run(args):
         return 0
     with _sigterm_interrupts():
         new = run_grid(specs, args.results, runs_dir=args.runs_dir, jobs=args.jobs,
-                       retry_failed=args.retry_failed, keep_checkpoints=args.keep_checkpoints,
+                       retry_failed=args.retry_failed, rerun_changed=args.rerun_changed,
+                       keep_checkpoints=args.keep_checkpoints,
                        verbose=args.verbose, threads=args.threads, timeout=args.timeout,
                        in_process=args.in_process, progress=not args.no_progress)
     failed = [r for r in new if r.get("status") != "ok"]
@@ -288,6 +291,9 @@ def build_parser():
     run.add_argument("--jobs", type=int, default=1, help="runs in parallel (one process each)")
     run.add_argument("--threads", type=int, default=1, help="torch / BLAS threads per run")
     run.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
+    run.add_argument("--rerun-changed", action="store_true",
+                     help="rerun finished runs whose task or model yaml values changed since "
+                          "(the new record replaces the old)")
     run.add_argument("--keep-checkpoints", action="store_true", help="keep each run's saved/ and tensorboard/")
     run.add_argument("--timeout", type=float, help="seconds before a run is killed (recorded as failed)")
     run.add_argument("--verbose", action="store_true", help="RecBole's training log into each run.log")

@@ -25,7 +25,7 @@ import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from sieoug_recbole.benchmark.grid import overrides_hash, run_id, run_key
+from sieoug_recbole.benchmark.grid import load_yaml, overrides_hash, run_id, run_key
 from sieoug_recbole.benchmark.records import append_record, latest_by_key, load_records
 
 SPEC_FIELDS = ("model", "task", "k_u", "config_files", "seed", "overrides")
@@ -241,7 +241,7 @@ def _train(spec, config_dict, verbose):
         "model": spec["model"], "task": spec["task"], "k_u": spec.get("k_u"),
         "seed": int(spec["seed"]), "config_files": files, "overrides": spec["overrides"],
         "overrides_hash": overrides_hash(spec["overrides"]), "sweep": spec.get("sweep"),
-        "status": "ok",
+        "settings_hash": spec.get("settings_hash") or settings_hash(spec), "status": "ok",
         "metrics": result["metrics_by_domain"],
         "best_valid_score": result["best_valid_score"], "valid_metric": valid_metric,
         **summary, "eval_step": eval_step,
@@ -400,25 +400,61 @@ def run_inline(spec, run_dir, verbose=False, threads=1):
         return record
 
 
-def plan(specs, results, retry_failed=False):
-    """Split specs into (to run, done, failed-and-skipped) against a results file."""
+def settings_hash(spec):
+    """A hash of the values in a run's task yaml files and its model's default yaml (comments
+    and layout do not count; a file that is not there counts as empty)."""
+    import sieoug_recbole  # noqa: F401  (registers the models and their yaml files)
+    from sieoug_recbole.registry import model_yaml
+
+    documents = []
+    for file in list(spec["config_files"]) + [model_yaml(spec["model"])]:
+        if file and os.path.isfile(file):
+            with open(file, encoding="utf-8") as f:
+                documents.append(load_yaml(f))
+        else:
+            documents.append(None)
+    return overrides_hash({"yaml": documents})
+
+
+def plan(specs, results, retry_failed=False, rerun_changed=False):
+    """Split specs into (to run, done, failed-and-skipped, changed) against a results file.
+
+    ``changed``: finished runs whose record was made with other values in the task or model
+    yaml than the spec has now (:func:`settings_hash`); they count as done unless
+    ``rerun_changed`` (then they run again and the new record replaces the old one). Records
+    from before the hash existed are never flagged. Each spec gets its ``settings_hash``.
+    """
     records = load_records(results)
     latest = latest_by_key(records)
-    ok_keys = {run_key(r) for r in records if r.get("status") == "ok"}
-    todo, done, skipped_failed = [], [], []
+    last_ok = {run_key(r): r for r in records if r.get("status") == "ok"}
+    todo, done, skipped_failed, changed = [], [], [], []
     seen = set()
     for spec in specs:
         key = run_key(spec)
         if key in seen:
             continue
         seen.add(key)
-        if key in ok_keys:
+        spec["settings_hash"] = settings_hash(spec)
+        if key in last_ok:
+            made_with = last_ok[key].get("settings_hash")
+            if made_with is not None and made_with != spec["settings_hash"]:
+                changed.append(spec)
+                if rerun_changed:
+                    todo.append(spec)
+                    continue
             done.append(spec)
         elif key in latest and latest[key].get("status") == "failed" and not retry_failed:
             skipped_failed.append(spec)
         else:
             todo.append(spec)
-    return todo, done, skipped_failed
+    return todo, done, skipped_failed, changed
+
+
+def changed_warning(changed, rerun_changed):
+    what = "running them again" if rerun_changed else "kept as done; --rerun-changed runs them again"
+    return (f"warning: {len(changed)} finished run(s) were made with other values in their task or "
+            f"model yaml than these files hold now ({what}): "
+            + ", ".join(describe(s) for s in changed[:5]) + (" ..." if len(changed) > 5 else ""))
 
 
 def describe(spec):
@@ -445,10 +481,12 @@ def summary_line(record, metrics=("hit@10", "ndcg@10")):
 
 def run_grid(specs, results, runs_dir=None, jobs=1, retry_failed=False, keep_checkpoints=False,
              verbose=False, threads=1, timeout=None, in_process=False, progress=True,
-             echo=print):
+             echo=print, rerun_changed=False):
     """Run every spec not yet finished in ``results``; return the list of new records."""
-    todo, done, skipped_failed = plan(specs, results, retry_failed)
+    todo, done, skipped_failed, changed = plan(specs, results, retry_failed, rerun_changed)
     runs_dir = runs_dir or (os.path.splitext(results)[0] + "_runs")
+    if changed:
+        echo(changed_warning(changed, rerun_changed))
     echo(f"{len(specs)} run(s) in the grid: {len(done)} already done, "
          f"{len(skipped_failed)} failed before (skipped; --retry-failed reruns them), "
          f"{len(todo)} to run -> {results}")
