@@ -208,6 +208,33 @@ def test_expand_applies_model_config_epochs_and_sweep():
         G.expand(["A"], [task], [1], config={"seed": 3})
 
 
+def test_a_sweep_runs_only_the_models_it_changes(synthetic_dir, tmp_path, capsys):
+    # LightGCN has no guide_lambda and SIEOUG-O forces it to 0: one run each; SIEOUG one per value
+    args = ["run", "--models", "LightGCN,SIEOUG-O,SIEOUG", "--task", TASK, "--seeds", "1",
+            "--results", str(tmp_path / "r.jsonl"), "--set", f"data_path={synthetic_dir}{os.sep}",
+            "--sweep", "lambda=0.2,1.0", "--sweep", "learning_rate=0.01,0.1", "--dry-run"]
+    assert main(args) == 0
+    planned = sorted(line.split(" overrides=")[0].split(None, 2)[2]
+                     for line in capsys.readouterr().out.splitlines() if line.startswith("to run"))
+    assert planned == sorted(
+        [f"LightGCN syn K_u=0.5 seed=1 learning_rate={lr}" for lr in (0.01, 0.1)]
+        + [f"SIEOUG-O syn K_u=0.5 seed=1 learning_rate={lr}" for lr in (0.01, 0.1)]
+        + [f"SIEOUG syn K_u=0.5 seed=1 guide_lambda={g} learning_rate={lr}"
+           for g in (0.2, 1.0) for lr in (0.01, 0.1)])
+
+
+def test_report_takes_one_run_per_cell_and_seed():
+    task = G.make_task("food_kitchen", 0.1, ["y.yaml"])
+    specs = G.expand(["SIEOUG"], [task], [1], sweep={"guide_lambda": [0.2, 1.0]})
+    runs = [_record("SIEOUG", 1, 0.2, overrides=s["overrides"], sweep=s["sweep"]) for s in specs]
+    runs.append(_record("SIEOUG", 1, 0.3))
+    # with the grid of the sweep, Table 1 still leaves sweep runs out
+    assert R.select(runs, grid_specs=specs) == []
+    both = R.select(runs, grid_specs=specs, include_sweeps=True)
+    with pytest.raises(G.GridError, match="two runs of SIEOUG on food_kitchen K_u=0.1 seed 1"):
+        build(both, metrics=("hit@10",))
+
+
 def test_table1_grid_file():
     grid = G.load_grid(os.path.join(REPO, "benchmarks", "table1.yaml"))
     assert grid["models"] == G.TABLE1_MODELS

@@ -74,8 +74,11 @@ def grid_from_args(args, require_tasks=True, default_models=G.TABLE1_MODELS):
 
 
 def specs_of(grid):
+    from sieoug_recbole.benchmark.runner import model_takes_key
+
     return G.expand(grid["models"], grid["tasks"], grid["seeds"], grid["config"],
-                    grid["model_config"], grid["epochs"], grid["sweep"])
+                    grid["model_config"], grid["epochs"], grid["sweep"],
+                    takes=model_takes_key if grid["sweep"] else None)
 
 
 def missing_data(task, overrides):

@@ -219,11 +219,14 @@ def epochs_override(epochs):
     return {"train_epochs": [f"BOTH:{int(epochs)}"]}
 
 
-def expand(models, tasks, seeds, config=None, model_config=None, epochs=None, sweep=None):
+def expand(models, tasks, seeds, config=None, model_config=None, epochs=None, sweep=None,
+           takes=None):
     """Every spec of a grid, seed-major (a finished seed gives a complete table first).
 
     ``sweep``: {key: [values]}; each combination of values is one more override (the runs are
-    tagged with ``sweep`` so that :mod:`.report` leaves them out of Table 1).
+    tagged with ``sweep`` so that :mod:`.report` leaves them out of Table 1). ``takes(model,
+    key)``: whether a sweep key applies to a model (default: every key to every model); a model
+    is swept over the keys it takes only, and one that takes none runs once, unswept.
     """
     config = dict(config or {})
     model_config = model_config or {}
@@ -231,15 +234,17 @@ def expand(models, tasks, seeds, config=None, model_config=None, epochs=None, sw
         for where, block in [("config", config)] + [(f"model_config.{m}", b) for m, b in model_config.items()]:
             if key in block:
                 raise GridError(f"{where}: '{key}' is set by the harness (use seeds for the seed)")
-    sweep_items = list((sweep or {}).items())
-    combos = ([dict(zip([k for k, _ in sweep_items], values))
-               for values in itertools.product(*[v for _, v in sweep_items])]
-              if sweep_items else [None])
+    def combos_of(model):
+        items = [(k, v) for k, v in (sweep or {}).items() if takes is None or takes(model, k)]
+        return ([dict(zip([k for k, _ in items], values))
+                 for values in itertools.product(*[v for _, v in items])] if items else [None])
+
+    combos = {model: combos_of(model) for model in models}
     specs = []
     for seed in seeds:
         for task in tasks:
             for model in models:
-                for combo in combos:
+                for combo in combos[model]:
                     overrides = dict(config)
                     if epochs is not None:
                         overrides.update(epochs_override(epochs))

@@ -93,19 +93,19 @@ def finished(records):
 def select(records, grid_specs=None, include_sweeps=False, models=None):
     """The finished runs a table or plot uses: at most one override set per (model, task, K_u).
 
-    With ``grid_specs`` exactly the runs of those specs. Otherwise sweep runs are left out
-    (unless ``include_sweeps``) and, where a (model, task, K_u) still has runs with different
-    overrides, the set with the most runs (then the latest) is kept, with a warning.
+    Sweep runs are left out unless ``include_sweeps``. With ``grid_specs`` exactly the runs of
+    those specs; otherwise, where a (model, task, K_u) still has runs with different overrides,
+    the set with the most runs (then the latest) is kept, with a warning.
     """
     runs = finished(records)
     if models is not None:
         wanted = set(models)
         runs = [r for r in runs if r["model"] in wanted]
+    if not include_sweeps:
+        runs = [r for r in runs if not r.get("sweep")]
     if grid_specs is not None:
         keys = {run_key(s) for s in grid_specs}
         return [r for r in runs if run_key(r) in keys]
-    if not include_sweeps:
-        runs = [r for r in runs if not r.get("sweep")]
     groups = {}
     for index, r in enumerate(runs):
         cell = (r["model"], r["task"], norm_k_u(r.get("k_u")))

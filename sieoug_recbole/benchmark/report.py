@@ -25,7 +25,7 @@ import warnings
 
 import numpy as np
 
-from sieoug_recbole.benchmark.grid import FAMILY_PREFIX, is_family, norm_k_u
+from sieoug_recbole.benchmark.grid import FAMILY_PREFIX, GridError, is_family, norm_k_u
 from sieoug_recbole.benchmark.paper import paper_value
 from sieoug_recbole.benchmark.records import order_models
 
@@ -121,7 +121,13 @@ def build(runs, metrics=("hit@10", "ndcg@10"), split="test", ours=FAMILY_PREFIX,
                 if v is None:
                     continue
                 present.setdefault(task, set()).add(domain)
-                values.setdefault((r["model"], (task, k_u, domain, metric)), {})[int(r["seed"])] = v
+                cell = values.setdefault((r["model"], (task, k_u, domain, metric)), {})
+                if int(r["seed"]) in cell:
+                    raise GridError(
+                        f"two runs of {r['model']} on {task} K_u={k_u} seed {r['seed']} (other "
+                        "overrides or sweep values): a table cell takes one run per seed; choose "
+                        "the runs with --grid / --task, or leave sweeps out")
+                cell[int(r["seed"])] = v
     columns = []
     for task in tasks:
         for k_u in sorted(k_us[task], key=lambda k: (k is not None, k or 0)):

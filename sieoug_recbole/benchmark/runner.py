@@ -416,6 +416,26 @@ def settings_hash(spec):
     return overrides_hash({"yaml": documents})
 
 
+def model_takes_key(model, key):
+    """Whether a config key changes a registered model: a key of its default yaml that it does not
+    force (SIEOUG-O forces guide_lambda), or a key of no model's yaml (learning_rate, ...)."""
+    import sieoug_recbole  # noqa: F401  (registers the models and their yaml files)
+    from sieoug_recbole.registry import get_model_class, model_names, model_yaml
+
+    def yaml_keys(name):
+        file = model_yaml(name)
+        if not file:
+            return set()
+        with open(file, encoding="utf-8") as f:
+            return set(load_yaml(f) or {})
+
+    if model not in model_names():
+        return True
+    if key in getattr(get_model_class(model), "forced_config", {}):
+        return False
+    return key in yaml_keys(model) or not any(key in yaml_keys(name) for name in model_names())
+
+
 def plan(specs, results, retry_failed=False, rerun_changed=False):
     """Split specs into (to run, done, failed-and-skipped, changed) against a results file.
 
