@@ -169,6 +169,12 @@ def test_variants_differ_as_specified(sieoug_config):
         no_guide = model.matching_plan(user_src, user_tgt, torch.zeros_like(guide))
         if name == "SIEOUG-G":  # unguided: the mask changes nothing
             torch.testing.assert_close(plans[name][0], no_guide)
+            # FGW's costs are scaled by cost_normalize, as GOUM's
+            from sieoug_recbole.matching import fgw_plan
+
+            model.cost_normalize = "max"
+            torch.testing.assert_close(model.matching_plan(user_src, user_tgt, guide),
+                                       fgw_plan(user_src, user_tgt, alpha=model.fgw_alpha, normalize="max"))
         if name == "SIEOUG-M":  # no overlapped pair, no guidance term
             assert no_guide is None
     plan_m, guide = plans["SIEOUG-M"]

@@ -228,7 +228,7 @@ class SIEOUG(CrossDomainModel):
         solve_on = torch.device("cpu") if self.ot_device == "cpu" else user_src.device
         src, tgt = user_src.detach().to(solve_on), user_tgt.detach().to(solve_on)
         if self.matching == "fgw":  # SIEOUG-G: unguided
-            return fgw_plan(src, tgt, alpha=self.fgw_alpha).to(user_src.device)
+            return fgw_plan(src, tgt, alpha=self.fgw_alpha, normalize=self.cost_normalize).to(user_src.device)
         cost = squared_euclidean_cost(src, tgt, normalize=self.cost_normalize)
         plan, info = goum(cost, guide.to(solve_on), self.ot_eps, max_iter=self.ot_max_iter,
                           tol=self.ot_tol, return_info=True)
