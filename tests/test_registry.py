@@ -1,6 +1,5 @@
 """Registration: the framework's own lookups find our models; every model trains and evaluates."""
 import pytest
-import torch
 
 import sieoug_recbole
 from conftest import SYNTHETIC_YAML, build_on_synthetic

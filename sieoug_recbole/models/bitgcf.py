@@ -18,7 +18,7 @@ import torch
 
 from sieoug_recbole.checks import number_in_range
 from sieoug_recbole.models.base import BPRDomainLoss, CrossDomainModel, DOMAINS, domain_id_embeddings
-from sieoug_recbole.models.lightgcn import domain_adjacency
+from sieoug_recbole.models.lightgcn import domain_adjacencies
 
 
 class BiTGCF(BPRDomainLoss, CrossDomainModel):
@@ -32,7 +32,7 @@ class BiTGCF(BPRDomainLoss, CrossDomainModel):
             raise ValueError(f"transfer_lambda must be in [0, 1], got {self.transfer_lambda}")
         self.user_embedding, self.item_embedding = domain_id_embeddings(
             self.num_users, self.num_items, self.embedding_size)
-        self.adjacency = {d: domain_adjacency(self, dataset, d).to(self.device) for d in DOMAINS}
+        self.adjacency = domain_adjacencies(self, dataset)
         self._step = None  # both domains' representations of the current training step
 
     def transfer(self, own, other):

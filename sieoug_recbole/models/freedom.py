@@ -20,7 +20,7 @@ from torch import nn
 from sieoug_recbole.graph import SparseOperator, bipartite_adjacency, propagate
 from sieoug_recbole.models.base import (DOMAINS, CrossDomainModel, bpr_loss, domain_id_embeddings,
                                          l2_penalty)
-from sieoug_recbole.models.lightgcn import domain_adjacency
+from sieoug_recbole.models.lightgcn import domain_adjacencies, lightgcn_propagation
 from sieoug_recbole.models.mm_graph import (DomainModalities, lift_item_graph, mix_graphs,
                                             modality_weights)
 from sieoug_recbole.similarity import normalize_item_graph
@@ -43,7 +43,7 @@ class FREEDOM(CrossDomainModel):
         d = self.embedding_size
         self.user_embedding, self.item_embedding = domain_id_embeddings(
             self.num_users, self.num_items, d)
-        self.adjacency = {x: domain_adjacency(self, dataset, x).to(self.device) for x in DOMAINS}
+        self.adjacency = domain_adjacencies(self, dataset)
 
         self.modalities, self.knn_graphs, self.item_graph, self.mix_weights = {}, {}, {}, {}
         self.features, self.feature_rows = {}, {}
@@ -96,9 +96,8 @@ class FREEDOM(CrossDomainModel):
     # ----- representations and loss ---------------------------------------------------------
     def domain_representations(self, domain):
         ego_items = self.item_embedding[domain].weight
-        ego = torch.cat([self.user_embedding[domain].weight, ego_items])
-        users, items = torch.split(propagate(self.user_item_graph(domain), ego, self.n_layers),
-                                   [self.num_users, self.num_items])
+        users, items = lightgcn_propagation(self.user_item_graph(domain), self.user_embedding[domain].weight,
+                                            ego_items, self.n_layers)
         h = propagate(self.item_graph[domain], ego_items, self.n_item_layers, reduce="last")
         return users, items + h
 

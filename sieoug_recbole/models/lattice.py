@@ -25,7 +25,7 @@ from torch import nn
 from sieoug_recbole.checks import integer_in_range, number_in_range
 from sieoug_recbole.graph import propagate
 from sieoug_recbole.models.base import BPRDomainLoss, CrossDomainModel, DOMAINS, domain_id_embeddings
-from sieoug_recbole.models.lightgcn import domain_adjacency
+from sieoug_recbole.models.lightgcn import domain_adjacencies, lightgcn_propagation
 from sieoug_recbole.models.mm_graph import (DomainModalities, edge_propagate, knn_edges,
                                             lift_item_graph, normalized_edge_values)
 
@@ -48,7 +48,7 @@ class LATTICE(BPRDomainLoss, CrossDomainModel):
         d = self.embedding_size
         self.user_embedding, self.item_embedding = domain_id_embeddings(
             self.num_users, self.num_items, d)
-        self.adjacency = {x: domain_adjacency(self, dataset, x).to(self.device) for x in DOMAINS}
+        self.adjacency = domain_adjacencies(self, dataset)
 
         self.modalities, self.knn_graphs, self.init_graphs = {}, {}, {}
         self.item_ids, self.features = {}, {}
@@ -128,8 +128,7 @@ class LATTICE(BPRDomainLoss, CrossDomainModel):
     # ----- representations and loss ------------------------------------------------------
     def domain_representations(self, domain):
         ego_items = self.item_embedding[domain].weight
-        ego = torch.cat([self.user_embedding[domain].weight, ego_items])
-        users, items = torch.split(propagate(self.adjacency[domain], ego, self.n_layers),
-                                   [self.num_users, self.num_items])
+        users, items = lightgcn_propagation(self.adjacency[domain], self.user_embedding[domain].weight,
+                                            ego_items, self.n_layers)
         h = propagate(self.item_graph_operator(domain), ego_items, self.n_item_layers, reduce="last")
         return users, items + F.normalize(h, dim=1)

@@ -17,6 +17,18 @@ def domain_adjacency(model, dataset, domain):
     return SparseOperator(adjacency)
 
 
+def domain_adjacencies(model, dataset):
+    """:func:`domain_adjacency` of both domains, on the model's device."""
+    return {d: domain_adjacency(model, dataset, d).to(model.device) for d in DOMAINS}
+
+
+def lightgcn_propagation(adjacency, users_0, items_0, n_layers):
+    """LightGCN over one domain's user-item graph: the mean of layers 0..n_layers of the user
+    and item ID embeddings ``users_0`` / ``items_0``, as (users, items)."""
+    out = propagate(adjacency, torch.cat([users_0, items_0]), n_layers)
+    return torch.split(out, [len(users_0), len(items_0)])
+
+
 class LightGCN(BPRDomainLoss, CrossDomainModel):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -25,9 +37,8 @@ class LightGCN(BPRDomainLoss, CrossDomainModel):
         self.reg_weight = config["reg_weight"]
         self.user_embedding, self.item_embedding = domain_id_embeddings(
             self.num_users, self.num_items, self.embedding_size)
-        self.adjacency = {d: domain_adjacency(self, dataset, d).to(self.device) for d in DOMAINS}
+        self.adjacency = domain_adjacencies(self, dataset)
 
     def domain_representations(self, domain):
-        ego = torch.cat([self.user_embedding[domain].weight, self.item_embedding[domain].weight])
-        out = propagate(self.adjacency[domain], ego, self.n_layers)
-        return torch.split(out, [self.num_users, self.num_items])
+        return lightgcn_propagation(self.adjacency[domain], self.user_embedding[domain].weight,
+                                    self.item_embedding[domain].weight, self.n_layers)

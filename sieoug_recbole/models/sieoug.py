@@ -39,7 +39,7 @@ from sieoug_recbole.graph import SparseOperator, propagate
 from sieoug_recbole.matching import (fgw_plan, goum, guide_mask, guided_contrastive_loss,
                                      squared_euclidean_cost)
 from sieoug_recbole.models.base import DOMAINS, CrossDomainModel, domain_id_embeddings, l2_penalty
-from sieoug_recbole.models.lightgcn import domain_adjacency
+from sieoug_recbole.models.lightgcn import domain_adjacencies, lightgcn_propagation
 from sieoug_recbole.similarity import build_item_structure, hypergraph_factors, normalize_item_graph
 
 MATCHINGS = ("goum", "overlap_only", "fgw")
@@ -82,7 +82,7 @@ class SIEOUG(CrossDomainModel):
         self.view_score = nn.ParameterDict({x: nn.Parameter(torch.zeros(3, d)) for x in DOMAINS})
         self.view_bias = nn.ParameterDict({x: nn.Parameter(torch.zeros(3)) for x in DOMAINS})
 
-        self.adjacency = {x: domain_adjacency(self, dataset, x).to(self.device) for x in DOMAINS}
+        self.adjacency = domain_adjacencies(self, dataset)
         self.item_graph, self.hyper_left, self.hyper_right, self.structure_info = {}, {}, {}, {}
         self.view_items, self.hyper_core = {}, {}
         if self.use_item_graph or self.use_hypergraph:
@@ -122,8 +122,7 @@ class SIEOUG(CrossDomainModel):
         (the domain's own items: the other domain's rows would only be zeros)."""
         users_0 = self.user_embedding[domain].weight
         items_0 = self.item_embedding[domain].weight
-        out = propagate(self.adjacency[domain], torch.cat([users_0, items_0]), self.n_layers)
-        users, items = torch.split(out, [self.num_users, self.num_items])
+        users, items = lightgcn_propagation(self.adjacency[domain], users_0, items_0, self.n_layers)
         if not self.view_items:
             return users, items, [items]
         own = self.view_items[domain]
