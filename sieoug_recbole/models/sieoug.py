@@ -36,7 +36,7 @@ from torch import nn
 from sieoug_recbole.checks import number_in_range, positive_number
 from sieoug_recbole.domain_data import domain_features
 from sieoug_recbole.graph import SparseOperator, propagate
-from sieoug_recbole.matching import (fgw_plan, goum, guide_mask, guided_contrastive_loss,
+from sieoug_recbole.matching import (fgw_plan, goum, guide_mask, guided_contrastive_loss, is_overlapped,
                                      squared_euclidean_cost)
 from sieoug_recbole.models.base import DOMAINS, CrossDomainModel, domain_id_embeddings, l2_penalty
 from sieoug_recbole.models.lightgcn import domain_adjacencies, lightgcn_propagation
@@ -214,8 +214,9 @@ class SIEOUG(CrossDomainModel):
         src = interaction[self.SOURCE_USER_ID]
         tgt = interaction[self.TARGET_USER_ID]
         if self.guide_both_sides:
-            is_overlap = lambda ids: (ids > 0) & (ids < self.overlapped_num_users)  # noqa: E731
-            src, tgt = torch.cat([src, tgt[is_overlap(tgt)]]), torch.cat([tgt, src[is_overlap(src)]])
+            n_o = self.overlapped_num_users
+            src, tgt = (torch.cat([src, tgt[is_overlapped(tgt, n_o)]]),
+                        torch.cat([tgt, src[is_overlapped(src, n_o)]]))
         return torch.unique(src), torch.unique(tgt)
 
     def matching_plan(self, user_src, user_tgt, guide):
