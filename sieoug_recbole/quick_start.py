@@ -6,6 +6,8 @@ get a clear error, and the result is plain floats ready for JSON.
 """
 import logging
 import os
+import shutil
+import tempfile
 from logging import getLogger
 
 import torch
@@ -121,8 +123,21 @@ def run(model=None, config_file_list=None, config_dict=None, saved=True, verbose
     ``best_valid_result``, ``test_result`` (target domain, plain floats), ``saved_model_file``,
     the trainer's per-epoch ``valid_history`` and ``epoch_stats``, and with
     ``dual_domain_eval: True`` the ``metrics_by_domain`` of both domains (else None).
+    ``saved=False`` keeps no checkpoint (``saved_model_file`` None); the best epoch is still
+    the one tested, through a checkpoint in a scratch folder deleted afterwards.
     """
     config = make_config(model, config_file_list, config_dict)
+    scratch = None if saved else tempfile.mkdtemp(prefix="sieoug_run_")
+    if scratch:
+        config["checkpoint_dir"] = scratch
+    try:
+        return _run(config, verbose, keep_checkpoint=saved)
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run(config, verbose, keep_checkpoint):
     init_seed(config["seed"], config["reproducibility"])
     if verbose:
         init_logger(config)
@@ -133,8 +148,8 @@ def run(model=None, config_file_list=None, config_dict=None, saved=True, verbose
         logger.info(config)
     dataset, train_data, valid_data, test_data, model_obj, trainer = build(config, logger if verbose else None)
     best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, verbose=verbose, saved=saved, show_progress=config["show_progress"] and verbose)
-    test_result = trainer.evaluate(test_data, load_best_model=saved,
+        train_data, valid_data, verbose=verbose, saved=True, show_progress=config["show_progress"] and verbose)
+    test_result = trainer.evaluate(test_data, load_best_model=True,
                                    show_progress=config["show_progress"] and verbose)
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
@@ -150,7 +165,7 @@ def run(model=None, config_file_list=None, config_dict=None, saved=True, verbose
         "valid_score_bigger": config["valid_metric_bigger"],
         "best_valid_result": plain(best_valid_result),
         "test_result": plain(test_result),
-        "saved_model_file": trainer.saved_model_file if saved else None,
+        "saved_model_file": trainer.saved_model_file if keep_checkpoint else None,
         "valid_history": trainer.valid_history,
         "epoch_stats": trainer.epoch_stats,
         "metrics_by_domain": by_domain,

@@ -69,6 +69,15 @@ def test_checkpoint_reloads_and_reproduces_test_metrics(fast_config):
     assert {k: float(v) for k, v in reloaded.items()} == result["test_result"]
 
 
+def test_unsaved_run_tests_the_best_epoch_and_keeps_no_checkpoint(fast_config):
+    # learning rate 0.05 makes the last epoch worse than the best one on validation
+    fast_config.update(learning_rate=0.05, train_epochs=["BOTH:6"])
+    kept = sieoug_recbole.run("LightGCN", [SYNTHETIC_YAML], dict(fast_config), verbose=False)
+    unsaved = sieoug_recbole.run("LightGCN", [SYNTHETIC_YAML], dict(fast_config), saved=False, verbose=False)
+    assert unsaved["test_result"] == kept["test_result"] and unsaved["saved_model_file"] is None
+    assert os.listdir(fast_config["checkpoint_dir"]) == [os.path.basename(kept["saved_model_file"])]
+
+
 def test_resume_continues_after_the_checkpoint_epoch(fast_config):
     from sieoug_recbole.compat import load_checkpoint
     from sieoug_recbole.quick_start import build, make_config
