@@ -291,6 +291,35 @@ def test_a_run_made_with_other_yaml_values_is_flagged(tmp_path):
     assert [len(part) for part in runner.plan([dict(spec)], str(results))] == [0, 1, 0, 0]
 
 
+def test_a_run_another_process_holds_is_left_alone(synthetic_dir, tmp_path):
+    import subprocess
+
+    run_dir = str(tmp_path / "runs" / "x")
+    with runner.claimed(run_dir) as first:
+        with runner.claimed(run_dir) as second:
+            assert first and not second
+    with runner.claimed(run_dir) as again:  # released
+        assert again
+    # a lock left by a process that has ended is taken over
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    (tmp_path / "runs" / "x.lock").write_text(f"{runner.socket.gethostname()} {ended.pid}")
+    with runner.claimed(run_dir) as taken:
+        assert taken
+    # a grid skips (records nothing for) a run whose lock is held, and does not touch its folder
+    specs = G.expand(["Pop"], [G.make_task("syn", 0.5, [SYNTHETIC_YAML])], [1],
+                     config={"data_path": synthetic_dir + os.sep, "embedding_size": 16},
+                     epochs=1)
+    results, runs_dir, said = tmp_path / "r.jsonl", tmp_path / "grid_runs", []
+    held = os.path.join(str(runs_dir), G.run_id(specs[0]))
+    os.makedirs(held)
+    with runner.claimed(held):
+        new = runner.run_grid(specs, str(results), runs_dir=str(runs_dir), in_process=True,
+                              progress=False, echo=said.append)
+    assert new == [] and not results.exists() and os.path.isdir(held)
+    assert any(line.startswith("skipped Pop syn K_u=0.5 seed=1: another process") for line in said)
+
+
 def test_epoch_summary_counts_early_stopping_and_ties():
     history = [{"phase": "BOTH", "ndcg@10": v} for v in (0.1, 0.3, 0.3, 0.2)]
     # eval every 2 epochs, 20 planned, stopped after 4 evaluations; the tie keeps the later one

@@ -387,6 +387,55 @@ def execute(spec, run_dir, verbose=False, threads=1, timeout=None, children=None
     return record
 
 
+@contextlib.contextmanager
+def claimed(run_dir):
+    """Hold ``<run_dir>.lock`` while a run uses its folder; yields False when another live
+    process holds it (a second ``run`` on the same results file, e.g. from another terminal,
+    then leaves that run alone instead of deleting its folder and training it twice). A lock
+    whose process no longer runs on this host is taken over."""
+    lock = run_dir.rstrip(os.sep) + ".lock"
+    os.makedirs(os.path.dirname(lock) or ".", exist_ok=True)
+    owner = f"{socket.gethostname()} {os.getpid()}"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if _stale(lock):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(lock)
+                continue
+            yield False
+            return
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(owner)
+        try:
+            yield True
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(lock)
+        return
+    yield False
+
+
+def _stale(lock):
+    """Whether a lock file was left by a process that no longer runs on this host."""
+    try:
+        with open(lock, encoding="utf-8") as f:
+            host, pid = f.read().split()
+        pid = int(pid)
+    except (OSError, ValueError):
+        return False  # being written, or not ours to judge
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def run_inline(spec, run_dir, verbose=False, threads=1):
     """Run one spec in this process (``--in-process``: for debugging; a crash ends the grid)."""
     if os.path.isdir(run_dir):
@@ -518,7 +567,25 @@ def run_grid(specs, results, runs_dir=None, jobs=1, retry_failed=False, keep_che
                file=sys.stderr, dynamic_ncols=True)
     new = []
 
+    def attempt(spec, start):
+        """``start(spec, run_dir)``'s record, or None when another process is running this
+        spec or has finished it since the plan was made."""
+        run_dir = os.path.join(runs_dir, run_id(spec))
+        with claimed(run_dir) as mine:
+            if not mine or any(r.get("status") == "ok" and run_key(r) == run_key(spec)
+                               for r in load_records(results)):
+                return None
+            return start(spec, run_dir)
+
     def finish(spec, record):
+        if record is None:
+            line = f"skipped {describe(spec)}: another process is running it or has finished it"
+            if progress:
+                bar.write(line)
+            else:
+                echo(line)
+            bar.update(1)
+            return
         append_record(results, record)
         new.append(record)
         if record.get("status") == "ok" and not keep_checkpoints:
@@ -535,11 +602,11 @@ def run_grid(specs, results, runs_dir=None, jobs=1, retry_failed=False, keep_che
     try:
         if in_process:
             for spec in todo:
-                finish(spec, run_inline(spec, os.path.join(runs_dir, run_id(spec)), verbose, threads))
+                finish(spec, attempt(spec, lambda s, d: run_inline(s, d, verbose, threads)))
         else:
+            start = lambda s, d: execute(s, d, verbose, threads, timeout, children)  # noqa: E731
             with ThreadPoolExecutor(max_workers=max(1, int(jobs))) as pool:
-                futures = {pool.submit(execute, spec, os.path.join(runs_dir, run_id(spec)),
-                                       verbose, threads, timeout, children): spec for spec in todo}
+                futures = {pool.submit(attempt, spec, start): spec for spec in todo}
                 try:
                     for future in as_completed(futures):
                         finish(futures[future], future.result())
