@@ -318,6 +318,17 @@ def test_a_run_another_process_holds_is_left_alone(synthetic_dir, tmp_path):
                               progress=False, echo=said.append)
     assert new == [] and not results.exists() and os.path.isdir(held)
     assert any(line.startswith("skipped Pop syn K_u=0.5 seed=1: another process") for line in said)
+    # free, it runs; a run finished with other yaml values runs again with --rerun-changed only
+    [first] = runner.run_grid(specs, str(results), runs_dir=str(runs_dir), in_process=True, progress=False,
+                              echo=said.append)
+    lines = [json.loads(line) for line in results.read_text().splitlines()]
+    lines[0]["settings_hash"] = "made-with-other-values"
+    results.write_text(json.dumps(lines[0]) + "\n")
+    assert runner.run_grid(specs, str(results), runs_dir=str(runs_dir), in_process=True, progress=False,
+                           echo=said.append) == []
+    [again] = runner.run_grid(specs, str(results), runs_dir=str(runs_dir), in_process=True,
+                              progress=False, echo=said.append, rerun_changed=True)
+    assert again["status"] == "ok" and again["settings_hash"] == first["settings_hash"]
 
 
 def test_epoch_summary_counts_early_stopping_and_ties():

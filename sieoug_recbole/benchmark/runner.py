@@ -12,6 +12,7 @@ successful run only ``run.log`` stays, unless ``keep_checkpoints``.
 """
 import contextlib
 import datetime
+import functools
 import importlib
 import json
 import os
@@ -469,20 +470,24 @@ def model_takes_key(model, key):
     """Whether a config key changes a registered model: a key of its default yaml that it does not
     force (SIEOUG-O forces guide_lambda), or a key of no model's yaml (learning_rate, ...)."""
     import sieoug_recbole  # noqa: F401  (registers the models and their yaml files)
-    from sieoug_recbole.registry import get_model_class, model_names, model_yaml
-
-    def yaml_keys(name):
-        file = model_yaml(name)
-        if not file:
-            return set()
-        with open(file, encoding="utf-8") as f:
-            return set(load_yaml(f) or {})
+    from sieoug_recbole.registry import get_model_class, model_names
 
     if model not in model_names():
         return True
     if key in getattr(get_model_class(model), "forced_config", {}):
         return False
-    return key in yaml_keys(model) or not any(key in yaml_keys(name) for name in model_names())
+    return key in _model_yaml_keys(model) or not any(key in _model_yaml_keys(name) for name in model_names())
+
+
+@functools.lru_cache(maxsize=None)
+def _model_yaml_keys(name):
+    from sieoug_recbole.registry import model_yaml
+
+    file = model_yaml(name)
+    if not file:
+        return frozenset()
+    with open(file, encoding="utf-8") as f:
+        return frozenset(load_yaml(f) or {})
 
 
 def plan(specs, results, retry_failed=False, rerun_changed=False):
@@ -573,6 +578,7 @@ def run_grid(specs, results, runs_dir=None, jobs=1, retry_failed=False, keep_che
         run_dir = os.path.join(runs_dir, run_id(spec))
         with claimed(run_dir) as mine:
             if not mine or any(r.get("status") == "ok" and run_key(r) == run_key(spec)
+                               and r.get("settings_hash") == spec["settings_hash"]
                                for r in load_records(results)):
                 return None
             return start(spec, run_dir)
