@@ -163,9 +163,9 @@ def build(runs, metrics=("hit@10", "ndcg@10"), split="test", ours=FAMILY_PREFIX,
         has_ours = bool(ours_cell and ours_cell["values"])
         gains = ({m: same_seed_gain(ours_cell["values"], cells[(m, column)]["values"])
                   for _, m in baselines} if has_ours else {})
-        comparable = [(mean, m) for mean, m in baselines if gains.get(m) is not None]
+        comparable = [m for _, m in baselines if gains.get(m) is not None]
         if comparable:  # the baseline ours gains least over; first listed wins ties
-            best_model = min(comparable, key=lambda x: gains[x[1]])[1]
+            best_model = min(comparable, key=gains.get)
         elif baselines:
             best_model = max(baselines, key=lambda x: x[0])[1]  # first listed wins ties
         if baselines:
