@@ -265,7 +265,8 @@ def render_markdown(table, title="Table 1"):
         lines.append("")
     lines += ["p-values: paired over the seeds both models have; t = scipy.stats.ttest_rel "
               "(two-sided), Wilcoxon = scipy.stats.wilcoxon (only with 6 or more seeds). "
-              "Gains are 100·(ours − base)/base on the means; the paper's gains use its Table 1.", ""]
+              "Gains are 100·(ours − base)/base on the two models' means over the seeds both have, and "
+              "the best baseline is the one ours gains least over; the paper's gains use its Table 1.", ""]
     return "\n".join(lines)
 
 
