@@ -586,18 +586,13 @@ def run_grid(specs, results, runs_dir=None, jobs=1, retry_failed=False, keep_che
     def finish(spec, record):
         if record is None:
             line = f"skipped {describe(spec)}: another process is running it or has finished it"
-            if progress:
-                bar.write(line)
-            else:
-                echo(line)
-            bar.update(1)
-            return
-        append_record(results, record)
-        new.append(record)
-        if record.get("status") == "ok" and not keep_checkpoints:
-            for sub in ("saved", "tensorboard"):
-                shutil.rmtree(os.path.join(record["run_dir"], sub), ignore_errors=True)
-        line = f"[{len(new)}/{len(todo)}] {summary_line(record)}"
+        else:
+            append_record(results, record)
+            new.append(record)
+            if record.get("status") == "ok" and not keep_checkpoints:
+                for sub in ("saved", "tensorboard"):
+                    shutil.rmtree(os.path.join(record["run_dir"], sub), ignore_errors=True)
+            line = f"[{len(new)}/{len(todo)}] {summary_line(record)}"
         if progress:
             bar.write(line)
         else:
