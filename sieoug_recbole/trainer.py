@@ -17,6 +17,7 @@ class PluginTrainer(CrossDomainTrainer):
         super().__init__(config, model)
         self.epoch_stats = []
         self.valid_history = []
+        self._resume = None  # epoch, step and best score of a checkpoint, applied when fit() starts
 
     def _load_weights(self, checkpoint_file):
         checkpoint = load_checkpoint(checkpoint_file, map_location=self.device)
@@ -52,7 +53,7 @@ class PluginTrainer(CrossDomainTrainer):
 
     def _reinit(self, phase):
         super()._reinit(phase)
-        resume = getattr(self, "_resume", None)
+        resume = self._resume
         if resume:  # the framework's fit() resets these at the start of every phase
             self.start_epoch, self.cur_step = resume["start_epoch"], resume["cur_step"]
             self.best_valid_score = resume["best_valid_score"]
