@@ -24,8 +24,9 @@ def test_representations_and_attention(sieoug_config, score):
             torch.testing.assert_close(items.norm(dim=-1), torch.ones(len(items)))
         else:
             assert not torch.allclose(items[1:].norm(dim=-1), torch.ones(len(items) - 1))
-        lightgcn_users, lightgcn_items, views = model.item_views(domain)
+        lightgcn_users, lightgcn_items, extra_views = model.item_views(domain)
         own = model.view_items[domain]
+        views = [lightgcn_items[own]] + extra_views
         assert len(views) == 3 and all(v.shape == (len(own), 16) for v in views)
         weights = model.view_attention(domain, views)
         torch.testing.assert_close(weights.sum(-1), torch.ones(len(own)))
@@ -36,6 +37,13 @@ def test_representations_and_attention(sieoug_config, score):
             others[own] = False
             torch.testing.assert_close(items[others], lightgcn_items[others])
             torch.testing.assert_close(users, lightgcn_users)
+        # a training step makes only the rows it asks for, with the same numbers
+        rows = model.step_representations(domain)
+        mixed = torch.tensor([0, 3, len(items) - 1, 1, 3, int(own[0]), int(own[-1])])
+        assert not set(mixed.tolist()) <= set(own.tolist())  # own items and others
+        torch.testing.assert_close(rows.items(mixed), items[mixed])
+        torch.testing.assert_close(rows.items(own[:5]), items[own[:5]])
+        torch.testing.assert_close(rows.users(torch.tensor([1, 2, 2])), users[[1, 2, 2]])
         info = model.structure_info[domain]
         assert info["A_nnz"] > 0 and info["gamma_nnz"] > 0
 
@@ -55,10 +63,12 @@ def test_item_views_cover_the_items_of_one_domain(sieoug_config):
 def test_module_switches_drop_views(sieoug_config):
     sieoug_config.update(use_item_graph=False)
     model, _, _, _ = build_on_synthetic("SIEOUG", sieoug_config)
-    assert len(model.item_views("target")[2]) == 2 and not model.item_graph
+    assert len(model.item_views("target")[2]) == 1 and not model.item_graph  # the hypergraph view
     sieoug_config.update(use_hypergraph=False)
     model, _, _, _ = build_on_synthetic("SIEOUG", sieoug_config)
-    assert len(model.item_views("target")[2]) == 1
+    assert model.item_views("target")[2] == []  # LightGCN's items only
+    users, items = model.domain_representations("target")
+    torch.testing.assert_close(items, model.item_views("target")[1])  # (the yaml's dot score)
 
 
 def _reference_loss(user, item_all, pos, neg, scheme, temperature):
@@ -85,7 +95,7 @@ def test_negative_schemes_match_eq16_written_out(sieoug_config, scheme):
     ids, pos, neg = model.batch("target", batch)
     ids, pos, neg = ids[:24], pos[:24], neg[:24]
     sub = batch[torch.arange(24)]
-    loss = model.domain_loss("target", sub, (users, items))[0]
+    loss = model.domain_loss("target", sub, model.training_representations("target"))[0]
     expected = _reference_loss(users[ids], items, pos, neg, scheme, 0.7)
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
 

@@ -69,7 +69,7 @@ class CrossDomainModel(CrossDomainRecommender):
     def calculate_loss(self, interaction):
         self._eval_cache.clear()
         domains = PHASE_DOMAINS[self.phase]
-        representations = {d: self.domain_representations(d) for d in domains}
+        representations = {d: self.training_representations(d) for d in domains}
         parts = []
         for domain in domains:
             parts.extend(self.domain_loss(domain, interaction, representations[domain]))
@@ -99,17 +99,23 @@ class CrossDomainModel(CrossDomainRecommender):
         """(all user vectors, all item vectors) of ``domain``, used for scoring."""
         raise NotImplementedError
 
+    def training_representations(self, domain):
+        """What a training step hands to :meth:`domain_loss` and :meth:`transfer_loss`:
+        :meth:`domain_representations` by default; a model may return something lazier
+        (SIEOUG: vectors made only for the batch's rows)."""
+        return self.domain_representations(domain)
+
     def domain_loss(self, domain, interaction, representations):
         """Tuple of loss terms of one domain for a training batch.
 
-        ``representations``: this step's :meth:`domain_representations` of the domain.
+        ``representations``: this step's :meth:`training_representations` of the domain.
         """
         raise NotImplementedError
 
     def transfer_loss(self, interaction, representations):
         """Tuple of cross-domain loss terms, in the BOTH phase only (none by default).
 
-        ``representations``: ``{domain: (users, items)}`` of this step.
+        ``representations``: ``{domain: training_representations(domain)}`` of this step.
         """
         return ()
 

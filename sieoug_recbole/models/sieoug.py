@@ -84,7 +84,7 @@ class SIEOUG(CrossDomainModel):
 
         self.adjacency = domain_adjacencies(self, dataset)
         self.item_graph, self.hyper_left, self.hyper_right, self.structure_info = {}, {}, {}, {}
-        self.view_items, self.hyper_core = {}, {}
+        self.view_items, self.local_item_row, self.hyper_core = {}, {}, {}
         if self.use_item_graph or self.use_hypergraph:
             for domain in DOMAINS:
                 self._build_item_structure(config, dataset, domain)
@@ -103,6 +103,9 @@ class SIEOUG(CrossDomainModel):
             progress=config["show_progress"])
         # the item views live on the domain's own items (local rows, global ids in view_items)
         self.view_items[domain] = torch.as_tensor(ids, dtype=torch.long, device=self.device)
+        local = torch.full((self.num_items,), -1, dtype=torch.long, device=self.device)
+        local[self.view_items[domain]] = torch.arange(len(ids), device=self.device)
+        self.local_item_row[domain] = local  # global item id -> row of the views, -1 if not own
         if self.use_item_graph:
             self.item_graph[domain] = SparseOperator(normalize_item_graph(structure.A), self.device)
         if self.use_hypergraph:
@@ -117,20 +120,20 @@ class SIEOUG(CrossDomainModel):
 
     # ----- representations (Eq 11-15) -----------------------------------------------------
     def item_views(self, domain):
-        """(users u, all items v, [item views]) of a domain. The views -- LightGCN v,
-        item-graph v~, hypergraph v~~ -- have one row per item of ``view_items[domain]``
-        (the domain's own items: the other domain's rows would only be zeros)."""
+        """(users u, all items v, [extra item views]) of a domain: LightGCN's u and v over all
+        ids, and the item-graph view v~ and the hypergraph view v~~, each with one row per item
+        of ``view_items[domain]`` (the domain's own items: the other domain's rows would only
+        be zeros)."""
         users_0 = self.user_embedding[domain].weight
         items_0 = self.item_embedding[domain].weight
         users, items = lightgcn_propagation(self.adjacency[domain], users_0, items_0, self.n_layers)
-        if not self.view_items:
-            return users, items, [items]
-        own = self.view_items[domain]
-        views = [items[own]]
-        if self.use_item_graph:
-            views.append(propagate(self.item_graph[domain], items_0[own], self.n_layers))
-        if self.use_hypergraph:
-            views.append(self.hypergraph_view(domain, items_0[own]))
+        views = []
+        if self.use_item_graph or self.use_hypergraph:
+            own_0 = items_0[self.view_items[domain]]
+            if self.use_item_graph:
+                views.append(propagate(self.item_graph[domain], own_0, self.n_layers))
+            if self.use_hypergraph:
+                views.append(self.hypergraph_view(domain, own_0))
         return users, items, views
 
     def hypergraph_view(self, domain, items_0):
@@ -151,7 +154,8 @@ class SIEOUG(CrossDomainModel):
         return (items_0 + left @ y_sum) / (len(weights) + 1)
 
     def view_attention(self, domain, views):
-        """Per-item softmax weights over the views (Eq 15): (len(view_items[domain]), n_views)."""
+        """Per-item softmax weights over the views (Eq 15), one row per row of the views:
+        ``views`` = [v, v~, v~~] (the active ones) on the same items."""
         score = self.view_score[domain]
         bias = self.view_bias[domain]
         active = self._active_views()
@@ -161,30 +165,33 @@ class SIEOUG(CrossDomainModel):
     def _active_views(self):
         return [0] + ([1] if self.use_item_graph else []) + ([2] if self.use_hypergraph else [])
 
+    def step_representations(self, domain):
+        """This step's :class:`DomainRows` of ``domain`` (the graph propagation, once)."""
+        return DomainRows(self, domain, *self.item_views(domain))
+
     def domain_representations(self, domain):
-        users, items, views = self.item_views(domain)
-        if len(views) > 1:  # Eq 14: the attention-weighted views replace the domain's item rows
-            weights = self.view_attention(domain, views)
-            fused = sum(w.unsqueeze(-1) * v for w, v in zip(weights.unbind(-1), views))
-            items = items.index_copy(0, self.view_items[domain], fused)
-        if self.score == "cosine":  # S = exp(cos / tau) of Eq 16
-            return F.normalize(users, dim=-1), F.normalize(items, dim=-1)
-        return users, items
+        """Every user and item vector of ``domain``, for scoring (Eq 14 on the domain's own
+        items, LightGCN's rows elsewhere; unit length with the cosine score)."""
+        rows = self.step_representations(domain)
+        return rows.users(), rows.items()
+
+    def training_representations(self, domain):
+        return self.step_representations(domain)
 
     # ----- losses (Eq 16, 23, 24) ----------------------------------------------------------
     def domain_loss(self, domain, interaction, representations):
         users, pos, neg = self.batch(domain, interaction)
-        user_all, item_all = representations
-        user, pos_item = user_all[users], item_all[pos]
+        user = representations.users(users)
+        pos_item, neg_item = representations.items(torch.cat([pos, neg])).split([len(pos), len(neg)])
         logits = [(user * pos_item).sum(-1, keepdim=True)]
         if self.negatives in ("in_batch", "both"):
             in_batch = user @ pos_item.T
             same_item = pos.unsqueeze(0) == pos.unsqueeze(1)  # a batch item that is the positive
             logits.append(in_batch.masked_fill(same_item, float("-inf")))
         if self.negatives in ("sampled", "both"):
-            logits.append((user * item_all[neg]).sum(-1, keepdim=True))
+            logits.append((user * neg_item).sum(-1, keepdim=True))
         if self.negatives == "sampled_pool":  # every row's uniformly sampled negative
-            pool = user @ item_all[neg].T
+            pool = user @ neg_item.T
             logits.append(pool.masked_fill(neg.unsqueeze(0) == pos.unsqueeze(1), float("-inf")))
         logits = torch.cat(logits, dim=1) / self.temperature
         loss = -torch.log_softmax(logits, dim=1)[:, 0].mean()
@@ -196,8 +203,8 @@ class SIEOUG(CrossDomainModel):
         if self.guide_lambda == 0:
             return ()
         src_ids, tgt_ids = self.transfer_users(interaction)
-        user_src = representations["source"][0][src_ids]
-        user_tgt = representations["target"][0][tgt_ids]
+        user_src = representations["source"].users(src_ids)
+        user_tgt = representations["target"].users(tgt_ids)
         guide = guide_mask(src_ids, tgt_ids, self.overlapped_num_users)
         plan = self.matching_plan(user_src, user_tgt, guide)
         if plan is None:
@@ -248,6 +255,45 @@ class SIEOUG(CrossDomainModel):
     def calculate_loss(self, interaction):
         self._stats["steps"] += 1
         return super().calculate_loss(interaction)
+
+
+class DomainRows:
+    """One step's representations of a domain, made row by row for the ids asked for.
+
+    The graph propagations run over the whole graphs (in ``item_views``); what follows them
+    is row-wise -- the view attention and fusion of Eq 14-15 and the cosine normalisation --
+    so a training step applies it to its batch's users and items only, not to every row.
+    """
+
+    def __init__(self, model, domain, users, items, views):
+        self.model, self.domain = model, domain
+        self._users, self._items, self._views = users, items, views
+        self._cosine = model.score == "cosine"
+
+    def users(self, ids=None):
+        """User vectors of ``ids`` (all users by default)."""
+        rows = self._users if ids is None else self._users[ids]
+        return F.normalize(rows, dim=-1) if self._cosine else rows
+
+    def items(self, ids=None):
+        """Item vectors of global item ids ``ids`` (all items by default): the attention-fused
+        views for the domain's own items, LightGCN's rows for the others."""
+        rows = self._items if ids is None else self._items[ids]
+        if self._views:
+            local = self.model.local_item_row[self.domain]
+            local = local if ids is None else local[ids]
+            own = local >= 0
+            if bool(own.all()):  # a training batch: every item is the domain's own
+                rows = self._fuse(rows, local)
+            else:
+                at = own.nonzero(as_tuple=True)[0]
+                rows = rows.index_put((at,), self._fuse(rows[at], local[at]))
+        return F.normalize(rows, dim=-1) if self._cosine else rows
+
+    def _fuse(self, lightgcn_rows, local_rows):
+        views = [lightgcn_rows] + [view[local_rows] for view in self._views]
+        weights = self.model.view_attention(self.domain, views)
+        return sum(w.unsqueeze(-1) * v for w, v in zip(weights.unbind(-1), views))
 
 
 def _choice(config, key, allowed, default=None):
