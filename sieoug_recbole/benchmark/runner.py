@@ -12,7 +12,6 @@ successful run only ``run.log`` stays, unless ``keep_checkpoints``.
 """
 import contextlib
 import datetime
-import functools
 import importlib
 import json
 import os
@@ -470,24 +469,13 @@ def model_takes_key(model, key):
     """Whether a config key changes a registered model: a key of its default yaml that it does not
     force (SIEOUG-O forces guide_lambda), or a key of no model's yaml (learning_rate, ...)."""
     import sieoug_recbole  # noqa: F401  (registers the models and their yaml files)
-    from sieoug_recbole.registry import get_model_class, model_names
+    from sieoug_recbole.registry import get_model_class, model_names, model_yaml_keys
 
     if model not in model_names():
         return True
     if key in getattr(get_model_class(model), "forced_config", {}):
         return False
-    return key in _model_yaml_keys(model) or not any(key in _model_yaml_keys(name) for name in model_names())
-
-
-@functools.lru_cache(maxsize=None)
-def _model_yaml_keys(name):
-    from sieoug_recbole.registry import model_yaml
-
-    file = model_yaml(name)
-    if not file:
-        return frozenset()
-    with open(file, encoding="utf-8") as f:
-        return frozenset(load_yaml(f) or {})
+    return key in model_yaml_keys(model) or not any(key in model_yaml_keys(name) for name in model_names())
 
 
 def plan(specs, results, retry_failed=False, rerun_changed=False):
