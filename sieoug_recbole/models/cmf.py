@@ -21,8 +21,6 @@ class CMF(CrossDomainModel):
         self.embedding_size = config["embedding_size"]
         self.alpha = number_in_range(config["alpha"], "config key 'alpha'", 0, 1)
         self.reg_weight = config["reg_weight"]
-        if not 0 <= self.alpha <= 1:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
         self.user_embedding = nn.Embedding(self.num_users, self.embedding_size)  # shared U
         self.item_embedding = nn.ModuleDict(
             {d: nn.Embedding(self.num_items, self.embedding_size) for d in DOMAINS})
