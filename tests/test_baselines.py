@@ -144,10 +144,10 @@ def test_lattice_learned_graph_is_knn_within_domain_and_trains(fast_config):
     for domain in DOMAINS:
         items = domain_item_set(model, domain)
         for modality in model.modalities[domain]:
-            rows, cols = model._learned_edges[domain][modality]
+            neighbours = model._learned_neighbours[domain][modality]
             ids = model.item_ids[domain]
-            assert set(ids[rows].tolist()) <= items and set(ids[cols].tolist()) <= items
-            assert torch.bincount(rows).max() <= model.knn_k
+            assert neighbours.shape == (len(ids), min(model.knn_k, len(ids)))
+            assert set(ids[neighbours].reshape(-1).tolist()) <= items
             # gradients reach the feature transform through the learned edge values
             weight_grad = model.feature_transform[domain][modality].weight.grad
             assert weight_grad is not None and weight_grad.abs().sum() > 0
@@ -159,7 +159,7 @@ def test_lattice_rebuilds_learned_graph_per_epoch_or_per_step(refresh_steps, fas
     # count the kNN searches made inside training steps of a real two-epoch run
     from sieoug_recbole.models import lattice
     counts = {"steps": 0, "searches": 0, "in_step": False}
-    real_knn, real_loss = lattice.knn_edges, lattice.LATTICE.calculate_loss
+    real_knn, real_loss = lattice.knn_neighbours, lattice.LATTICE.calculate_loss
 
     def counting_knn(*args, **kwargs):
         counts["searches"] += counts["in_step"]
@@ -173,7 +173,7 @@ def test_lattice_rebuilds_learned_graph_per_epoch_or_per_step(refresh_steps, fas
         finally:
             counts["in_step"] = False
 
-    monkeypatch.setattr(lattice, "knn_edges", counting_knn)
+    monkeypatch.setattr(lattice, "knn_neighbours", counting_knn)
     monkeypatch.setattr(lattice.LATTICE, "calculate_loss", counting_loss)
     config = {**fast_config, "graph_refresh_steps": refresh_steps, "train_epochs": ["BOTH:2"]}
     sieoug_recbole.run("LATTICE", [SYNTHETIC_YAML], config, verbose=False)
@@ -192,7 +192,7 @@ def test_lattice_rejects_bad_refresh(bad, fast_config):
 def test_lattice_without_learned_graph(fast_config):
     model, batch = build_model("LATTICE", fast_config, learn_graph=False)
     loss = sum(model.calculate_loss(batch))
-    assert torch.isfinite(loss) and not model._learned_edges
+    assert torch.isfinite(loss) and not model._learned_neighbours
 
 
 # ----- FREEDOM: degree-sensitive pruning -----------------------------------------------------

@@ -16,7 +16,7 @@ are recomputed once per epoch, from the current W_m at the first training step o
 each epoch; n > 0 recomputes them every n training steps instead (1 = every step). Between
 refreshes the edge values still follow W_m, so W_m and alpha get gradients on every step
 (the released code detaches the graph between rebuilds). Everything is sparse: the learned graph
-is a torch edge list on the domain's items, the frozen ones are lifted sparse operators.
+is a torch neighbour table on the domain's items, the frozen ones are lifted sparse operators.
 """
 import torch
 import torch.nn.functional as F
@@ -26,8 +26,8 @@ from sieoug_recbole.checks import integer_in_range, number_in_range
 from sieoug_recbole.graph import propagate
 from sieoug_recbole.models.base import BPRDomainLoss, CrossDomainModel, DOMAINS, domain_id_embeddings
 from sieoug_recbole.models.lightgcn import domain_adjacencies, lightgcn_propagation
-from sieoug_recbole.models.mm_graph import (DomainModalities, edge_propagate, knn_edges,
-                                            lift_item_graph, normalized_edge_values)
+from sieoug_recbole.models.mm_graph import (DomainModalities, knn_edge_values, knn_neighbours, knn_propagate,
+                                            lift_item_graph)
 
 
 class LATTICE(BPRDomainLoss, CrossDomainModel):
@@ -69,7 +69,7 @@ class LATTICE(BPRDomainLoss, CrossDomainModel):
         self.feature_transform = nn.ModuleDict({
             x: nn.ModuleDict({m: nn.Linear(f.shape[1], feat_dim) for m, f in self.features[x].items()})
             for x in DOMAINS})
-        self._learned_edges = {}  # domain -> {modality: (rows, cols) local item rows}
+        self._learned_neighbours = {}  # domain -> {modality: (n_d, k) neighbour table, local item rows}
         self._steps = 0
 
     # ----- item-item graph -------------------------------------------------------------
@@ -77,50 +77,46 @@ class LATTICE(BPRDomainLoss, CrossDomainModel):
         # RecBole's trainer calls train() at the start of every epoch and eval() before every
         # evaluation; parameters may also have been replaced (a checkpoint loaded): the learned
         # neighbour lists are recomputed from the current W_m at the next use
-        if hasattr(self, "_learned_edges"):
-            self._learned_edges.clear()
+        if hasattr(self, "_learned_neighbours"):
+            self._learned_neighbours.clear()
         return super().train(mode)
 
     def calculate_loss(self, interaction):
         refresh = self.graph_refresh_steps
         if self.learn_graph and refresh > 0 and self._steps % refresh == 0:
-            self._learned_edges.clear()  # recomputed by the next item_graph_operator
+            self._learned_neighbours.clear()  # recomputed by the next item_graph_operator
         self._steps += 1
         return super().calculate_loss(interaction)
 
     def modality_weights(self, domain):
         return torch.softmax(self.modality_logits[domain], dim=0)
 
-    def learned_edges(self, domain, modality, transformed):
-        """(rows, cols) local rows of the learned kNN graph (recomputed when cleared)."""
-        cached = self._learned_edges.setdefault(domain, {})
+    def learned_neighbours(self, domain, modality, transformed):
+        """(n_d, k) local rows: the learned kNN graph's neighbour table (recomputed when cleared)."""
+        cached = self._learned_neighbours.setdefault(domain, {})
         if modality not in cached:
-            rows, cols = knn_edges(transformed.detach(), self.knn_k, self.include_self)
-            cached[modality] = (rows, cols)
+            cached[modality] = knn_neighbours(transformed.detach(), self.knn_k, self.include_self)
         return cached[modality]
 
     def item_graph_operator(self, domain):
         """A function x -> A x on (num_items, d) global item tensors (Sec. 'graph learning')."""
         weights = self.modality_weights(domain)
         ids = self.item_ids[domain]
-        terms = []  # (weight, frozen operator, learned edge list or None)
-        for w, m in zip(weights, self.modalities[domain]):
-            learned = None
-            if self.learn_graph:
-                transformed = self.feature_transform[domain][m](self.features[domain][m])
-                rows, cols = self.learned_edges(domain, m, transformed)
-                values = normalized_edge_values(transformed, rows, cols, len(ids))
-                learned = (ids[rows], ids[cols], values)
-            terms.append((w, self.init_graphs[domain][m], learned))
         lam = self.init_graph_weight if self.learn_graph else 1.0
+        frozen = [(w * lam, self.init_graphs[domain][m]) for w, m in zip(weights, self.modalities[domain])]
+        learned = []  # (weight, neighbour table, edge values) on the domain's local item rows
+        if self.learn_graph:
+            for w, m in zip(weights, self.modalities[domain]):
+                transformed = self.feature_transform[domain][m](self.features[domain][m])
+                neighbours = self.learned_neighbours(domain, m, transformed)
+                learned.append((w * (1 - lam), neighbours, knn_edge_values(transformed, neighbours)))
 
         def apply(x):
-            out = 0
-            for w, frozen, learned in terms:
-                part = lam * (frozen @ x)
-                if learned is not None:
-                    part = part + (1 - lam) * edge_propagate(*learned, x, self.num_items)
-                out = out + w * part
+            out = sum(w * (operator @ x) for w, operator in frozen)
+            if learned:
+                own = x[ids]
+                local = sum(w * knn_propagate(neighbours, values, own) for w, neighbours, values in learned)
+                out = out.index_add(0, ids, local)
             return out
 
         return apply

@@ -4,14 +4,16 @@ A domain's graphs are built on its own items (local rows ``0..n_d-1``, aligned w
 global ids that :func:`sieoug_recbole.domain_data.domain_features` returns) and then lifted
 into the global item id space (``num_items`` rows): rows and columns of the other domain's
 items and of the padding id 0 stay empty, so a propagation never mixes the two domains.
-Everything is sparse (scipy matrices or torch edge lists); no dense N x N matrix is formed.
+Everything is sparse (scipy matrices or torch neighbour tables); no dense N x N matrix is formed.
 
 - :class:`DomainModalities`: a domain's global ids, features and local kNN graphs;
 - :func:`cosine_values` / :func:`modality_weights` / :func:`mix_graphs`: weighting and mixing;
 - :func:`lift_item_graph`: a local graph, normalised, as a global torch sparse operator;
-- :func:`knn_edges`, :func:`normalized_edge_values`, :func:`edge_propagate`: the torch edge-list
-  versions used for a graph whose edge values must carry gradients (LATTICE's learned graph).
+- :func:`knn_neighbours`, :func:`knn_edge_values`, :func:`knn_propagate`: a kNN graph as an
+  (n, k) neighbour table whose edge values carry gradients (LATTICE's learned graph).
 """
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -122,41 +124,129 @@ def lift_item_graph(local_graph, ids, num_items, device=None, normalize=True):
     return SparseOperator(lift(graph, ids, ids, (num_items, num_items)), device)
 
 
-# ----- torch edge lists (for graphs whose values need gradients) ---------------------------
+# ----- torch kNN graphs whose edge values need gradients (LATTICE's learned graph) ----------
+# A directed kNN graph on n items has exactly k edges per row, so it is held as an (n, k)
+# neighbour table (row i: the columns of its k edges) with an (n, k) table of edge values.
 @torch.no_grad()
-def knn_edges(x, k, include_self=True, block_rows=1024):
-    """(rows, cols) long tensors of the directed top-``k`` cosine graph of the rows of ``x``.
+def knn_neighbours(x, k, include_self=True, block_rows=1024):
+    """(n, k) long tensor: row i holds the ``k`` rows of ``x`` nearest to row i by cosine.
 
     Computed on ``x``'s device in blocks of rows (memory O(block_rows * N)). With
     ``include_self`` every item is its own first neighbour. No gradient flows here: the
-    values are computed separately by :func:`normalized_edge_values`.
+    values are computed separately by :func:`knn_edge_values`.
     """
     n = x.shape[0]
     k = min(int(k), n if include_self else n - 1)
     unit = torch.nn.functional.normalize(x, dim=1)
-    rows, cols = [], []
+    blocks = []
     for start in range(0, n, block_rows):
         stop = min(start + block_rows, n)
         sim = unit[start:stop] @ unit.T
         local = torch.arange(stop - start, device=x.device)
         sim[local, local + start] = float("inf") if include_self else float("-inf")
-        idx = torch.topk(sim, k, dim=1).indices
-        rows.append((local + start).repeat_interleave(k))
-        cols.append(idx.reshape(-1))
-    return torch.cat(rows), torch.cat(cols)
+        blocks.append(torch.topk(sim, k, dim=1).indices)
+    return torch.cat(blocks)
 
 
-def normalized_edge_values(x, rows, cols, n):
-    """Differentiable values of the edges (rows, cols) of the cosine graph of ``x``:
-    max(cos, 0), then ``D^-1/2 S D^-1/2`` with D the row sums (as :func:`normalize_item_graph`)."""
+def knn_edge_values(x, neighbours):
+    """Differentiable (n, k) values of the kNN graph of the rows of ``x``: max(cos, 0), then
+    ``D^-1/2 S D^-1/2`` with D the row sums (as :func:`normalize_item_graph`)."""
     unit = torch.nn.functional.normalize(x, dim=1)
-    values = torch.relu((unit[rows] * unit[cols]).sum(dim=1))
-    degree = torch.zeros(n, dtype=values.dtype, device=values.device).index_add(0, rows, values)
+    values = torch.relu(knn_dots(neighbours, unit))
+    degree = values.sum(dim=1)
     scale = torch.where(degree > 0, degree.clamp_min(1e-12).rsqrt(), torch.zeros_like(degree))
-    return values * scale[rows] * scale[cols]
+    return values * scale.unsqueeze(1) * scale[neighbours]
 
 
-def edge_propagate(rows, cols, values, x, n_rows):
-    """``S @ x`` for the sparse S given by (rows, cols, values); differentiable in values and x."""
-    out = torch.zeros(n_rows, x.shape[1], dtype=x.dtype, device=x.device)
-    return out.index_add(0, rows, values.unsqueeze(1) * x[cols])
+def knn_dots(neighbours, x):
+    """(n, k) dot products <x_i, x_{neighbours[i, j]}>, differentiable in ``x``.
+
+    On the CPU the backward pass is two CSR products (dL/dx = G x + G^T x, G the graph valued
+    with the incoming gradient) instead of torch's scatter-add of (n k) x d rows.
+    """
+    if x.device.type == "cpu":
+        return _KnnDots.apply(x, neighbours)
+    return _edge_dots(x, x, neighbours)
+
+
+def _edge_dots(left, right, neighbours):
+    """(n, k): <left_i, right_{neighbours[i, j]}>. On the CPU torch's sampled dense-dense
+    product (SDDMM) on the neighbour pattern, without gathering (n k) x d rows first."""
+    n, k = neighbours.shape
+    if left.device.type != "cpu":
+        return (_rows(right, neighbours) * left.unsqueeze(1)).sum(dim=-1)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        pattern = torch.sparse_csr_tensor(torch.arange(0, n * k + 1, k), neighbours.reshape(-1),
+                                          torch.zeros(n * k, dtype=left.dtype), (n, right.shape[0]))
+        return torch.sparse.sampled_addmm(pattern, left, right.T, beta=0.0).values().view(n, k)
+
+
+def _rows(x, neighbours):
+    """(n, k, d): the rows of ``x`` named by the neighbour table (index_select: a 2-d index
+    into ``x`` is several times slower on the CPU)."""
+    return x.index_select(0, neighbours.reshape(-1)).view(*neighbours.shape, x.shape[1])
+
+
+def _csr(neighbours, values, n_cols):
+    """The (n, n_cols) CSR matrix with values[i, j] at (i, neighbours[i, j])."""
+    n, k = neighbours.shape
+    return sp.csr_matrix((values.detach().numpy().ravel(), neighbours.numpy().ravel(), np.arange(0, n * k + 1, k)),
+                         shape=(n, n_cols))
+
+
+def knn_propagate(neighbours, values, x):
+    """``S @ x`` for the (n, len(x)) matrix with S[i, neighbours[i, j]] = values[i, j],
+    differentiable in ``values`` and ``x``.
+
+    On the CPU it is a CSR product (scipy) whose backward is the transposed product plus a
+    sampled dense-dense product for the values' gradient; the plain formulation (gather x's
+    rows, weight, sum: :func:`knn_propagate_reference`, used on other devices; the tests check
+    that both agree) gathers (n k) x d rows forward and scatter-adds them backward.
+    """
+    if x.device.type == "cpu":
+        return _KnnProduct.apply(values, x, neighbours)
+    return knn_propagate_reference(neighbours, values, x)
+
+
+def knn_propagate_reference(neighbours, values, x):
+    """:func:`knn_propagate` written with torch's gather and batched product."""
+    return torch.bmm(values.unsqueeze(1), _rows(x, neighbours)).squeeze(1)
+
+
+class _KnnProduct(torch.autograd.Function):
+    """y = S x, dL/dx = S^T dL/dy, dL/dS[i, j] = <dL/dy_i, x_j> on S's edges only."""
+
+    @staticmethod
+    def forward(ctx, values, x, neighbours):
+        matrix = _csr(neighbours, values, x.shape[0])
+        ctx.matrix = matrix
+        ctx.save_for_backward(x, neighbours)
+        return torch.from_numpy(matrix @ x.detach().numpy())
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, neighbours = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_values = grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_values = _edge_dots(grad, x.detach(), neighbours)
+        if ctx.needs_input_grad[1]:
+            grad_x = torch.from_numpy(ctx.matrix.T @ grad.numpy())
+        return grad_values, grad_x, None
+
+
+class _KnnDots(torch.autograd.Function):
+    """d_ij = <x_i, x_{n_ij}>; dL/dx = G x + G^T x with G[i, n_ij] = dL/dd_ij."""
+
+    @staticmethod
+    def forward(ctx, x, neighbours):
+        ctx.save_for_backward(x, neighbours)
+        return _edge_dots(x.detach(), x.detach(), neighbours)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, neighbours = ctx.saved_tensors
+        graph = _csr(neighbours, grad.contiguous(), x.shape[0])
+        x = x.detach().numpy()
+        return torch.from_numpy(graph @ x + graph.T @ x), None
