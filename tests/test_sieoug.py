@@ -17,6 +17,10 @@ def sieoug_config(fast_config, tmp_path):
 def test_representations_and_attention(sieoug_config, score):
     sieoug_config["score"] = score
     model, _, dataset, _ = build_on_synthetic("SIEOUG", sieoug_config)
+    with torch.no_grad():  # attention that is not uniform, so that a misaligned view would show
+        for domain in ("source", "target"):
+            model.view_score[domain].normal_(0, 3.0)
+            model.view_bias[domain].normal_(0, 1.0)
     for domain in ("source", "target"):
         users, items = model.domain_representations(domain)
         assert users.shape == (dataset.num_total_user, 16) and items.shape == (dataset.num_total_item, 16)
@@ -91,13 +95,24 @@ def _reference_loss(user, item_all, pos, neg, scheme, temperature):
 def test_negative_schemes_match_eq16_written_out(sieoug_config, scheme):
     sieoug_config.update(negatives=scheme, reg_weight=0.0, temperature=0.7)
     model, batch, _, _ = build_on_synthetic("SIEOUG-O", sieoug_config)
-    users, items = model.domain_representations("target")
     ids, pos, neg = model.batch("target", batch)
     ids, pos, neg = ids[:24], pos[:24], neg[:24]
     sub = batch[torch.arange(24)]
+    with torch.no_grad():  # non-uniform view attention
+        model.view_score["target"].normal_(0, 3.0)
+    users, items = model.domain_representations("target")
     loss = model.domain_loss("target", sub, model.training_representations("target"))[0]
     expected = _reference_loss(users[ids], items, pos, neg, scheme, 0.7)
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    # the row-wise training path has the gradients of the full representations, too
+    params = [p for p in model.parameters() if p.requires_grad]
+    ours = torch.autograd.grad(loss, params, allow_unused=True)
+    reference = torch.autograd.grad(expected, params, allow_unused=True)
+    assert sum(g is not None for g in ours) >= 4  # ID tables, view scores and biases
+    for a, b in zip(ours, reference):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_hypergraph_weights_frozen_or_learned(sieoug_config):

@@ -182,7 +182,9 @@ class SIEOUG(CrossDomainModel):
     def domain_loss(self, domain, interaction, representations):
         users, pos, neg = self.batch(domain, interaction)
         user = representations.users(users)
-        pos_item, neg_item = representations.items(torch.cat([pos, neg])).split([len(pos), len(neg)])
+        uses_neg = self.negatives != "in_batch"  # the sampled negatives' rows are needed
+        item_rows = representations.items(torch.cat([pos, neg]) if uses_neg else pos)
+        pos_item, neg_item = item_rows[:len(pos)], item_rows[len(pos):]
         logits = [(user * pos_item).sum(-1, keepdim=True)]
         if self.negatives in ("in_batch", "both"):
             in_batch = user @ pos_item.T
@@ -282,12 +284,8 @@ class DomainRows:
         if self._views:
             local = self.model.local_item_row[self.domain]
             local = local if ids is None else local[ids]
-            own = local >= 0
-            if bool(own.all()):  # a training batch: every item is the domain's own
-                rows = self._fuse(rows, local)
-            else:
-                at = own.nonzero(as_tuple=True)[0]
-                rows = rows.index_put((at,), self._fuse(rows[at], local[at]))
+            own = local >= 0  # (a training batch's items all are; no host sync to find out)
+            rows = torch.where(own.unsqueeze(-1), self._fuse(rows, local.clamp_min(0)), rows)
         return F.normalize(rows, dim=-1) if self._cosine else rows
 
     def _fuse(self, lightgcn_rows, local_rows):
