@@ -122,16 +122,13 @@ def _framework_keys():
     import recbole
     import recbole_cdr
 
+    from sieoug_recbole.registry import yaml_file_keys
+
     files = [f for package in (recbole, recbole_cdr)
              for f in glob.glob(os.path.join(os.path.dirname(package.__file__), "properties", "**", "*.yaml"),
                                 recursive=True)
              if os.sep + "model" + os.sep not in f]
-    keys = PLUGIN_KEYS | FRAMEWORK_READ_KEYS
-    for file in files:
-        with open(file, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-        keys |= set(data) if isinstance(data, dict) else set()
-    return frozenset(keys)
+    return frozenset(PLUGIN_KEYS | FRAMEWORK_READ_KEYS).union(*(yaml_file_keys(f) for f in files))
 
 
 def unknown_override_keys(config):
@@ -153,6 +150,7 @@ def unknown_file_keys(config_file_list):
     or of this package declares (``source_domain.<key>`` inside a domain section): RecBole
     takes any key, so a typo in a file would otherwise be read silently as a new key."""
     declared = _declared_keys()
+    in_section = declared | DOMAIN_KEYS  # what a domain section may hold
     found = []
     for file in config_file_list or []:
         try:
@@ -162,10 +160,10 @@ def unknown_file_keys(config_file_list):
             continue  # the framework reports a missing or malformed file itself
         for key, value in (data or {}).items() if isinstance(data, dict) else ():
             if key in DOMAIN_SECTIONS and isinstance(value, dict):
-                found += [f"{file}: {key}.{sub}" for sub in value if sub not in declared | DOMAIN_KEYS]
+                found += [f"{file}: {key}.{sub}" for sub in value if sub not in in_section]
             elif key.startswith(("source_", "target_")) and key not in declared:
                 # RecBole-CDR moves source_<key> / target_<key> into that domain's section
-                if key.split("_", 1)[1] not in declared | DOMAIN_KEYS:
+                if key.split("_", 1)[1] not in in_section:
                     found.append(f"{file}: {key}")
             elif key not in declared:
                 found.append(f"{file}: {key}")

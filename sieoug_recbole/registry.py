@@ -90,7 +90,12 @@ def model_yaml_keys(model):
     """Top-level keys of a registered model's default yaml (empty when it has none): what the
     override warning of :mod:`.quick_start` and the harness's sweeps check keys against."""
     file = model_yaml(model)
-    return _yaml_keys(file, os.stat(file).st_mtime_ns) if file else frozenset()
+    return yaml_file_keys(file) if file else frozenset()
+
+
+def yaml_file_keys(file):
+    """Top-level keys of a yaml file (read once per version of the file)."""
+    return _yaml_keys(os.path.abspath(file), os.stat(file).st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=None)

@@ -42,7 +42,7 @@ def test_representations_and_attention(sieoug_config, score):
             torch.testing.assert_close(items[others], lightgcn_items[others])
             torch.testing.assert_close(users, lightgcn_users)
         # a training step makes only the rows it asks for, with the same numbers
-        rows = model.step_representations(domain)
+        rows = model.training_representations(domain)
         mixed = torch.tensor([0, 3, len(items) - 1, 1, 3, int(own[0]), int(own[-1])])
         assert not set(mixed.tolist()) <= set(own.tolist())  # own items and others
         torch.testing.assert_close(rows.items(mixed), items[mixed])

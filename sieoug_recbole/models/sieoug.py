@@ -165,18 +165,15 @@ class SIEOUG(CrossDomainModel):
     def _active_views(self):
         return [0] + ([1] if self.use_item_graph else []) + ([2] if self.use_hypergraph else [])
 
-    def step_representations(self, domain):
+    def training_representations(self, domain):
         """This step's :class:`DomainRows` of ``domain`` (the graph propagation, once)."""
         return DomainRows(self, domain, *self.item_views(domain))
 
     def domain_representations(self, domain):
         """Every user and item vector of ``domain``, for scoring (Eq 14 on the domain's own
         items, LightGCN's rows elsewhere; unit length with the cosine score)."""
-        rows = self.step_representations(domain)
+        rows = self.training_representations(domain)
         return rows.users(), rows.items()
-
-    def training_representations(self, domain):
-        return self.step_representations(domain)
 
     # ----- losses (Eq 16, 23, 24) ----------------------------------------------------------
     def domain_loss(self, domain, interaction, representations):
