@@ -1,6 +1,7 @@
-"""Forward + backward time of one sparse graph product ``M @ x``: torch's COO product, torch's
-CSR product with a stored transpose, and :class:`sieoug_recbole.graph.SparseOperator`
-(scipy's CSR kernel with a stored transpose, what the models use on the CPU).
+"""Forward + backward time of one sparse graph product ``M @ x``: torch's COO product, and
+:class:`sieoug_recbole.graph.SparseOperator` with each of its backends, torch's CSR product with
+a stored transpose (what the models use on a GPU) and scipy's CSR kernel with a stored
+transpose (what they use on the CPU).
 
     python benchmarks/sparse_product.py --threads 1
 
@@ -13,20 +14,16 @@ import statistics
 import tempfile
 import time
 
+import numpy as np
 import torch
 
 
-class TorchCSRProduct(torch.autograd.Function):
-    """y = M x with torch CSR tensors, dL/dx = M^T dL/dy with the stored transpose."""
-
-    @staticmethod
-    def forward(ctx, x, matrix, transpose):
-        ctx.transpose = transpose
-        return matrix @ x
-
-    @staticmethod
-    def backward(ctx, grad):
-        return ctx.transpose @ grad, None, None
+def _torch_coo(operator):
+    """``operator``'s matrix as a coalesced torch COO tensor (no dense N x N on the way)."""
+    coo = operator.to_scipy().tocoo()
+    indices = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
+    return torch.sparse_coo_tensor(indices, torch.from_numpy(coo.data), coo.shape,
+                                   check_invariants=True).coalesce()
 
 
 def time_product(product, x, reps):
@@ -51,6 +48,7 @@ def main(argv=None):
     import sys
 
     sys.argv = sys.argv[:1]
+    from sieoug_recbole.graph import SparseOperator
     from sieoug_recbole.quick_start import build, make_config
 
     torch.set_num_threads(args.threads)
@@ -59,20 +57,19 @@ def main(argv=None):
         "graph_cache_dir": tempfile.mkdtemp(prefix="graphs-")})
     model = build(config)[4]
     print(f"# {args.config_files}, torch threads {args.threads}, ms per forward + backward product")
-    print("| matrix | rows | nnz | d | torch COO | torch CSR pair | SparseOperator | COO / SparseOperator |")
+    print("| matrix | rows | nnz | d | torch COO | SparseOperator, torch CSR | SparseOperator, scipy | COO / scipy |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, operators in (("user-item graph", model.adjacency), ("item graph A", model.item_graph)):
         for domain, operator in operators.items():
-            dense = operator.to_dense()
-            coo = dense.to_sparse_coo().coalesce()
-            csr, csr_t = dense.to_sparse_csr(), dense.t().contiguous().to_sparse_csr()
+            coo = _torch_coo(operator)
+            torch_csr = SparseOperator(operator.to_scipy(), backend="torch")
             for dim in (64, 128):
                 x = torch.randn(operator.shape[1], dim, requires_grad=True)
-                old = time_product(lambda v: torch.sparse.mm(coo, v), x, args.reps)
-                pair = time_product(lambda v: TorchCSRProduct.apply(v, csr, csr_t), x, args.reps)
-                new = time_product(operator, x, args.reps)
+                coo_ms = time_product(lambda v: torch.sparse.mm(coo, v), x, args.reps)
+                torch_ms = time_product(torch_csr, x, args.reps)
+                scipy_ms = time_product(operator, x, args.reps)
                 print(f"| {name} ({domain}) | {operator.shape[0]} | {operator.nnz} | {dim} | "
-                      f"{old:.2f} | {pair:.2f} | {new:.2f} | {old / new:.1f}x |")
+                      f"{coo_ms:.2f} | {torch_ms:.2f} | {scipy_ms:.2f} | {coo_ms / scipy_ms:.1f}x |")
 
 
 if __name__ == "__main__":

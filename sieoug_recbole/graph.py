@@ -44,22 +44,27 @@ class SparseOperator:
     """A frozen sparse matrix ``M`` applied to dense tensors: ``M @ x``, differentiable in ``x``.
 
     ``M`` is kept in CSR together with its transpose, so the backward pass is one CSR product
-    with the stored ``M^T``. On the CPU the products are scipy's CSR kernel; on a GPU,
-    torch's CSR product. (Measured on one CPU thread, ``benchmarks/sparse_product.py``:
+    with the stored ``M^T``. On the CPU the products are scipy's CSR kernel by default; on a
+    GPU, torch's CSR product. (Measured on one CPU thread, ``benchmarks/sparse_product.py``:
     torch's COO product transposes and re-sorts ``M`` on every backward call, and its CSR
     product zero-fills and then copies the output; scipy's kernel writes it once.)
     No gradient flows to the values of ``M``.
+
+    ``backend``: ``"scipy"`` (the CPU default) or ``"torch"`` (torch's CSR product; the only
+    one off the CPU, and selectable on the CPU, e.g. to test or time the GPU's code path).
     """
 
-    def __init__(self, matrix, device=None):
+    def __init__(self, matrix, device=None, backend=None):
         csr = sp.csr_matrix(matrix, dtype=np.float32, copy=True)  # the caller's matrix stays as it is
         csr.sum_duplicates()  # (sorts the indices in place: a shared index array would corrupt it)
         self.shape = csr.shape
         self.nnz = int(csr.nnz)
         self.device = resolve_device(device)
+        self.backend = _product_backend(backend, self.device)
+        self._requested_backend = backend  # what .to() passes on
         self._scipy = (csr, csr.T.tocsr())  # (M, M^T)
-        self._torch = None  # (M, M^T) as torch CSR tensors, off the CPU only
-        if self.device.type != "cpu":
+        self._torch = None  # (M, M^T) as torch CSR tensors, with the torch backend only
+        if self.backend == "torch":
             self._torch = tuple(_torch_csr(m, self.device) for m in self._scipy)
 
     def __matmul__(self, x):
@@ -84,7 +89,11 @@ class SparseOperator:
         """The same operator on ``device`` (self when it is there already)."""
         if resolve_device(device) == self.device:
             return self
-        return SparseOperator(self._scipy[0], device)
+        return SparseOperator(self._scipy[0], device, self._requested_backend)
+
+    def to_scipy(self):
+        """A copy of ``M`` as a scipy CSR matrix (float32)."""
+        return self._scipy[0].copy()
 
     def to_dense(self):
         return torch.from_numpy(self._scipy[0].toarray()).to(self.device)
@@ -100,6 +109,21 @@ def resolve_device(device=None):
     config holds) becomes ``cuda:0`` (the current GPU), so that it compares equal to
     ``tensor.device``. None is the CPU."""
     return torch.empty(0, device="cpu" if device is None else device).device
+
+
+PRODUCT_BACKENDS = ("scipy", "torch")
+
+
+def _product_backend(backend, device):
+    """The backend a :class:`SparseOperator` on ``device`` uses: ``backend``, or by default
+    scipy on the CPU and torch elsewhere."""
+    if backend is None:
+        return "scipy" if device.type == "cpu" else "torch"
+    if backend not in PRODUCT_BACKENDS:
+        raise ValueError(f"SparseOperator backend must be one of {PRODUCT_BACKENDS}, got {backend!r}")
+    if backend == "scipy" and device.type != "cpu":
+        raise ValueError(f"SparseOperator backend 'scipy' runs on the CPU only, not on {device}")
+    return backend
 
 
 def _torch_csr(csr, device):

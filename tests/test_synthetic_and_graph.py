@@ -53,7 +53,8 @@ def test_bipartite_adjacency_is_lightgcn_normalisation():
     r[[0, 0, 1, 1], [0, 1, 1, 2]] = 1
     a = np.block([[np.zeros((3, 3)), r], [r.T, np.zeros((3, 3))]])
     d = a.sum(1)
-    inv = np.where(d > 0, d ** -0.5, 0)
+    inv = np.zeros_like(d)
+    inv[d > 0] = d[d > 0] ** -0.5  # user 2 has no item: its row stays zero
     np.testing.assert_allclose(adj, inv[:, None] * a * inv[None, :], rtol=1e-6)
     assert np.allclose(adj, adj.T)
 
@@ -87,8 +88,33 @@ def test_sparse_operator_product_and_gradient_match_the_dense_matrix():
     torch.testing.assert_close(x.grad, dense.T @ grad_out)
     assert op.nnz == m.nnz and op.shape == (40, 25)
     torch.testing.assert_close(op.to_dense(), dense)
+    np.testing.assert_array_equal(op.to_scipy().toarray(), m.toarray())
     assert op.to("cpu") is op
     assert sorted(map(tuple, op.indices().T.tolist())) == sorted(zip(*m.nonzero()))
+
+
+def test_sparse_operator_torch_backend_on_the_cpu_matches_scipy():
+    # the GPU's code path (torch CSR products with the stored transpose), run on the CPU
+    m = sp.random(40, 25, density=0.15, format="csr", random_state=1, dtype=np.float32)
+    scipy_op, torch_op = SparseOperator(m), SparseOperator(m, backend="torch")
+    assert (scipy_op.backend, torch_op.backend) == ("scipy", "torch")
+    results = []
+    for op in (scipy_op, torch_op):
+        x = torch.randn(25, 3, generator=torch.Generator().manual_seed(0), requires_grad=True)
+        y = op @ x
+        y.backward(torch.ones(40, 3))
+        results.append((y.detach(), x.grad))
+    torch.testing.assert_close(results[1][0], results[0][0])  # products
+    torch.testing.assert_close(results[1][1], results[0][1])  # gradients
+    assert torch_op.to("cpu") is torch_op
+
+
+def test_sparse_operator_rejects_an_unknown_or_misplaced_backend():
+    m = sp.eye(3, format="csr")
+    with pytest.raises(ValueError, match="backend must be one of .*'cupy'"):
+        SparseOperator(m, backend="cupy")
+    with pytest.raises(ValueError, match="'scipy' runs on the CPU only, not on meta"):
+        SparseOperator(m, "meta", backend="scipy")
 
 
 def test_sparse_operator_rejects_wrong_shape_and_dtype():
