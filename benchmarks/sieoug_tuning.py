@@ -9,14 +9,14 @@ One run per named configuration on the demo Food-Kitchen pair (K_u = 0.5, seed 2
 appends one JSON line (validation NDCG@10 per epoch, best validation, and for the record the
 target test and source validation metrics); finished tags are skipped. Choose on the
 ``best_valid`` column only: the test numbers are there to be reported, not to choose by.
-Both CPU cores: ``--jobs 2`` runs two configurations at a time, one torch thread each.
+Both CPU cores: ``--jobs 2`` runs two configurations at a time, one torch thread each, through
+the benchmark harness (``sieoug_recbole.benchmark``: a worker process per run, full run records
+in ``--records``, finished runs kept).
 """
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 
 # tag -> (model, overrides); the yaml's defaults at the time of the study were the first row's
 STUDY = {
@@ -50,21 +50,34 @@ STUDY = {
     "O_reg1e-2_60ep": ("SIEOUG-O", {"reg_weight": 1e-2, "train_epochs": ["BOTH:60"], "stopping_step": 10}),
     "O_reg1e-1_60ep": ("SIEOUG-O", {"reg_weight": 1e-1, "train_epochs": ["BOTH:60"], "stopping_step": 10}),
 }
-RUN_SETTINGS = {"torch_num_threads": 1, "show_progress": False, "train_epochs": ["BOTH:25"],
-                "stopping_step": 6, "dual_domain_eval": True}
+# every run: at most 25 epochs, early stopping after 6 evaluations without a better validation
+# NDCG@10 (a tag may override both); the harness adds the seed, one torch thread and dual-domain evaluation
+RUN_SETTINGS = {"train_epochs": ["BOTH:25"], "stopping_step": 6}
+SEED = 2022
+TASK = {"label": "food_kitchen_demo", "k_u": 0.5}  # the demo pair (K_u = 0.5)
 
 
-def run_one(tag, config_files):
-    from sieoug_recbole.quick_start import run
+def study_specs(tags, config_files):
+    """One benchmark-harness run spec per tag (:mod:`sieoug_recbole.benchmark`)."""
+    specs = []
+    for tag in tags:
+        model, overrides = STUDY[tag]
+        specs.append({"model": model, "task": TASK["label"], "k_u": TASK["k_u"],
+                      "config_files": list(config_files), "seed": SEED,
+                      "overrides": {**RUN_SETTINGS, **overrides}, "sweep": None})
+    return specs
 
+
+def study_row(tag, record):
+    """The study's line of a finished harness record: best validation NDCG@10 and its
+    per-epoch history (what to choose by), the target test and source validation metrics of
+    the best epoch (for the record)."""
     model, overrides = STUDY[tag]
-    start = time.time()
-    result = run(model=model, config_file_list=config_files,
-                 config_dict={**RUN_SETTINGS, **overrides}, saved=False, verbose=False)
-    return {"tag": tag, "model": model, "ov": overrides, "best_valid": result["best_valid_score"],
-            "test": result["test_result"], "src_valid": result["metrics_by_domain"]["source"]["valid"],
-            "hist": [round(h["ndcg@10"], 4) for h in result["valid_history"]],
-            "secs": round(time.time() - start)}
+    metrics = record["metrics"]
+    return {"tag": tag, "model": model, "ov": overrides, "best_valid": record["best_valid_score"],
+            "test": metrics["target"]["test"], "src_valid": metrics["source"]["valid"],
+            "hist": [round(h["ndcg@10"], 4) for h in record["valid_history"]],
+            "secs": round(record["wall_time_s"])}
 
 
 def plot(results, png):
@@ -92,18 +105,15 @@ def plot(results, png):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="benchmarks/results/sieoug_tuning.jsonl")
+    parser.add_argument("--records", default="results/sieoug_tuning_records.jsonl",
+                        help="the benchmark harness's results file (full run records; finished runs are kept)")
     parser.add_argument("--config_files", nargs="+", default=["properties/food_kitchen_demo.yaml"])
     parser.add_argument("--tags", default=",".join(STUDY), help="comma-separated tags to run")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--plot", help="write the validation curves of --out to this PNG and stop")
-    parser.add_argument("--one", help=argparse.SUPPRESS)  # worker mode: run one tag, print JSON
     args = parser.parse_args(argv)
     if args.plot:
         plot(args.out, args.plot)
-        return
-    if args.one:
-        sys.argv = sys.argv[:1]  # RecBole parses the command line: keep it empty
-        print(json.dumps(run_one(args.one, args.config_files)), flush=True)
         return
     done = set()
     if os.path.exists(args.out):
@@ -112,23 +122,23 @@ def main(argv=None):
     unknown = [t for t in todo if t not in STUDY]
     if unknown:
         parser.error(f"unknown tags {unknown}; known: {list(STUDY)}")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    running = []
-    while todo or running:
-        while todo and len(running) < args.jobs:
-            tag = todo.pop(0)
-            command = [sys.executable, __file__, "--one", tag, "--config_files", *args.config_files]
-            running.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                            text=True, env=env))
-        proc = running.pop(0)
-        line = proc.communicate()[0].strip().splitlines()[-1:]
-        if proc.returncode == 0 and line:
-            with open(args.out, "a") as f:
-                f.write(line[0] + "\n")
-            row = json.loads(line[0])
-            print(f"{row['tag']:34s} best valid NDCG@10 {row['best_valid']:.4f} ({row['secs']} s)", flush=True)
-        else:
-            print(f"a run failed (exit {proc.returncode})", file=sys.stderr)
+    from sieoug_recbole.benchmark.grid import run_key
+    from sieoug_recbole.benchmark.records import load_records
+    from sieoug_recbole.benchmark.runner import run_grid
+
+    specs = study_specs(todo, args.config_files)
+    os.makedirs(os.path.dirname(args.records) or ".", exist_ok=True)
+    run_grid(specs, args.records, jobs=args.jobs, threads=1)
+    finished = {run_key(r): r for r in load_records(args.records) if r.get("status") == "ok"}
+    for tag, spec in zip(todo, specs):
+        record = finished.get(run_key(spec))
+        if record is None:
+            print(f"{tag}: no finished run (see {args.records})", file=sys.stderr)
+            continue
+        row = study_row(tag, record)
+        with open(args.out, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"{tag:34s} best valid NDCG@10 {row['best_valid']:.4f} ({row['secs']} s)", flush=True)
 
 
 if __name__ == "__main__":
