@@ -157,11 +157,14 @@ def propagate(operator, embeddings, n_layers, reduce="mean"):
     """
     apply = operator if callable(operator) else (lambda x: operator @ x)
     if reduce == "mean":  # a running sum: no (n_layers + 1) x N x D stack to build and read
-        layer = total = embeddings
-        for _ in range(n_layers):
+        if n_layers == 0:
+            return embeddings / 1
+        layer = apply(embeddings)
+        total = embeddings + layer
+        for _ in range(n_layers - 1):
             layer = apply(layer)
-            total = total + layer
-        return total / (n_layers + 1)
+            total.add_(layer)  # in place (a sum's backward keeps no tensor): one N x D buffer
+        return total.div_(n_layers + 1)
     layers = [embeddings]
     for _ in range(n_layers):
         layers.append(apply(layers[-1]))

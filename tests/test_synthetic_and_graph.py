@@ -76,6 +76,25 @@ def test_propagate_mean_and_layers():
         propagate(SparseOperator(m), x, 1, reduce="sum")
 
 
+@pytest.mark.parametrize("n_layers", [0, 1, 3])
+def test_propagate_mean_matches_the_stacked_mean_and_leaves_its_input_alone(n_layers):
+    m = sp.random(30, 30, density=0.2, format="csr", random_state=2, dtype=np.float32)
+    dense = torch.tensor(m.toarray())
+    x = torch.randn(30, 4, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    before = x.detach().clone()
+    out = propagate(SparseOperator(m), x, n_layers)  # the running sum, accumulated in place
+    out.backward(torch.ones(30, 4))
+    x_ref = before.clone().requires_grad_()
+    layers = [x_ref]
+    for _ in range(n_layers):
+        layers.append(dense @ layers[-1])
+    reference = torch.stack(layers).mean(dim=0)
+    reference.backward(torch.ones(30, 4))
+    torch.testing.assert_close(out.detach(), reference.detach())
+    torch.testing.assert_close(x.grad, x_ref.grad)
+    assert torch.equal(x.detach(), before) and out.data_ptr() != x.data_ptr()
+
+
 def test_sparse_operator_product_and_gradient_match_the_dense_matrix():
     m = sp.random(40, 25, density=0.15, format="csr", random_state=0, dtype=np.float32)
     m = m + sp.csr_matrix(([2.0], ([3], [4])), shape=(40, 25))  # an entry written twice sums
