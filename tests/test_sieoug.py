@@ -75,6 +75,19 @@ def test_module_switches_drop_views(sieoug_config):
     torch.testing.assert_close(items, model.item_views("target")[1])  # (the yaml's dot score)
 
 
+def test_zero_layers_leave_every_view_at_its_id_embeddings(sieoug_config):
+    sieoug_config.update(n_layers=0)
+    model, batch, _, _ = build_on_synthetic("SIEOUG", sieoug_config)
+    users, items, views = model.item_views("target")
+    own_0 = model.item_embedding["target"].weight[model.view_items["target"]]
+    torch.testing.assert_close(users, model.user_embedding["target"].weight)
+    torch.testing.assert_close(items, model.item_embedding["target"].weight)
+    assert len(views) == 2
+    for view in views:  # the item-graph and hypergraph views: layer 0 only
+        torch.testing.assert_close(view, own_0)
+    assert torch.isfinite(sum(model.calculate_loss(batch)))
+
+
 def _reference_loss(user, item_all, pos, neg, scheme, temperature):
     """Eq 16 written out row by row: -log S(u, pos) / (S(u, pos) + sum of S(u, negatives))."""
     losses = []
@@ -212,10 +225,22 @@ def test_variants_differ_as_specified(sieoug_config):
     assert (plan > 1e-6).sum() > guide.sum()  # GOUM also matches non-overlapped users
 
 
+def test_a_batch_without_a_guided_pair_keeps_the_number_of_loss_terms(sieoug_config):
+    # the trainer sums each loss term over the epoch by its position: a step must not drop one
+    model, batch, _, _ = build_on_synthetic("SIEOUG-M", sieoug_config)
+    terms = model.calculate_loss(batch)
+    assert len(terms) == 3 and float(terms[2]) > 0
+    model.overlapped_num_users = 1  # as if the batch had no overlapped user (1 counts the padding)
+    terms = model.calculate_loss(batch)
+    assert len(terms) == 3 and float(terms[2]) == 0.0
+    sum(terms).backward()  # the zero term does not break the step
+
+
 def test_epoch_statistics_are_logged(sieoug_config):
     sieoug_config["train_epochs"] = ["BOTH:1"]
     result = sieoug_recbole.run("SIEOUG", [SYNTHETIC_YAML], sieoug_config, verbose=False)
     stats = result["epoch_stats"][0]
+    assert (stats["phase"], stats["epoch"]) == ("BOTH", 0)
     for key in ("loss_source", "loss_target", "loss_guide", "guided_pairs", "goum_iterations",
                 "goum_marginal_error"):
         assert key in stats

@@ -19,7 +19,11 @@ from recbole_cdr.model.crossdomain_recommender import CrossDomainRecommender
 from sieoug_recbole.checks import integer_in_range, number_in_range
 
 DOMAINS = ("source", "target")
+# RecBole-CDR's phases and the domains our models train in each: its trainer sets OVERLAP after
+# the last phase (a model may train a mapping between overlapped users' embeddings in it, when
+# train_epochs names it: no model here has one, so train_epochs may not)
 PHASE_DOMAINS = {"BOTH": DOMAINS, "SOURCE": ("source",), "TARGET": ("target",), "OVERLAP": ()}
+TRAINING_PHASES = ("BOTH", "SOURCE", "TARGET")
 
 
 # keys that several models read, checked once for all of them (a model checks its own keys)
@@ -31,11 +35,23 @@ COMMON_KEY_CHECKS = {
 
 
 def check_common_keys(config):
-    """A clear error for a bad value of a key in :data:`COMMON_KEY_CHECKS` (where it is set)."""
+    """A clear error for a bad value of a key in :data:`COMMON_KEY_CHECKS` (where it is set),
+    for a ``train_epochs`` phase our models do not train in, and for dynamic negative sampling."""
     for key, check in COMMON_KEY_CHECKS.items():
         value = config.final_config_dict.get(key)
         if value is not None:
             check(value, f"config key '{key}'")
+    for entry in config.final_config_dict.get("train_epochs") or []:  # (the framework rejects unknown phases)
+        if str(entry).split(":")[0] == "OVERLAP":
+            raise ValueError(f"config key 'train_epochs' ({entry!r}): the OVERLAP phase trains a mapping between "
+                             "overlapped users' embeddings, which no model of this package has; use "
+                             f"{list(TRAINING_PHASES)}")
+    dynamic = (config.final_config_dict.get("train_neg_sample_args") or {}).get("dynamic", "none")
+    if dynamic not in ("none", None):
+        raise ValueError(
+            f"config key 'neg_sampling': dynamic negative sampling (dynamic: {dynamic}) is not "
+            "supported: RecBole-CDR's sampler scores source-domain candidates by their joint item "
+            "ids, while a model scores source items by the source evaluation's numbering")
 
 
 class CrossDomainModel(CrossDomainRecommender):
@@ -66,9 +82,15 @@ class CrossDomainModel(CrossDomainRecommender):
         self._eval_cache.clear()  # parameters are about to change
         return super().train(mode)
 
+    def load_state_dict(self, state_dict, *args, **kwargs):
+        self._eval_cache.clear()  # the cached vectors were made from the old weights
+        return super().load_state_dict(state_dict, *args, **kwargs)
+
     def calculate_loss(self, interaction):
         self._eval_cache.clear()
         domains = PHASE_DOMAINS[self.phase]
+        if not domains:
+            raise RuntimeError(f"nothing to train in the {self.phase} phase (train_epochs names {list(TRAINING_PHASES)})")
         representations = {d: self.training_representations(d) for d in domains}
         parts = []
         for domain in domains:

@@ -146,6 +146,8 @@ class SIEOUG(CrossDomainModel):
         left, right = self.hyper_left[domain], self.hyper_right[domain]
         core = self.hyper_core[domain]
         weights = self.hyper_weight[domain]
+        if len(weights) == 0:  # n_layers = 0: the mean of layer 0 alone
+            return items_0
         y = (right @ items_0) @ weights[0]
         y_sum = y
         for weight in weights[1:]:
@@ -206,8 +208,8 @@ class SIEOUG(CrossDomainModel):
         user_tgt = representations["target"].users(tgt_ids)
         guide = guide_mask(src_ids, tgt_ids, self.overlapped_num_users)
         plan = self.matching_plan(user_src, user_tgt, guide)
-        if plan is None:
-            return ()
+        if plan is None:  # a zero term: every step has as many loss terms (the trainer sums them per position)
+            return user_src.new_zeros(()),
         loss = guided_contrastive_loss(user_src, user_tgt, plan, self.guide_temperature,
                                        self.guide_similarity)
         self._stats["loss_guide"] += float(loss.detach())
