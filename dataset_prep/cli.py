@@ -307,11 +307,20 @@ def _run_convert(args, argv):
             DomainInput(args.target, args.target_inter, args.target_items), cfg)
 
 
+def _same_settings(settings, preset_settings):
+    """Whether ``settings`` build what the preset builds (unset keys at their defaults)."""
+    from dataset_prep import food_kitchen as fk
+
+    defaults = {"subset_users": None, "subset_single_users": None, "target": "food",
+                "minilm": False, "seed": fk.DEFAULT_SEED}
+    return {**defaults, **settings} == {**defaults, **preset_settings}
+
+
 def _run_food_kitchen(args):
     from dataset_prep import food_kitchen as fk
 
     settings = fk.preset(args.preset) if args.preset else {}
-    name = args.name or args.preset
+    preset_settings = dict(settings)
     for key in ("overlap_ratio", "kcore", "subset_users", "subset_single_users", "target",
                 "minilm", "common_users_only", "seed"):
         value = getattr(args, key)
@@ -320,6 +329,9 @@ def _run_food_kitchen(args):
     settings.setdefault("overlap_ratio", 0.5)
     settings.setdefault("kcore", fk.DEFAULT_KCORE)
     settings.setdefault("common_users_only", fk.DEFAULT_COMMON_USERS_ONLY)
+    name = args.name
+    if name is None and args.preset and _same_settings(settings, preset_settings):
+        name = args.preset  # a preset with other settings gets the name of those (build's default)
     fk.build(out_dir=args.out, name=name, properties_path=_props(args.properties),
              cache_dir=_cache(args.cache_dir), progress=not args.quiet, **settings)
 

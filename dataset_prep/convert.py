@@ -18,6 +18,7 @@ see :data:`dataset_prep.filtering.DROP_REASONS`): empty tokens; rating threshold
 domains); ``--common-users-only`` and the iterative k-core, repeated until stable; then the
 overlap ratio K_u de-links a seeded share of the common users.
 """
+import contextlib
 import json
 import os
 import re
@@ -270,8 +271,19 @@ def _format_number(values):
     return out
 
 
+# strings pandas reads as missing by default (RecBole reads atomic files with pandas' defaults,
+# so a token among them would become the padding token)
+PANDAS_NA_STRINGS = frozenset(["#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+                               "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"])
+
+
 def write_inter(path, frame):
     """Write a ``.inter`` file: token user/item columns, float rating/timestamp if present."""
+    for column in ("user", "item"):
+        bad = sorted(set(frame[column].unique()) & PANDAS_NA_STRINGS)
+        if bad:
+            raise PrepError(f"{column} token(s) {bad} would be read as missing by RecBole (pandas' "
+                            f"default NA strings) and merged into the padding id; rename them in the input")
     columns = {"user_id:token": frame["user"].to_numpy(), "item_id:token": frame["item"].to_numpy()}
     if "rating" in frame.columns:
         columns["rating:float"] = _format_number(frame["rating"].to_numpy())
@@ -346,10 +358,12 @@ def convert(source, target, cfg):
         raise PrepError(f"pair name {cfg.name!r} must be letters, digits, _ or -")
     filtering.check_overlap_ratio(cfg.overlap_ratio)
     cfg.overlap_ratio = float(cfg.overlap_ratio)
-    for opt in ("kcore", "source_kcore", "target_kcore", "subset_users", "subset_single_users"):
+    for opt in ("kcore", "source_kcore", "target_kcore", "subset_users", "subset_single_users", "seed"):
         value = getattr(cfg, opt)
-        if value is not None and int(value) < 0:
-            raise PrepError(f"--{opt.replace('_', '-')} must be >= 0, got {value}")
+        if value is None and opt != "seed":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise PrepError(f"--{opt.replace('_', '-')} must be an integer >= 0, got {value!r}")
     specs = [s if hasattr(s, "encoder") else parse_modality(s) for s in cfg.modalities]
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
@@ -394,6 +408,10 @@ def convert(source, target, cfg):
             if info["input_rows"] != info["interactions"] + info["dropped_total"]:
                 raise AssertionError(f"row accounting is off for {role}: {info}")
         os.makedirs(cfg.out_dir, exist_ok=True)
+        # the summary marks a pair as built (is_built): it goes first and comes back last, so a
+        # failure from here on leaves no summary over new or half-swapped data
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(summary_path(cfg.out_dir, cfg.name))
         for role, dataset in datasets.items():
             final = os.path.join(cfg.out_dir, dataset)
             shutil.rmtree(final, ignore_errors=True)
@@ -408,7 +426,11 @@ def convert(source, target, cfg):
     if props:
         from dataset_prep.properties import write_properties
 
-        write_properties(props, summary, cfg, datasets)
+        try:
+            write_properties(props, summary, cfg, datasets)
+        except OSError as exc:
+            raise PrepError(f"cannot write the properties yaml {props} ({type(exc).__name__}: {exc}); "
+                            "the data is written, the pair is not marked built") from None
         summary["properties"] = props
     path = summary_path(cfg.out_dir, cfg.name)
     tmp = f"{path}.{os.getpid()}.tmp"

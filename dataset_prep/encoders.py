@@ -86,6 +86,9 @@ def parse_modality(text):
             key, value = item.split("=", 1)
             options[key.strip()] = value.strip()
     spec = ModalitySpec(name, encoder, columns, options, text)
+    if ENCODERS[encoder].kind == "image" and len(columns) > 1:
+        raise PrepError(f"--modality {text!r}: encoder {encoder} reads one image column, got "
+                        f"{len(columns)} ({'+'.join(columns)}); give each its own modality")
     make_encoder(spec)  # validates the options now, not after the data is filtered
     return spec
 
@@ -309,7 +312,31 @@ class BatchedEncoder(Encoder):
         raise NotImplementedError
 
     def _encode_batch(self, batch):
+        """(len(batch), d) features of a batch of non-empty inputs."""
         raise NotImplementedError
+
+    def _width(self):
+        """The feature width, for a batch without any input (a text model: encode "x")."""
+        return np.asarray(self._encode_batch(["x"])).shape[1]
+
+    def _encode_rows(self, batch):
+        """``_encode_batch`` on the batch's non-empty inputs; an empty one (an item without
+        text or image) is a zero row, as TF-IDF gives it: a model's vector of "" would make
+        every such item every other one's nearest neighbour."""
+        rows = [i for i, x in enumerate(batch) if x]
+        if len(rows) == len(batch):
+            return np.asarray(self._encode_batch(list(batch)), dtype=np.float32)
+        if rows:
+            feats = np.asarray(self._encode_batch([batch[i] for i in rows]), dtype=np.float32)
+            if feats.ndim != 2 or feats.shape[0] != len(rows):
+                raise PrepError(f"encoder {self.name} returned shape {feats.shape} for a batch of {len(rows)}")
+            width = feats.shape[1]
+        else:
+            feats, width = None, self._width()
+        out = np.zeros((len(batch), width), dtype=np.float32)
+        if rows:
+            out[rows] = feats
+        return out
 
     def _compute(self, inputs, key, cache, progress, desc):
         batch = self.options["batch_size"]
@@ -330,7 +357,7 @@ class BatchedEncoder(Encoder):
                 parts = []
                 for lo in range(start, stop, batch):
                     hi = min(stop, lo + batch)
-                    out = np.asarray(self._encode_batch(inputs[lo:hi]), dtype=np.float32)
+                    out = self._encode_rows(inputs[lo:hi])
                     if out.ndim != 2 or out.shape[0] != hi - lo:
                         raise PrepError(f"encoder {self.name} returned shape {out.shape} for a "
                                         f"batch of {hi - lo}")
@@ -434,25 +461,21 @@ class ClipImageEncoder(ClipEncoder):
         import torch
         from PIL import Image
 
-        rows = [i for i, p in enumerate(paths) if p]
-        out = None
-        if rows:
-            images = []
-            for i in rows:
-                try:
-                    with Image.open(paths[i]) as img:
-                        images.append(self.preprocess(img.convert("RGB")))
-                except Exception as exc:  # noqa: BLE001 - PIL raises many types
-                    raise PrepError(f"modality '{self.spec.name}': cannot read image {paths[i]} "
-                                    f"({type(exc).__name__}: {exc}); delete or replace the file") from None
-            feats = self._features(self.model.encode_image, torch.stack(images))
-            out = np.zeros((len(paths), feats.shape[1]), dtype=np.float32)
-            out[rows] = feats
-        else:  # a batch without any image: zero rows of the model's width
-            probe = self.preprocess(Image.new("RGB", (8, 8)))
-            width = self._features(self.model.encode_image, probe[None]).shape[1]
-            out = np.zeros((len(paths), width), dtype=np.float32)
-        return out
+        images = []
+        for path in paths:
+            try:
+                with Image.open(path) as img:
+                    images.append(self.preprocess(img.convert("RGB")))
+            except Exception as exc:  # noqa: BLE001 - PIL raises many types
+                raise PrepError(f"modality '{self.spec.name}': cannot read image {path} "
+                                f"({type(exc).__name__}: {exc}); delete or replace the file") from None
+        return self._features(self.model.encode_image, torch.stack(images))
+
+    def _width(self):
+        from PIL import Image
+
+        probe = self.preprocess(Image.new("RGB", (8, 8)))
+        return self._features(self.model.encode_image, probe[None]).shape[1]
 
 
 class ClipTextEncoder(ClipEncoder):

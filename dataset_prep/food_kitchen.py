@@ -182,7 +182,8 @@ def build(out_dir="dataset", name=None, overlap_ratio=0.5, kcore=DEFAULT_KCORE,
 
     overlap_ratio = check_overlap_ratio(overlap_ratio)
     if name is None:
-        name = default_name(overlap_ratio, kcore, subset_users, target, minilm, common_users_only)
+        name = default_name(overlap_ratio, kcore, subset_users, target, minilm, common_users_only,
+                            subset_single_users, seed)
     source = "kitchen" if target == "food" else "food"
     recipe = _recipe(overlap_ratio, kcore, subset_users, subset_single_users, seed, target,
                      minilm, data_dir, common_users_only)
@@ -206,13 +207,17 @@ def build(out_dir="dataset", name=None, overlap_ratio=0.5, kcore=DEFAULT_KCORE,
 
 
 def default_name(overlap_ratio, kcore=DEFAULT_KCORE, subset_users=None, target="food",
-                 minilm=False, common_users_only=DEFAULT_COMMON_USERS_ONLY):
+                 minilm=False, common_users_only=DEFAULT_COMMON_USERS_ONLY,
+                 subset_single_users=None, seed=DEFAULT_SEED):
     """``food_kitchen_kuNN`` with the default settings; each other setting adds a tag
-    (``sub<N>``, ``<K>core``, ``allusers``, ``to_kitchen``, ``minilm``) before ``kuNN``, so
-    pairs built with different settings never share a name by default."""
+    (``sub<N>``, ``single<M>``, ``<K>core``, ``allusers``, ``to_kitchen``, ``minilm``,
+    ``seed<S>``) before ``kuNN`` (``ku12p5`` for 12.5%), so pairs built with different settings
+    never share a name by default."""
     tags = ["food_kitchen"]
     if subset_users is not None:
         tags.append(f"sub{subset_users}")
+        if subset_single_users is not None:
+            tags.append(f"single{subset_single_users}")
     if kcore != DEFAULT_KCORE:
         tags.append(f"{kcore}core")
     if not common_users_only:
@@ -221,7 +226,10 @@ def default_name(overlap_ratio, kcore=DEFAULT_KCORE, subset_users=None, target="
         tags.append(f"to_{target}")
     if minilm:
         tags.append("minilm")
-    return "_".join(tags + [f"ku{round(100 * overlap_ratio):d}"])
+    if seed != DEFAULT_SEED:
+        tags.append(f"seed{seed}")
+    percent = f"{100 * overlap_ratio:.6g}".replace(".", "p")  # 0.125 -> 12p5, 0.5 -> 50
+    return "_".join(tags + [f"ku{percent}"])
 
 
 def is_built(name, out_dir="dataset", recipe=None):

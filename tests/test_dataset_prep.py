@@ -375,6 +375,37 @@ def test_missing_items_strict_is_an_error(tmp_path):
     assert "src.items.tsv" in str(err.value)
 
 
+@pytest.mark.parametrize("option, value", [("seed", -1), ("seed", None), ("subset_users", "x"),
+                                           ("kcore", 2.5), ("subset_single_users", -3)])
+def test_python_api_checks_its_integers(option, value, tmp_path):
+    source, target = make_pair(tmp_path, COMMON_SRC, COMMON_TGT, header=("user", "item"))
+    name = "--" + option.replace("_", "-")
+    with pytest.raises(PrepError, match=f"{name} must be an integer >= 0, got {value!r}"):
+        run(tmp_path, source, target, **{option: value})
+
+
+def test_a_token_recbole_would_read_as_missing_is_a_clear_error(tmp_path):
+    rows = [(u if u != "u1" else "NA", i) for u, i in COMMON_SRC]
+    source, target = make_pair(tmp_path, rows, COMMON_TGT, header=("user", "item"))
+    with pytest.raises(PrepError, match=r"user token\(s\) \['NA'\] would be read as missing by RecBole"):
+        run(tmp_path, source, target)
+
+
+def test_a_failed_rebuild_leaves_the_pair_marked_unbuilt(tmp_path):
+    from dataset_prep.food_kitchen import is_built
+
+    source, target = make_pair(tmp_path, COMMON_SRC, COMMON_TGT, header=("user", "item"))
+    run(tmp_path, source, target, overlap_ratio=1.0, recipe={"ku": 1.0})
+    assert is_built("p", str(tmp_path / "out"), {"ku": 1.0})
+    (tmp_path / "blocker").write_text("x")  # a properties path under a file cannot be written
+    with pytest.raises(PrepError, match=r"cannot write the properties yaml .*blocker.*not marked built"):
+        run(tmp_path, source, target, overlap_ratio=0.0, recipe={"ku": 0.0},
+            properties_path=str(tmp_path / "blocker" / "p.yaml"))
+    # the new data is on disk; no summary claims it is the old (or any) build: it gets rebuilt
+    assert not os.path.exists(tmp_path / "out" / "p.summary.json")
+    assert not is_built("p", str(tmp_path / "out"), {"ku": 1.0})
+
+
 def test_empty_token_strict_is_an_error(tmp_path):
     source, target = make_pair(tmp_path, SRC_ROWS[7:10], TGT_ROWS)
     with pytest.raises(PrepError, match=r"line 3: empty user or item token"):
@@ -411,6 +442,8 @@ def test_missing_file_and_bad_modality_specs(tmp_path):
         parse_modality("t=tfidf-word:title:dims=3")
     with pytest.raises(PrepError, match="must be an integer"):
         parse_modality("t=tfidf-word:title:dim=big")
+    with pytest.raises(PrepError, match="clip-image reads one image column, got 2 \\(front\\+back\\)"):
+        parse_modality("v=clip-image:front+back")
 
 
 # --------------------------------------------------------------------------- encoders
@@ -451,6 +484,23 @@ def test_minilm_batches_cache_and_resume(tmp_path, monkeypatch):
     calls.clear()
     again, info = make_encoder(parse_modality("m=minilm:title:batch_size=2")).encode(texts, cache, progress=False)
     assert info["cache"] == "hit" and calls == [] and np.array_equal(again, resumed)
+
+
+def test_text_models_give_an_item_without_text_a_zero_row(tmp_path, monkeypatch):
+    # as TF-IDF does: a model's vector of "" would make all such items each other's neighbours
+    calls = []
+    monkeypatch.setitem(sys.modules, encoders.MINILM_MODULE, fake_minilm_module(calls))
+    texts = ["pan", "", "pot lid", "", "", ""]  # the last batch (size 2) has no text at all
+    features, _ = make_encoder(parse_modality("m=minilm:title:batch_size=2")).encode(
+        texts, FeatureCache(None), progress=False)
+    assert features.shape == (6, 6)
+    assert [bool(np.any(row)) for row in features] == [True, False, True, False, False, False]
+    assert "" not in [t for call in calls for t in call]  # the model never sees an empty text
+    record = []
+    monkeypatch.setattr(encoders, "load_open_clip", tiny_clip_loader(record))
+    features, _ = make_encoder(parse_modality("c=clip-text:title:pretrained=none")).encode(
+        ["", "tea"], FeatureCache(None), progress=False)
+    assert features.shape == (2, 8) and not features[0].any() and np.isclose(np.linalg.norm(features[1]), 1)
 
 
 def test_minilm_missing_package_says_how_to_install(tmp_path, monkeypatch):

@@ -124,10 +124,35 @@ def test_presets_and_names():
     assert fk.default_name(0.5, kcore=5, common_users_only=False) == "food_kitchen_5core_allusers_ku50"
     assert fk.default_name(0.1, subset_users=100, target="kitchen", minilm=True) == \
         "food_kitchen_sub100_to_kitchen_minilm_ku10"
+    # every setting that changes the data changes the name: seed, single users, K_u's digits
+    assert fk.default_name(0.5, seed=1) == "food_kitchen_seed1_ku50"
+    assert fk.default_name(0.5, subset_users=3000, subset_single_users=10) == "food_kitchen_sub3000_single10_ku50"
+    assert fk.default_name(0.125) == "food_kitchen_ku12p5" != fk.default_name(0.12) == "food_kitchen_ku12"
     with pytest.raises(PrepError, match="unknown Food-Kitchen pair 'food_kitchen_x'"):
         fk.preset("food_kitchen_x")
     with pytest.raises(PrepError, match="unknown setting"):
         fk.ensure_dataset("food_kitchen_ku50", out_dir="unused", kcores=3)
+
+
+@pytest.mark.parametrize("argv, name", [
+    (["--preset", "food_kitchen_ku50"], "food_kitchen_ku50"),
+    (["--preset", "food_kitchen_ku50", "--overlap-ratio", "0.5", "--seed", "0"], "food_kitchen_ku50"),
+    (["--preset", "food_kitchen_ku50", "--overlap-ratio", "0.9"], "food_kitchen_ku90"),
+    (["--preset", "food_kitchen_ku50", "--seed", "1"], "food_kitchen_seed1_ku50"),
+    (["--preset", "food_kitchen_demo"], "food_kitchen_demo"),
+    (["--preset", "food_kitchen_demo", "--subset-single-users", "10"],
+     "food_kitchen_sub3000_single10_allusers_ku50"),
+    (["--preset", "food_kitchen_ku50", "--seed", "1", "--name", "mine"], "mine"),
+    (["--seed", "1"], "food_kitchen_seed1_ku50"),
+])
+def test_cli_names_a_pair_by_what_it_builds(argv, name, monkeypatch):
+    # a preset's name only for the preset's own settings: otherwise another build's files
+    # (and its committed properties yaml) would be overwritten
+    built = {}
+    monkeypatch.setattr(fk, "convert", lambda source, target, cfg: built.setdefault("name", cfg.name))
+    assert main(["food-kitchen", "--out", "unused", "--quiet", "--properties", "none",
+                 "--cache-dir", "none"] + argv) == 0
+    assert built["name"] == name
 
 
 @pytest.mark.parametrize("name", sorted(fk.PRESETS) + ["food_kitchen_demo_ku10", "food_kitchen_demo_ku90"])
