@@ -309,11 +309,9 @@ def _run_convert(args, argv):
 
 def _same_settings(settings, preset_settings):
     """Whether ``settings`` build what the preset builds (unset keys at their defaults)."""
-    from dataset_prep import food_kitchen as fk
+    from dataset_prep.food_kitchen import SETTING_DEFAULTS
 
-    defaults = {"subset_users": None, "subset_single_users": None, "target": "food",
-                "minilm": False, "seed": fk.DEFAULT_SEED}
-    return {**defaults, **settings} == {**defaults, **preset_settings}
+    return {**SETTING_DEFAULTS, **settings} == {**SETTING_DEFAULTS, **preset_settings}
 
 
 def _run_food_kitchen(args):

@@ -324,18 +324,15 @@ class BatchedEncoder(Encoder):
         text or image) is a zero row, as TF-IDF gives it: a model's vector of "" would make
         every such item every other one's nearest neighbour."""
         rows = [i for i, x in enumerate(batch) if x]
-        if len(rows) == len(batch):
+        if len(rows) == len(batch):  # (the caller checks the shape)
             return np.asarray(self._encode_batch(list(batch)), dtype=np.float32)
-        if rows:
-            feats = np.asarray(self._encode_batch([batch[i] for i in rows]), dtype=np.float32)
-            if feats.ndim != 2 or feats.shape[0] != len(rows):
-                raise PrepError(f"encoder {self.name} returned shape {feats.shape} for a batch of {len(rows)}")
-            width = feats.shape[1]
-        else:
-            feats, width = None, self._width()
-        out = np.zeros((len(batch), width), dtype=np.float32)
-        if rows:
-            out[rows] = feats
+        if not rows:
+            return np.zeros((len(batch), self._width()), dtype=np.float32)
+        feats = np.asarray(self._encode_batch([batch[i] for i in rows]), dtype=np.float32)
+        if feats.ndim != 2 or feats.shape[0] != len(rows):
+            raise PrepError(f"encoder {self.name} returned shape {feats.shape} for a batch of {len(rows)}")
+        out = np.zeros((len(batch), feats.shape[1]), dtype=np.float32)
+        out[rows] = feats
         return out
 
     def _compute(self, inputs, key, cache, progress, desc):

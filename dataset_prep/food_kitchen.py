@@ -47,6 +47,10 @@ def _ku_preset(overlap_ratio):
             "common_users_only": DEFAULT_COMMON_USERS_ONLY}
 
 
+#: The default of every setting a preset may leave out.
+SETTING_DEFAULTS = {"subset_users": None, "subset_single_users": None, "seed": DEFAULT_SEED,
+                    "target": "food", "minilm": False, "common_users_only": DEFAULT_COMMON_USERS_ONLY}
+
 #: Named pairs: the settings each is built with (everything else default).
 PRESETS = {
     "food_kitchen_demo": {"overlap_ratio": 0.5, "kcore": 3, "subset_users": 3000,
@@ -269,9 +273,7 @@ def ensure_dataset(name, out_dir="dataset", properties_path="", progress=False, 
     unknown = sorted(set(settings) - set(keys))
     if unknown:
         raise PrepError(f"ensure_dataset: unknown setting(s) {unknown}; accepted: {list(keys)}")
-    full = {"subset_users": None, "subset_single_users": None, "seed": DEFAULT_SEED,
-            "target": "food", "minilm": False, "common_users_only": DEFAULT_COMMON_USERS_ONLY,
-            **settings}
+    full = {**SETTING_DEFAULTS, **settings}
     recipe = _recipe(full["overlap_ratio"], full["kcore"], full["subset_users"],
                      full["subset_single_users"], full["seed"], full["target"], full["minilm"],
                      data_dir, full["common_users_only"])
