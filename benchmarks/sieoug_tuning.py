@@ -123,15 +123,15 @@ def main(argv=None):
     if unknown:
         parser.error(f"unknown tags {unknown}; known: {list(STUDY)}")
     from sieoug_recbole.benchmark.grid import run_key
-    from sieoug_recbole.benchmark.records import load_records
+    from sieoug_recbole.benchmark.records import finished, load_records
     from sieoug_recbole.benchmark.runner import run_grid
 
     specs = study_specs(todo, args.config_files)
     os.makedirs(os.path.dirname(args.records) or ".", exist_ok=True)
     run_grid(specs, args.records, jobs=args.jobs, threads=1)
-    finished = {run_key(r): r for r in load_records(args.records) if r.get("status") == "ok"}
+    done_runs = {run_key(r): r for r in finished(load_records(args.records))}
     for tag, spec in zip(todo, specs):
-        record = finished.get(run_key(spec))
+        record = done_runs.get(run_key(spec))
         if record is None:
             print(f"{tag}: no finished run (see {args.records})", file=sys.stderr)
             continue

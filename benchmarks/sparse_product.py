@@ -14,15 +14,13 @@ import statistics
 import tempfile
 import time
 
-import numpy as np
 import torch
 
 
 def _torch_coo(operator):
     """``operator``'s matrix as a coalesced torch COO tensor (no dense N x N on the way)."""
-    coo = operator.to_scipy().tocoo()
-    indices = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
-    return torch.sparse_coo_tensor(indices, torch.from_numpy(coo.data), coo.shape,
+    values = torch.from_numpy(operator.to_scipy().data)  # CSR order: the row-major order of indices()
+    return torch.sparse_coo_tensor(operator.indices(), values, operator.shape,
                                    check_invariants=True).coalesce()
 
 
