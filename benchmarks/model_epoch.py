@@ -6,6 +6,12 @@ Prints, per model, the model construction time (for SIEOUG: the one-off kNN / RI
 graph building, measured with an empty graph cache so nothing is read from disk) and the
 median wall time of a training epoch (BOTH phase, no evaluation; the models take turns
 epoch by epoch), with the ratio to LightGCN.
+
+``--variant LABEL=MODEL:KEY=VALUE,...`` adds a row for a model with its own overrides, e.g.
+the lower bound of SIEOUG's epoch (its LightGCN branch of Eq 11 alone, at D = 128):
+
+    python benchmarks/model_epoch.py --config_files properties/food_kitchen_ku10.yaml --epochs 3 \
+        --variant "SIEOUG, Eq 11 only=SIEOUG:use_item_graph=False,use_hypergraph=False,guide_lambda=0"
 """
 import argparse
 import statistics
@@ -49,6 +55,18 @@ def time_epochs(models, epochs):
     return times
 
 
+def parse_variant(text):
+    """``LABEL=MODEL:KEY=VALUE,...`` -> (label, model, {key: value}); the overrides may be empty."""
+    from sieoug_recbole.benchmark.grid import GridError, parse_assignment
+
+    label, sep, spec = text.partition("=")
+    model, _, assignments = spec.partition(":")
+    if not sep or not label.strip() or not model.strip():
+        raise GridError(f"expected LABEL=MODEL:KEY=VALUE,..., got '{text}'")
+    overrides = dict(parse_assignment(item) for item in assignments.split(",") if item.strip())
+    return label.strip(), model.strip(), overrides
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config_files", default="properties/food_kitchen_demo.yaml")
@@ -62,6 +80,8 @@ def main(argv=None):
     parser.add_argument("--gpu", action="store_true", help="train on the GPU (RecBole's use_gpu)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a config override for every model (VALUE read as yaml), e.g. ot_device=model")
+    parser.add_argument("--variant", action="append", default=[], metavar="LABEL=MODEL:KEY=VALUE,...",
+                        help="one more row: MODEL with these overrides, shown as LABEL")
     args = parser.parse_args(argv)
     import sys
 
@@ -81,9 +101,15 @@ def main(argv=None):
         except GridError as error:
             parser.error(f"--set: {error}")
         overrides[key] = value
-    models = {name: build_model(name, args.config_files.split(),  # an empty graph cache each
-                                dict(overrides, graph_cache_dir=tempfile.mkdtemp(prefix="graphs-")))
-              for name in args.models.split(",")}
+    rows = [(name, name, {}) for name in args.models.split(",")]
+    for item in args.variant:
+        try:
+            rows.append(parse_variant(item))
+        except GridError as error:
+            parser.error(f"--variant: {error}")
+    models = {label: build_model(name, args.config_files.split(),  # an empty graph cache each
+                                 dict(overrides, **own, graph_cache_dir=tempfile.mkdtemp(prefix="graphs-")))
+              for label, name, own in rows}
     times = time_epochs(models, args.epochs)
     median = {name: statistics.median(t) for name, t in times.items()}
     base = median.get("LightGCN")
@@ -97,6 +123,9 @@ def main(argv=None):
     for name, (built, train_data, _) in models.items():
         ratio = f"{median[name] / base:.2f}" if base else "-"
         print(f"| {name} | {built:.1f} | {median[name]:.2f} | {len(train_data)} | {ratio} |")
+    for label, name, own in rows:
+        if own:
+            print(f"# {label}: {name} with " + ", ".join(f"{k}={v}" for k, v in own.items()))
 
 
 if __name__ == "__main__":

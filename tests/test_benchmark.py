@@ -622,3 +622,17 @@ def test_rerun_compare_pairs_one_models_runs_seed_by_seed(tmp_path, monkeypatch)
     assert new_row[3] == f"0.2200 ± {np.std([0.21, 0.22, 0.23], ddof=1):.4f}"
     assert old_row[-2:] == ["60.0", "31, 32, 33 |"] and new_row[-2] == "12.0"
     assert lines[-1] == "- K_u = 10%: largest change of a test metric of one seed 0.0100"
+
+
+def test_model_epoch_variant_rows_parse_label_model_and_overrides(monkeypatch):
+    monkeypatch.syspath_prepend(os.path.join(REPO, "benchmarks"))
+    import model_epoch as E
+
+    label, model, overrides = E.parse_variant(
+        "SIEOUG, Eq 11 only=SIEOUG:use_item_graph=False,guide_lambda=0,ot_eps=1e-2")
+    assert (label, model) == ("SIEOUG, Eq 11 only", "SIEOUG")
+    assert overrides == {"use_item_graph": False, "guide_lambda": 0, "ot_eps": 0.01}
+    assert E.parse_variant("plain=LightGCN") == ("plain", "LightGCN", {})
+    for bad in ("no label or model", "=SIEOUG:guide_lambda=0", "label=:guide_lambda=0", "x=SIEOUG:oops"):
+        with pytest.raises(G.GridError):
+            E.parse_variant(bad)
