@@ -32,6 +32,7 @@ from dataset_prep import filtering
 from dataset_prep._features import feature_path, write_item_features
 from dataset_prep.encoders import FeatureCache, make_encoder, parse_modality
 from dataset_prep.errors import PrepError
+from dataset_prep.locking import pair_lock
 from dataset_prep.tables import line_of, parse_numbers, read_table, require_columns
 
 SUMMARY_VERSION = 1
@@ -347,15 +348,23 @@ def _domain_stats(frame):
 
 
 def convert(source, target, cfg):
-    """Build the pair ``cfg.name`` from two :class:`DomainInput`; returns the summary dict."""
+    """Build the pair ``cfg.name`` from two :class:`DomainInput`; returns the summary dict.
+
+    One build of a pair at a time: a second build of the same name in the same folder (another
+    process) waits for the first (:func:`dataset_prep.locking.pair_lock`)."""
+    if not _DOMAIN_RE.match(cfg.name or ""):
+        raise PrepError(f"pair name {cfg.name!r} must be letters, digits, _ or -")
+    with pair_lock(cfg.out_dir, cfg.name):
+        return _convert(source, target, cfg)
+
+
+def _convert(source, target, cfg):
     doms = {"source": source, "target": target}
     for role, dom in doms.items():
         if not _DOMAIN_RE.match(dom.name or ""):
             raise PrepError(f"{role} domain name {dom.name!r} must be letters, digits, _ or -")
     if source.name == target.name:
         raise PrepError(f"the two domains need different names (both are {source.name!r})")
-    if not _DOMAIN_RE.match(cfg.name or ""):
-        raise PrepError(f"pair name {cfg.name!r} must be letters, digits, _ or -")
     filtering.check_overlap_ratio(cfg.overlap_ratio)
     cfg.overlap_ratio = float(cfg.overlap_ratio)
     for opt in ("kcore", "source_kcore", "target_kcore", "subset_users", "subset_single_users", "seed"):

@@ -30,6 +30,7 @@ import pandas as pd
 
 from dataset_prep.convert import ConvertConfig, DomainInput, convert, summary_path
 from dataset_prep.errors import PrepError
+from dataset_prep.locking import pair_lock
 
 SHIPPED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "food_kitchen")
 DOMAINS = ("food", "kitchen")
@@ -261,6 +262,7 @@ def ensure_dataset(name, out_dir="dataset", properties_path="", progress=False, 
     """Build the named pair in ``out_dir`` unless it is already there; returns its summary path.
 
     Idempotent and cheap when present (reads one small JSON file and checks the files exist).
+    Safe to call from several processes at once: one builds, the others wait and find it built.
     A pair built with other settings or from other shipped data is rebuilt. ``overrides`` may
     change the preset's settings (``seed``, ``target``, ``minilm``, ``cache_dir``, ...).
     ``properties_path``: '' (default) writes no yaml; None writes ``properties/<name>.yaml``.
@@ -277,7 +279,8 @@ def ensure_dataset(name, out_dir="dataset", properties_path="", progress=False, 
     recipe = _recipe(full["overlap_ratio"], full["kcore"], full["subset_users"],
                      full["subset_single_users"], full["seed"], full["target"], full["minilm"],
                      data_dir, full["common_users_only"])
-    if not is_built(name, out_dir, recipe):
-        build(out_dir=out_dir, name=name, properties_path=properties_path, cache_dir=cache_dir,
-              progress=progress, data_dir=data_dir, **full)
+    with pair_lock(out_dir, name):  # a concurrent ensure_dataset waits, then finds it built
+        if not is_built(name, out_dir, recipe):
+            build(out_dir=out_dir, name=name, properties_path=properties_path, cache_dir=cache_dir,
+                  progress=progress, data_dir=data_dir, **full)
     return summary_path(out_dir, name)
