@@ -56,11 +56,12 @@ def time_epochs(models, epochs):
 
 
 def parse_variant(text):
-    """``LABEL=MODEL:KEY=VALUE,...`` -> (label, model, {key: value}); the overrides may be empty."""
+    """``LABEL=MODEL:KEY=VALUE,...`` -> (label, model, {key: value}); the overrides may be empty.
+    The label may hold "=" (the model is what follows its last "=" before the first ":"), not ":"."""
     from sieoug_recbole.benchmark.grid import GridError, parse_assignment
 
-    label, sep, spec = text.partition("=")
-    model, _, assignments = spec.partition(":")
+    head, _, assignments = text.partition(":")
+    label, sep, model = head.rpartition("=")
     if not sep or not label.strip() or not model.strip():
         raise GridError(f"expected LABEL=MODEL:KEY=VALUE,..., got '{text}'")
     overrides = dict(parse_assignment(item) for item in assignments.split(",") if item.strip())
@@ -107,6 +108,11 @@ def main(argv=None):
             rows.append(parse_variant(item))
         except GridError as error:
             parser.error(f"--variant: {error}")
+    from sieoug_recbole.registry import model_names
+
+    unknown = sorted({name for _, name, _ in rows} - set(model_names()))
+    if unknown:
+        parser.error(f"unknown model(s) {unknown}; registered: {', '.join(model_names())}")
     models = {label: build_model(name, args.config_files.split(),  # an empty graph cache each
                                  dict(overrides, **own, graph_cache_dir=tempfile.mkdtemp(prefix="graphs-")))
               for label, name, own in rows}

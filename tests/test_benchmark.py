@@ -633,6 +633,8 @@ def test_model_epoch_variant_rows_parse_label_model_and_overrides(monkeypatch):
     assert (label, model) == ("SIEOUG, Eq 11 only", "SIEOUG")
     assert overrides == {"use_item_graph": False, "guide_lambda": 0, "ot_eps": 0.01}
     assert E.parse_variant("plain=LightGCN") == ("plain", "LightGCN", {})
+    assert E.parse_variant("SIEOUG, D = 64=SIEOUG:embedding_size=64") == (
+        "SIEOUG, D = 64", "SIEOUG", {"embedding_size": 64})
     for bad in ("no label or model", "=SIEOUG:guide_lambda=0", "label=:guide_lambda=0", "x=SIEOUG:oops"):
         with pytest.raises(G.GridError):
             E.parse_variant(bad)
