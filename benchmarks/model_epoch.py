@@ -108,6 +108,9 @@ def main(argv=None):
             rows.append(parse_variant(item))
         except GridError as error:
             parser.error(f"--variant: {error}")
+    labels = [label for label, _, _ in rows]
+    if len(set(labels)) != len(labels):
+        parser.error(f"every row needs its own label, got {labels}")
     from sieoug_recbole.registry import model_names
 
     unknown = sorted({name for _, name, _ in rows} - set(model_names()))

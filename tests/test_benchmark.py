@@ -638,3 +638,21 @@ def test_model_epoch_variant_rows_parse_label_model_and_overrides(monkeypatch):
     for bad in ("no label or model", "=SIEOUG:guide_lambda=0", "label=:guide_lambda=0", "x=SIEOUG:oops"):
         with pytest.raises(G.GridError):
             E.parse_variant(bad)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--variant", "no model"], "--variant: expected LABEL=MODEL"),
+    (["--variant", "x=SIEOUGG:embedding_size=64"], "unknown model(s) ['SIEOUGG']"),
+    (["--models", "LightGCN", "--variant", "LightGCN=LightGCN:embedding_size=8"], "its own label"),
+])
+def test_model_epoch_rejects_bad_rows_before_building_anything(argv, message, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(os.path.join(REPO, "benchmarks"))
+    import model_epoch as E
+    import torch
+
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # keep this process's threads
+    monkeypatch.setattr(sys, "argv", list(sys.argv))  # main() trims it
+    monkeypatch.setattr(E, "build_model", lambda *a: pytest.fail("built a model"))
+    with pytest.raises(SystemExit) as exit_info:
+        E.main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
