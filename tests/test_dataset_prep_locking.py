@@ -61,11 +61,13 @@ def test_the_lock_is_reentrant_in_a_thread_and_per_pair(tmp_path):
 def test_another_process_waits_for_the_lock(tmp_path):
     script = ("import sys, time; sys.path.insert(0, sys.argv[1]); "
               "from dataset_prep.locking import pair_lock\n"
+              "print('ready', flush=True)\n"
               "with pair_lock(sys.argv[2], 'pair'):\n"
               "    print(time.time(), flush=True)\n")
     with pair_lock(str(tmp_path), "pair"):
         child = subprocess.Popen([sys.executable, "-c", script, REPO, str(tmp_path)],
                                  stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "ready"  # about to take the lock
         time.sleep(0.5)
         released = time.time()
     entered = float(child.communicate(timeout=60)[0])
