@@ -8,6 +8,7 @@ A params file has one line per parameter, as in RecBole:
 """
 import argparse
 import functools
+import os
 
 
 def main(argv=None):
@@ -26,6 +27,16 @@ def main(argv=None):
     from recbole.trainer import HyperTuning
 
     import sieoug_recbole
+    from sieoug_recbole.quick_start import input_errors
+    from sieoug_recbole.registry import get_model_class
+
+    try:
+        get_model_class(args.model)
+    except ValueError as error:
+        parser.error(f"--model: {error}")
+    for file in (args.config_files.split() if args.config_files else []) + [args.params_file]:
+        if not os.path.isfile(file):
+            parser.error(f"{file} does not exist")
 
     algo = args.algo
     if algo == "tpe":
@@ -36,7 +47,11 @@ def main(argv=None):
     objective = functools.partial(sieoug_recbole.objective_function, model=args.model)
     tuner = HyperTuning(objective, params_file=args.params_file, fixed_config_file_list=config_files,
                         algo=algo, max_evals=args.max_evals)
-    tuner.run()
+    try:
+        tuner.run()
+    except input_errors() as error:  # missing data or a bad feature file: the message says what and how
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        sys.exit(2)
     tuner.export_result(output_file=args.output_file)
     best = tuner.params2result[tuner.params2str(tuner.best_params)]
     print("best params:", tuner.best_params)

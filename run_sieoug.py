@@ -41,25 +41,21 @@ def main(argv=None):
             parser.error(f"--config_files: {file} does not exist")
 
     import sieoug_recbole
-    from sieoug_recbole.features import FeatureFileError
-    from sieoug_recbole.quick_start import DatasetMissingError
+    from sieoug_recbole.quick_start import input_errors
+    from sieoug_recbole.registry import get_model_class
 
-    try:
-        from dataset_prep.errors import PrepError  # building a shipped pair on first use
-    except ImportError:
-        PrepError = DatasetMissingError
-    input_errors = (DatasetMissingError, FeatureFileError, PrepError)
-
-    if args.model is not None and args.model not in sieoug_recbole.model_names():
-        parser.error(f"--model: '{args.model}' is not a registered model; registered: "
-                     f"{', '.join(sieoug_recbole.model_names())}")
+    if args.model is not None:
+        try:
+            get_model_class(args.model)
+        except ValueError as error:
+            parser.error(f"--model: {error}")
     # RecBole reads --key=value overrides from sys.argv itself: leave only those there.
     sys.argv = [sys.argv[0]] + overrides
     config_dict = {"dual_domain_eval": True} if args.dual_domain else None
     start = time.time()
     try:
         result = sieoug_recbole.run(model=args.model, config_file_list=config_files, config_dict=config_dict)
-    except input_errors as error:  # missing data or a bad feature file: the message says what and how
+    except input_errors() as error:  # missing data or a bad feature file: the message says what and how
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         sys.exit(2)
     result["seconds"] = round(time.time() - start, 1)

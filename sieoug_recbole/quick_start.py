@@ -30,6 +30,20 @@ class DatasetMissingError(FileNotFoundError):
     """A configured domain dataset has no ``.inter`` file."""
 
 
+def input_errors():
+    """The exceptions that mean bad input, not a bug: a missing dataset, a bad feature file, a
+    failed build of a shipped pair. Their messages say what and how to fix it, so the entry
+    points (``run_sieoug.py``, ``run_hyper.py``) print them without a traceback."""
+    from sieoug_recbole.features import FeatureFileError
+
+    errors = [DatasetMissingError, FeatureFileError]
+    try:
+        from dataset_prep.errors import PrepError
+    except ImportError:  # dataset_prep is not installed: no shipped pair is built on first use
+        return tuple(errors)
+    return tuple(errors + [PrepError])
+
+
 def _missing_inter_files(config):
     missing = []
     for domain in ("source_domain", "target_domain"):

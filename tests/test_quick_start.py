@@ -43,11 +43,26 @@ def test_run_sieoug_rejects_malformed_override():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--model=SIEOUGX", f"--config_files={SYNTHETIC_YAML}"], "'SIEOUGX' is not a registered model; registered: "),
+    (["--model=SIEOUGX", f"--config_files={SYNTHETIC_YAML}"], "--model: unknown model 'SIEOUGX'; registered models: "),
     (["--model=LightGCN", "--config_files=no_such.yaml"], "--config_files: no_such.yaml does not exist")])
 def test_run_sieoug_names_a_bad_model_or_file(args, message):
     done = subprocess.run([sys.executable, os.path.join(REPO, "run_sieoug.py"), *args],
                           capture_output=True, text=True)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+HYPER_FILE = os.path.join(REPO, "properties", "hyper", "sieoug.hyper")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model=SIEOUGX", f"--params_file={HYPER_FILE}"], "--model: unknown model 'SIEOUGX'"),
+    (["--model=LightGCN", "--params_file=no_such.hyper"], "no_such.hyper does not exist"),
+    (["--model=LightGCN", f"--config_files={os.path.join(REPO, 'properties', 'clothes_sports.yaml')}",
+      f"--params_file={HYPER_FILE}"], "error: source_domain dataset 'clothes_sports_clothes' not found")])
+def test_run_hyper_names_a_bad_model_file_or_missing_data(args, message, tmp_path):
+    # from an empty folder: the task's data (dataset/ relative to it) is not there
+    done = subprocess.run([sys.executable, os.path.join(REPO, "run_hyper.py"), *args], cwd=tmp_path,
+                          env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
 
 
