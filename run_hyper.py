@@ -50,8 +50,7 @@ def main(argv=None):
     try:
         tuner.run()
     except input_errors() as error:  # missing data or a bad feature file: the message says what and how
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        sys.exit(2)
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     tuner.export_result(output_file=args.output_file)
     best = tuner.params2result[tuner.params2str(tuner.best_params)]
     print("best params:", tuner.best_params)

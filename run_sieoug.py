@@ -56,8 +56,7 @@ def main(argv=None):
     try:
         result = sieoug_recbole.run(model=args.model, config_file_list=config_files, config_dict=config_dict)
     except input_errors() as error:  # missing data or a bad feature file: the message says what and how
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        sys.exit(2)
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     result["seconds"] = round(time.time() - start, 1)
     test = result["test_result"]
     print("target-domain test: " + ", ".join(f"{k} = {v:.4f}" for k, v in test.items()))

@@ -111,11 +111,13 @@ def main(argv=None):
     labels = [label for label, _, _ in rows]
     if len(set(labels)) != len(labels):
         parser.error(f"every row needs its own label, got {labels}")
-    from sieoug_recbole.registry import model_names
+    from sieoug_recbole.registry import get_model_class
 
-    unknown = sorted({name for _, name, _ in rows} - set(model_names()))
-    if unknown:
-        parser.error(f"unknown model(s) {unknown}; registered: {', '.join(model_names())}")
+    for name in dict.fromkeys(name for _, name, _ in rows):
+        try:
+            get_model_class(name)  # the registry's own check, as in run_sieoug.py
+        except ValueError as error:
+            parser.error(str(error))
     models = {label: build_model(name, args.config_files.split(),  # an empty graph cache each
                                  dict(overrides, **own, graph_cache_dir=tempfile.mkdtemp(prefix="graphs-")))
               for label, name, own in rows}

@@ -642,7 +642,7 @@ def test_model_epoch_variant_rows_parse_label_model_and_overrides(monkeypatch):
 
 @pytest.mark.parametrize("argv, message", [
     (["--variant", "no model"], "--variant: expected LABEL=MODEL"),
-    (["--variant", "x=SIEOUGG:embedding_size=64"], "unknown model(s) ['SIEOUGG']"),
+    (["--variant", "x=SIEOUGG:embedding_size=64"], "unknown model 'SIEOUGG'; registered models: "),
     (["--models", "LightGCN", "--variant", "LightGCN=LightGCN:embedding_size=8"], "its own label"),
 ])
 def test_model_epoch_rejects_bad_rows_before_building_anything(argv, message, monkeypatch, capsys):
