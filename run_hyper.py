@@ -27,7 +27,7 @@ def main(argv=None):
     from recbole.trainer import HyperTuning
 
     import sieoug_recbole
-    from sieoug_recbole.quick_start import input_errors
+    from sieoug_recbole.quick_start import input_errors, read_yaml_file
     from sieoug_recbole.registry import get_model_class
 
     try:
@@ -37,6 +37,10 @@ def main(argv=None):
     for file in (args.config_files.split() if args.config_files else []) + [args.params_file]:
         if not os.path.isfile(file):
             parser.error(f"{file} does not exist")
+    try:  # a yaml file that does not parse: one error line, before any trial
+        [read_yaml_file(file) for file in (args.config_files.split() if args.config_files else [])]
+    except input_errors() as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
 
     algo = args.algo
     if algo == "tpe":

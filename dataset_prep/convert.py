@@ -7,7 +7,7 @@ and an item table (item + text columns, optional image path column). See
 Output, for a pair ``P`` with source domain ``S`` and target domain ``T``::
 
     <out>/P_S/P_S.inter                 user_id:token  item_id:token  [rating:float] [timestamp:float]
-    <out>/P_S/P_S.<modality>.feat.npz   one per modality (sieoug_recbole.features format)
+    <out>/P_S/P_S.<modality>.feat.npz   one per modality (sieoug_formats.features format)
     <out>/P_T/...                       the same for T
     <out>/P.summary.json                Table-2-style stats, overlap, every dropped row by reason
     properties/P.yaml                   a ready dataset config (path configurable)
@@ -29,11 +29,11 @@ import numpy as np
 import pandas as pd
 
 from dataset_prep import filtering
-from dataset_prep._features import feature_path, write_item_features
 from dataset_prep.encoders import FeatureCache, make_encoder, parse_modality
 from dataset_prep.errors import PrepError
 from dataset_prep.locking import pair_lock
 from dataset_prep.tables import line_of, parse_numbers, read_table, require_columns
+from sieoug_formats.features import feature_path, write_item_features
 
 SUMMARY_VERSION = 1
 _DOMAIN_RE = re.compile(r"^[A-Za-z0-9_\-]+$")

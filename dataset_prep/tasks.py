@@ -4,8 +4,9 @@ Each task is a pair of Amazon Review Data (2018) categories. :func:`task_recipe`
 commands that build its data from the raw Amazon 2018 files (``amazon``, then
 ``download-images`` for the visual modality, then ``convert``) and :func:`render_task_properties`
 the yaml (``properties/<task>.yaml``) that names the datasets that recipe produces, with the
-recipe in its first comment lines and as ``prepare_command``. The ``convert`` step rewrites
-that yaml with the built pair's statistics (same keys).
+recipe in its first comment lines and, with where to download the Amazon 2018 files, as
+``prepare_command`` (:func:`prepare_text`: what the run script prints when the data is
+missing). The ``convert`` step rewrites that yaml with the built pair's statistics (same keys).
 
 Settings (the paper's): ratings >= 4 are positives, the rest dropped; users and items with
 fewer than 10 interactions removed (10-core, per domain); only users with interactions in both
@@ -73,6 +74,10 @@ TASKS = {
         9815),
 }
 
+#: Where the Amazon Review Data (2018) files are downloaded (Jianmo Ni, UCSD / McAuley lab).
+AMAZON_2018_URL = "https://nijianmo.github.io/amazon/index.html"
+#: The interpreter of the recipe's commands: the repository's virtual environment (see README).
+PYTHON = ".venv/bin/python"
 RATING_THRESHOLD = 4
 KCORE = 10
 COMMON_USERS_ONLY = True
@@ -124,11 +129,11 @@ def task_recipe(key, overlap_ratio=DEFAULT_OVERLAP_RATIO, out_dir="dataset", raw
     t = task(key)
     tables = f"{raw_dir}/{t.key}"
     doms = (t.source, t.target)
-    steps = ["python -m dataset_prep amazon " + shlex.join(
+    steps = [f"{PYTHON} -m dataset_prep amazon " + shlex.join(
         ["--out", tables] + [a for d in doms for a in ("--domain", d.name, d.reviews, d.meta)])]
     if images:
         for d in doms:
-            steps.append("python -m dataset_prep download-images " + shlex.join(
+            steps.append(f"{PYTHON} -m dataset_prep download-images " + shlex.join(
                 ["--items", f"{tables}/{d.name}.items.tsv", "--image-dir",
                  f"{raw_dir}/images/{d.name}"]))
     name = pair_name(key, overlap_ratio)
@@ -145,8 +150,22 @@ def task_recipe(key, overlap_ratio=DEFAULT_OVERLAP_RATIO, out_dir="dataset", raw
         args += ["--properties", props]
     for mod, encoder, column in modalities(images):
         args += ["--modality", f"{mod}={encoder}:{column}"]
-    steps.append("python -m dataset_prep convert " + shlex.join(args))
+    steps.append(f"{PYTHON} -m dataset_prep convert " + shlex.join(args))
     return steps
+
+
+def prepare_text(key, overlap_ratio=DEFAULT_OVERLAP_RATIO, out_dir="dataset", raw_dir="raw",
+                 properties=None):
+    """The task's ``prepare_command``: where to download its four Amazon 2018 files, then the
+    commands of :func:`task_recipe`, one per line (a shell script: the other lines are comments)."""
+    t = task(key)
+    files = " ".join(f for d in (t.source, t.target) for f in (d.reviews, d.meta))
+    return "\n".join([
+        "# 1. download these Amazon Review Data (2018) files (per category: 'reviews' and 'metadata')",
+        f"#    from {AMAZON_2018_URL} into the current folder:",
+        f"#    {files}",
+        "# 2. run (download-images fetches the images of the visual modality):",
+        *task_recipe(key, overlap_ratio, out_dir, raw_dir, properties=properties)])
 
 
 def modalities(images=True):
@@ -175,7 +194,7 @@ def render_task_properties(key, overlap_ratio=DEFAULT_OVERLAP_RATIO, out_dir="da
         f"# Paper task {t.number} (SIEOUG WWW'25, Sec 4.1 and App. C): dataset pair {name}, "
         f"source {t.source.name} ({t.source.label}) -> target {t.target.name} ({t.target.label})",
         "# Make the data from the Amazon Review Data (2018) files in the current folder "
-        f"({files}):",
+        f"({files}; from {AMAZON_2018_URL}):",
         f"#   1. {steps[0]}",
         f"#   2. {steps[1]}",
         f"#      {steps[2]}",
@@ -186,12 +205,12 @@ def render_task_properties(key, overlap_ratio=DEFAULT_OVERLAP_RATIO, out_dir="da
         f"2018, ratings >= {RATING_THRESHOLD} are positives (the rest dropped), {KCORE}-core per "
         "domain, only users in both domains (Table 2 lists one user count per task), "
         f"K_u = {overlap_ratio:g}, seed {SEED}, CLIP image and text features.",
-        f"# Another K_u (the paper uses 0.1, 0.5, 0.9): `python -m dataset_prep paper-task {t.key} "
+        f"# Another K_u (the paper uses 0.1, 0.5, 0.9): `{PYTHON} -m dataset_prep paper-task {t.key} "
         f"--overlap-ratio 0.1` writes {other} (pair {t.pair}_{ku}) with its recipe; or run step 3 "
         f"with --overlap-ratio 0.1 --name {t.pair}_{ku} and without --properties.",
         f"# The paper's Table 2 for this task: {t.table2_users:,} users; {t.source.name} "
         f"{_table2(t.source)}; {t.target.name} {_table2(t.target)}.",
-        _line("prepare_command", json.dumps(" && ".join(steps)),
+        _line("prepare_command", json.dumps(prepare_text(key, overlap_ratio, out_dir, raw_dir, path)),
               "how to make the data if it is missing"),
         _line("data_path", data_path, "folder holding one sub-folder per domain dataset"),
     ]

@@ -8,7 +8,8 @@ from sieoug_recbole import compat
 compat.apply()
 
 from sieoug_recbole import models  # noqa: E402,F401  (registers the models)
-from sieoug_recbole.compat import id2token, load_checkpoint  # noqa: E402
+from sieoug_recbole.checkpoint import load_checkpoint  # noqa: E402
+from sieoug_recbole.domain_data import id2token  # noqa: E402
 from sieoug_recbole.quick_start import load_data_and_model, objective_function, run  # noqa: E402
 from sieoug_recbole.registry import get_model_class, model_names, register_model  # noqa: E402
 

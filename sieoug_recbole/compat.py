@@ -4,12 +4,16 @@ Only these two framework versions work together, and both predate numpy 2 and to
 Each defect gets one small, named function below; :func:`apply` runs them all once (it is
 idempotent) and is called by ``import sieoug_recbole``. The framework's original callables
 are kept in :data:`ORIGINALS` so that tests can show each defect before its repair.
+Functions used instead of a broken framework one, without patching it, live where they are
+used: :func:`sieoug_recbole.checkpoint.load_checkpoint` and
+:func:`sieoug_recbole.domain_data.id2token`.
 """
 import functools
 import warnings
 
 import numpy as np
-import torch
+
+from sieoug_recbole.registry import model_yaml
 
 ORIGINALS = {}
 _APPLIED = False
@@ -32,16 +36,6 @@ def fix_numpy_float_alias():
     """
     if "float" not in np.__dict__:
         np.float = float
-
-
-def load_checkpoint(path, map_location=None):
-    """Load a checkpoint written by the framework's trainer.
-
-    The framework pickles its whole ``Config`` into each checkpoint, which torch >= 2.6
-    refuses with its default ``weights_only=True``. Our trainer and loader call this (and only
-    they do: no process-wide setting changes). Load only files you trust.
-    """
-    return torch.load(path, map_location=map_location, weights_only=False)
 
 
 def fix_source_sampler_off_by_one():
@@ -113,30 +107,6 @@ def fix_source_graph_holds_source_validation():
     CrossDomainDataset.inter_matrix = inter_matrix
 
 
-def id2token(dataset, field, ids):
-    """Raw tokens of internal ``ids`` of ``field`` (e.g. ``'target_item_id'``).
-
-    recbole-cdr 0.1.0 sets ``field2id_token`` to the keys of a ``ChainMap`` in an order
-    unrelated to the ids, so the framework's ``dataset.id2token`` returns wrong tokens. We
-    invert ``field2token_id``, which is right.
-    """
-    token_of = _inverse_token_table(dataset, field)
-    ids = np.asarray(ids.cpu() if isinstance(ids, torch.Tensor) else ids)
-    if ids.size and (ids.min() < 0 or ids.max() >= len(token_of)):
-        raise ValueError(f"ids out of range for field '{field}' (0..{len(token_of) - 1})")
-    return token_of[ids]
-
-
-def _inverse_token_table(dataset, field):
-    if field not in dataset.field2token_id:
-        raise KeyError(f"field '{field}' has no token mapping; known: {sorted(dataset.field2token_id)}")
-    mapping = dict(dataset.field2token_id[field])
-    table = np.empty(max(mapping.values()) + 1, dtype=object)
-    for token, idx in mapping.items():
-        table[idx] = token
-    return table
-
-
 def fix_config_defaults():
     """Fill config keys the framework needs but does not set, and load our models' yaml.
 
@@ -158,8 +128,6 @@ def fix_config_defaults():
 
     @functools.wraps(original)
     def _load_internal_config_dict(self, model, model_class, dataset):
-        from sieoug_recbole.registry import model_yaml
-
         original(self, model, model_class, dataset)
         internal = self.internal_config_dict
         for domain in ("source_domain", "target_domain"):

@@ -9,7 +9,9 @@ import glob
 import logging
 import os
 import shutil
+import sys
 import tempfile
+import time
 import warnings
 from logging import getLogger
 
@@ -21,8 +23,13 @@ from recbole_cdr.config import CDRConfig
 from recbole_cdr.data import create_dataset, data_preparation
 from recbole_cdr.utils import get_trainer
 
-from sieoug_recbole.compat import load_checkpoint
+from sieoug_formats.features import FeatureFileError
+from sieoug_formats.inter import InterFileError, check_inter_file
+from sieoug_recbole.checkpoint import load_checkpoint
+from sieoug_recbole.config_checks import (FRAMEWORK_CHECKS, ConfigError, check_config, check_values,
+                                          model_config_checks)
 from sieoug_recbole.dual_domain import evaluate_source
+from sieoug_recbole.progress import EpochProgress, report_data_ready, report_model_built, show_progress_only
 from sieoug_recbole.registry import get_model_class
 
 
@@ -31,12 +38,11 @@ class DatasetMissingError(FileNotFoundError):
 
 
 def input_errors():
-    """The exceptions that mean bad input, not a bug: a missing dataset, a bad feature file, a
-    failed build of a shipped pair. Their messages say what and how to fix it, so the entry
-    points (``run_sieoug.py``, ``run_hyper.py``) print them without a traceback."""
-    from sieoug_recbole.features import FeatureFileError
-
-    errors = [DatasetMissingError, FeatureFileError]
+    """The exceptions that mean bad input, not a bug: a bad config value or yaml file, a
+    missing dataset, a bad ``.inter`` or feature file, a failed build of a shipped pair. Their
+    messages say what and how to fix it, so the entry points (``run_sieoug.py``,
+    ``run_hyper.py``) print them without a traceback."""
+    errors = [ConfigError, DatasetMissingError, InterFileError, FeatureFileError]
     try:
         from dataset_prep.errors import PrepError
     except ImportError:  # dataset_prep is not installed: no shipped pair is built on first use
@@ -101,9 +107,78 @@ def check_dataset_files(config):
         missing = _missing_inter_files(config)
     if missing:
         domain, dataset, path = missing[0]
-        hint = config["prepare_command"]
-        how = f"; make it with: {hint}" if hint else ""
-        raise DatasetMissingError(f"{domain} dataset '{dataset}' not found: {path} does not exist{how}")
+        raise DatasetMissingError(f"{domain} dataset '{dataset}' not found: {path} does not exist"
+                                  + _how_to_make(config["prepare_command"]))
+
+
+def _how_to_make(prepare_command):
+    """``; make it with: <command>``, a multi-line recipe indented below that, or nothing."""
+    if not prepare_command:
+        return ""
+    lines = str(prepare_command).strip().splitlines()
+    if len(lines) == 1:
+        return f"; make it with: {lines[0]}"
+    return "; make it with:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def check_inter_files(config):
+    """Check each domain's ``.inter`` file before the framework reads it
+    (:func:`sieoug_formats.inter.check_inter_file`: the header's types and columns, the field
+    count of every row, UTF-8, at least one row)."""
+    for domain in ("source_domain", "target_domain"):
+        block = config[domain]
+        load_col = block.get("load_col") or {}
+        check_inter_file(os.path.join(block["data_path"], f"{block['dataset']}.inter"),
+                         block.get("USER_ID_FIELD") or "user_id", block.get("ITEM_ID_FIELD") or "item_id",
+                         load_col.get("inter") if isinstance(load_col, dict) else None,
+                         separator=block.get("field_separator") or config["field_separator"] or "\t",
+                         encoding=block.get("encoding") or config["encoding"] or "utf-8")
+
+
+def read_yaml_file(file, loader=None):
+    """The top-level mapping of a yaml config file (read with ``loader``, default the
+    framework's); a file that does not parse, or whose top level is not a mapping, is a
+    :class:`ConfigError` naming the file and the line."""
+    loader = loader or CDRConfig._build_yaml_loader(None)
+    with open(file, encoding="utf-8") as f:
+        try:
+            data = yaml.load(f.read(), Loader=loader)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            context = getattr(error, "context", None)
+            raise ConfigError(f"{file}: {where}not valid yaml: {problem}"
+                              + (f" ({context})" if context else "")) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: expected 'key: value' lines at the top level, got "
+                          f"{'nothing' if data is None else type(data).__name__}")
+    return data
+
+
+def _external_values(config_file_list, config_dict):
+    """The values the framework's config reads from the yaml files, ``config_dict`` and the
+    ``--key=value`` arguments (later ones win), converted by its own rules."""
+    reader = CDRConfig.__new__(CDRConfig)  # only its readers: nothing is built
+    loader = reader._build_yaml_loader()
+    values = {}
+    for file in config_file_list or []:
+        values.update(read_yaml_file(file, loader))
+    values.update(reader._convert_config_dict(dict(config_dict or {})))
+    if "ipykernel_launcher" not in sys.argv[0]:  # the framework's own test
+        args = [arg[2:].split("=") for arg in sys.argv[1:] if arg.startswith("--")]
+        values.update(reader._convert_config_dict({arg[0]: arg[1] for arg in args if len(arg) == 2}))
+    return values
+
+
+def config_checks_of(model):
+    """:data:`~.config_checks.FRAMEWORK_CHECKS` plus the ``config_checks`` of ``model`` (a
+    registered name or a class); an unknown name is a :class:`ConfigError`."""
+    try:
+        model_class = get_model_class(model) if model is not None else None
+    except ValueError as error:
+        raise ConfigError(f"config key 'model': {error}") from None
+    return {**FRAMEWORK_CHECKS, **model_config_checks(model_class)}
 
 
 # keys this package reads that no packaged yaml declares (a task yaml may set them)
@@ -185,10 +260,17 @@ def unknown_file_keys(config_file_list):
 
 
 def make_config(model=None, config_file_list=None, config_dict=None):
-    """The framework's config for a model name or class; warns about keys that nothing reads,
-    given as overrides (:func:`unknown_override_keys`) or in the yaml files
+    """The framework's config for a model name or class, checked before any data is loaded:
+    every value against :func:`config_checks_of` the model (a :class:`ConfigError` names the
+    key, or the yaml file and line that does not parse), and each domain's ``.inter`` file
+    (:func:`check_dataset_files`, :func:`check_inter_files`). Warns about keys that nothing
+    reads, given as overrides (:func:`unknown_override_keys`) or in the yaml files
     (:func:`unknown_file_keys`)."""
+    external = _external_values(config_file_list, config_dict)
+    checks = config_checks_of(model if model is not None else external.get("model"))
+    check_values(external, checks)  # before the framework uses them (it fails on a bad topk or train_epochs)
     config = CDRConfig(model=model, config_file_list=config_file_list, config_dict=config_dict)
+    check_config(config, checks)  # every value, the model's yaml defaults too, normalised
     unknown = unknown_override_keys(config)
     if unknown:
         warnings.warn(f"config key(s) {', '.join(unknown)} are not declared by RecBole, RecBole-CDR, "
@@ -198,6 +280,7 @@ def make_config(model=None, config_file_list=None, config_dict=None):
         warnings.warn(f"config key(s) {'; '.join(unknown)} are not declared by RecBole, RecBole-CDR or "
                       "this package's model yaml files: nothing reads them (a typo?)", stacklevel=2)
     check_dataset_files(config)
+    check_inter_files(config)
     return config
 
 
@@ -206,12 +289,16 @@ def build(config, logger=None):
     if config["torch_num_threads"]:
         torch.set_num_threads(int(config["torch_num_threads"]))
     init_seed(config["seed"], config["reproducibility"])
+    started = time.time()
     dataset = create_dataset(config)
     if logger:
         logger.info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
+    report_data_ready(config, dataset, time.time() - started)
     init_seed(config["seed"], config["reproducibility"])
+    started = time.time()
     model = get_model_class(config.model_class)(config, train_data.dataset).to(config["device"])
+    report_model_built(config, time.time() - started)
     if logger:
         logger.info(model)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
@@ -223,7 +310,7 @@ def plain(result):
     return None if result is None else {k: float(v) for k, v in result.items()}
 
 
-def run(model=None, config_file_list=None, config_dict=None, saved=True, verbose=True):
+def run(model=None, config_file_list=None, config_dict=None, saved=True, verbose=True, progress_only=False):
     """Train on the configured pair, pick the best epoch on validation, test it.
 
     Returns a dict with ``model``, ``best_valid_score``, ``valid_score_bigger``,
@@ -232,32 +319,39 @@ def run(model=None, config_file_list=None, config_dict=None, saved=True, verbose
     ``dual_domain_eval: True`` the ``metrics_by_domain`` of both domains (else None).
     ``saved=False`` keeps no checkpoint (``saved_model_file`` None); the best epoch is still
     the one tested, through a checkpoint in a scratch folder deleted afterwards.
+    ``verbose``: log through RecBole's logger (console and log file; else errors only);
+    ``progress_only`` then leaves the console only a few progress lines (:mod:`.progress`),
+    without progress bars, while the log file keeps everything.
     """
     config = make_config(model, config_file_list, config_dict)
     scratch = None if saved else tempfile.mkdtemp(prefix="sieoug_run_")
     if scratch:
         config["checkpoint_dir"] = scratch
     try:
-        return _run(config, verbose, keep_checkpoint=saved)
+        return _run(config, verbose, keep_checkpoint=saved, progress_only=progress_only)
     finally:
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _run(config, verbose, keep_checkpoint):
+def _run(config, verbose, keep_checkpoint, progress_only=False):
     init_seed(config["seed"], config["reproducibility"])
     if verbose:
         init_logger(config)
+        if progress_only:
+            show_progress_only()
     else:
         logging.basicConfig(level=logging.ERROR)
+    bars = bool(config["show_progress"]) and verbose and not progress_only
     logger = getLogger()
     if verbose:
         logger.info(config)
     dataset, train_data, valid_data, test_data, model_obj, trainer = build(config, logger if verbose else None)
+    epochs = EpochProgress(trainer, config["valid_metric"])
     best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, verbose=verbose, saved=True, show_progress=config["show_progress"] and verbose)
-    test_result = trainer.evaluate(test_data, load_best_model=True,
-                                   show_progress=config["show_progress"] and verbose)
+        train_data, valid_data, verbose=verbose, saved=True, show_progress=bars, callback_fn=epochs)
+    epochs.report_best()
+    test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=bars)
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
     by_domain = None
@@ -294,7 +388,7 @@ def load_data_and_model(model_file):
     """Reload a checkpoint written by training: (config, model, dataset, train, valid, test).
 
     RecBole-CDR's own ``load_data_and_model`` cannot read its checkpoints on torch >= 2.6;
-    this one can (see :func:`sieoug_recbole.compat.load_checkpoint`).
+    this one can (see :func:`sieoug_recbole.checkpoint.load_checkpoint`).
     """
     checkpoint = load_checkpoint(model_file)
     config = checkpoint["config"]

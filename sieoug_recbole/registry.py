@@ -14,6 +14,12 @@ import os
 import sys
 import types
 
+import recbole_cdr.data.dataset
+import recbole_cdr.trainer
+
+from sieoug_recbole.dual_domain import PluginCrossDomainDataset
+from sieoug_recbole.trainer import PluginTrainer
+
 MODEL_PACKAGE = "recbole_cdr.model.cross_domain_recommender"
 
 _MODELS = {}  # name -> (model class, yaml path or None, trainer class or None)
@@ -38,8 +44,6 @@ def register_model(model_class, name=None, yaml_file=None, trainer=None):
     ``yaml_file``: its default config (read before the user's files). ``trainer``: the trainer
     class RecBole-CDR's ``get_trainer`` returns for this model (default :class:`PluginTrainer`).
     """
-    from sieoug_recbole.trainer import PluginTrainer
-
     name = name or model_class.__name__
     trainer = trainer or PluginTrainer
     if yaml_file is not None:
@@ -54,11 +58,6 @@ def register_model(model_class, name=None, yaml_file=None, trainer=None):
     setattr(alias, name, model_class)
     sys.modules[module_name] = alias
     setattr(_model_package(), name.lower(), alias)
-    import recbole_cdr.data.dataset
-    import recbole_cdr.trainer
-
-    from sieoug_recbole.dual_domain import PluginCrossDomainDataset
-
     setattr(recbole_cdr.trainer, f"{name}Trainer", trainer)
     # create_dataset looks for '<model>Dataset': ours adds the optional dual-domain hold-out
     setattr(recbole_cdr.data.dataset, f"{name}Dataset", PluginCrossDomainDataset)

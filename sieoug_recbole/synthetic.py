@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from sieoug_recbole.features import feature_path, write_item_features
+from sieoug_formats.features import feature_path, write_item_features
 
 DEFAULT_MODALITIES = {"visual": 0.8, "text": 1.2}
 

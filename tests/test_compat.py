@@ -9,6 +9,7 @@ import torch
 import sieoug_recbole
 from conftest import SYNTHETIC_YAML
 from sieoug_recbole import compat
+from sieoug_recbole.checkpoint import load_checkpoint
 from sieoug_recbole.quick_start import build, make_config
 
 
@@ -38,7 +39,7 @@ def test_checkpoint_needs_repaired_loader(fast_config):
     if tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 6):
         with pytest.raises(Exception):
             torch.load(path)  # the defect: weights_only=True refuses the pickled Config
-    checkpoint = compat.load_checkpoint(path)
+    checkpoint = load_checkpoint(path)
     assert checkpoint["config"]["model"] == "LightGCN"
     assert "state_dict" in checkpoint
 

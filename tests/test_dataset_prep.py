@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from dataset_prep import encoders, filtering
-from dataset_prep._features import read_item_features
+from sieoug_formats.features import read_item_features
 from dataset_prep.cli import main
 from dataset_prep.convert import ConvertConfig, DomainInput, convert
 from dataset_prep.encoders import FeatureCache, make_encoder, parse_modality
@@ -671,12 +671,3 @@ def test_cli_process_exit_code_2_without_traceback(tmp_path):
     assert "error: --overlap-ratio (K_u) must be in [0, 1], got 1.5" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert "recbole" not in proc.stdout + proc.stderr
-
-
-def test_dataset_prep_does_not_import_the_framework(tmp_path):
-    code = ("import sys, dataset_prep.cli, dataset_prep.convert, dataset_prep.food_kitchen, "
-            "dataset_prep.amazon, dataset_prep._features as f; f.features_module(); "
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('recbole', 'recbole_cdr', 'sieoug_recbole')]; "
-            "print(bad); sys.exit(1 if bad else 0)")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from dataset_prep import encoders
-from dataset_prep._features import read_item_features
+from sieoug_formats.features import read_item_features
 from dataset_prep.amazon import clean_text, convert_amazon, download_images, read_metadata, read_reviews
 from dataset_prep.cli import main
 from dataset_prep.convert import ConvertConfig, DomainInput, convert

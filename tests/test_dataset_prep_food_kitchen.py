@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from dataset_prep import food_kitchen as fk
-from dataset_prep._features import read_item_features
+from sieoug_formats.features import read_item_features
 from dataset_prep.cli import main
 from dataset_prep.errors import PrepError
 from test_dataset_prep import assert_training_block

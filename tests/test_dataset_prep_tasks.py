@@ -30,12 +30,17 @@ def committed(key):
         return f.read()
 
 
+def recipe_commands(text):
+    """The command lines of a prepare_command (its other lines are shell comments)."""
+    return [line for line in text.splitlines() if not line.startswith("#")]
+
+
 def split_recipe(command):
-    """The ``python -m dataset_prep`` steps of a prepare_command, parsed by the real parser."""
+    """The ``.venv/bin/python -m dataset_prep`` steps of a prepare_command, parsed by the real parser."""
     steps = []
-    for step in command.split(" && "):
+    for step in recipe_commands(command):
         words = shlex.split(step)
-        assert words[:3] == ["python", "-m", "dataset_prep"], step
+        assert words[:3] == [tasks.PYTHON, "-m", "dataset_prep"], step
         steps.append(build_parser().parse_args(words[3:]))
     return steps
 
@@ -55,7 +60,7 @@ def test_task_yaml_names_what_its_recipe_produces(key):
     lines = text.splitlines()
     assert lines[0].startswith(f"# Paper task {tasks.TASKS[key].number} ")
     recipe_lines = [line.split(". ", 1)[-1].lstrip("# ").strip() for line in lines[2:6]]
-    assert " && ".join(recipe_lines) == config["prepare_command"]
+    assert recipe_lines == recipe_commands(config["prepare_command"]) == tasks.task_recipe(key)
     # step 1: the Amazon 2018 files of the two categories
     assert amazon.command == "amazon"
     assert [tuple(d) for d in amazon.domain] == [
@@ -124,9 +129,9 @@ def test_other_overlap_ratio_and_cli(tmp_path, capsys):
 
 
 def test_runner_prints_the_recipe_when_the_data_is_missing(tmp_path):
-    """run_sieoug.py with a task yaml and no dataset/: fails, naming prepare_command."""
+    """run_sieoug.py with a task yaml and no dataset/: fails with a short recipe: where to
+    download the four Amazon 2018 files, then the commands, one per line."""
     yaml_path = os.path.join(REPO, "properties", "clothes_sports.yaml")
-    command = yaml.safe_load(committed("clothes_sports"))["prepare_command"]
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     done = subprocess.run(
         [sys.executable, os.path.join(REPO, "run_sieoug.py"), "--model=LightGCN",
@@ -135,7 +140,16 @@ def test_runner_prints_the_recipe_when_the_data_is_missing(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert not (tmp_path / "dataset").exists()
     assert done.stderr.startswith("run_sieoug.py: error: source_domain dataset 'clothes_sports_clothes' not found")
-    assert f"make it with: {command}" in done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[0].endswith("does not exist; make it with:") and 6 <= len(lines) <= 10
+    assert tasks.AMAZON_2018_URL == "https://nijianmo.github.io/amazon/index.html"
+    assert any(tasks.AMAZON_2018_URL in line for line in lines[1:4])
+    files = ["Clothing_Shoes_and_Jewelry.json.gz", "meta_Clothing_Shoes_and_Jewelry.json.gz",
+             "Sports_and_Outdoors.json.gz", "meta_Sports_and_Outdoors.json.gz"]
+    assert any(all(f in line for f in files) for line in lines[1:4])
+    commands = [line.strip() for line in lines if line.startswith("  .venv/bin/python -m dataset_prep ")]
+    assert commands == tasks.task_recipe("clothes_sports")
+    assert [shlex.split(c)[3] for c in commands] == ["amazon", "download-images", "download-images", "convert"]
 
 
 def test_task_recipe_runs_end_to_end_on_small_dumps(tmp_path, monkeypatch):

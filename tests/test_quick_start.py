@@ -96,7 +96,7 @@ def test_unsaved_run_tests_the_best_epoch_and_keeps_no_checkpoint(fast_config):
 
 
 def test_resume_continues_after_the_checkpoint_epoch(fast_config):
-    from sieoug_recbole.compat import load_checkpoint
+    from sieoug_recbole.checkpoint import load_checkpoint
     from sieoug_recbole.quick_start import build, make_config
 
     fast_config.update(learning_rate=0.01, train_epochs=["BOTH:3"])

@@ -16,36 +16,23 @@ from torch import nn
 from recbole.utils import InputType
 from recbole_cdr.model.crossdomain_recommender import CrossDomainRecommender
 
-from sieoug_recbole.checks import integer_in_range, number_in_range
+from sieoug_recbole.config_checks import FRAMEWORK_CHECKS, TRAINING_PHASES, check_config
 
 DOMAINS = ("source", "target")
 # RecBole-CDR's phases and the domains our models train in each: its trainer sets OVERLAP after
 # the last phase (a model may train a mapping between overlapped users' embeddings in it, when
 # train_epochs names it: no model here has one, so train_epochs may not)
 PHASE_DOMAINS = {"BOTH": DOMAINS, "SOURCE": ("source",), "TARGET": ("target",), "OVERLAP": ()}
-TRAINING_PHASES = ("BOTH", "SOURCE", "TARGET")
-
-
-# keys that several models read, checked once for all of them (a model checks its own keys)
-COMMON_KEY_CHECKS = {
-    "embedding_size": lambda value, name: integer_in_range(value, name, 1),
-    "n_layers": lambda value, name: integer_in_range(value, name, 0),
-    "reg_weight": lambda value, name: number_in_range(value, name, 0),
-}
+# keys that several models read (their checks are in config_checks.FRAMEWORK_CHECKS, which
+# make_config runs when the config is read; a model built from another config checks them here)
+COMMON_KEYS = ("embedding_size", "n_layers", "reg_weight", "train_epochs")
 
 
 def check_common_keys(config):
-    """A clear error for a bad value of a key in :data:`COMMON_KEY_CHECKS` (where it is set),
-    for a ``train_epochs`` phase our models do not train in, and for dynamic negative sampling."""
-    for key, check in COMMON_KEY_CHECKS.items():
-        value = config.final_config_dict.get(key)
-        if value is not None:
-            check(value, f"config key '{key}'")
-    for entry in config.final_config_dict.get("train_epochs") or []:  # (the framework rejects unknown phases)
-        if str(entry).split(":")[0] == "OVERLAP":
-            raise ValueError(f"config key 'train_epochs' ({entry!r}): the OVERLAP phase trains a mapping between "
-                             "overlapped users' embeddings, which no model of this package has; use "
-                             f"{list(TRAINING_PHASES)}")
+    """A clear error for a bad value of a key in :data:`COMMON_KEYS` (where it is set; an
+    OVERLAP phase in ``train_epochs`` too: our models do not train in it), and for dynamic
+    negative sampling."""
+    check_config(config, {key: FRAMEWORK_CHECKS[key] for key in COMMON_KEYS})
     dynamic = (config.final_config_dict.get("train_neg_sample_args") or {}).get("dynamic", "none")
     if dynamic not in ("none", None):
         raise ValueError(

@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from sieoug_recbole.config_checks import check_within_items
 from sieoug_recbole.domain_data import domain_features
 from sieoug_recbole.graph import SparseOperator, lift
 from sieoug_recbole.similarity import knn_graph, normalize_item_graph
@@ -44,10 +45,10 @@ class DomainModalities:
         """``{modality: (n_d, n_d) csr}`` directed top-``k`` cosine graphs (row i: i's neighbours).
 
         Binary, or with ``weighted`` the edge values are the cosines clipped at 0 (an edge
-        with a non-positive cosine disappears). ``k`` is capped for tiny catalogues.
+        with a non-positive cosine disappears). ``k`` (config key ``knn_k``) above the domain's
+        item count is a :class:`~sieoug_recbole.config_checks.ConfigError`.
         """
-        n = len(self)
-        k = min(int(k), n if include_self else n - 1)
+        k = check_within_items("knn_k", int(k), len(self), self.domain, excluding_self=not include_self)
         graphs = {}
         for m, x in self.features.items():
             graph = knn_graph(x, k, include_self=include_self)

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sieoug_recbole.checks import number_in_range, positive_number
+from sieoug_recbole.config_checks import boolean, check_within_items, choice, integer, number, optional
 from sieoug_recbole.domain_data import domain_features
 from sieoug_recbole.graph import SparseOperator, propagate
 from sieoug_recbole.matching import (fgw_plan, goum, guide_mask, guided_contrastive_loss, is_overlapped,
@@ -49,6 +50,17 @@ SCORES = ("cosine", "dot")
 
 
 class SIEOUG(CrossDomainModel):
+    # checked when the config is read (quick_start.make_config), before any data is loaded
+    config_checks = {
+        "temperature": number(0, low_open=True), "score": choice(*SCORES), "negatives": choice(*NEGATIVES),
+        "knn_k": integer(1), "include_self": boolean(), "risgf_mu": number(0), "sishe_eta": number(0, low_open=True),
+        "n_clusters": integer(1), "graph_seed": integer(), "use_item_graph": boolean(), "use_hypergraph": boolean(),
+        "learn_hyper_weight": boolean(), "guide_lambda": number(0), "matching": choice(*MATCHINGS),
+        "ot_eps": number(0, low_open=True), "ot_max_iter": integer(1), "ot_tol": number(0, low_open=True),
+        "ot_device": optional(choice(*OT_DEVICES)), "cost_normalize": optional(choice("mean", "max")),
+        "guide_temperature": number(0, low_open=True), "guide_similarity": optional(choice(*SCORES)),
+        "guide_both_sides": boolean(), "fgw_alpha": number(0, 1)}
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.embedding_size = config["embedding_size"]
@@ -96,9 +108,11 @@ class SIEOUG(CrossDomainModel):
         cache_dir = config["graph_cache_dir"]
         if cache_dir:
             os.makedirs(cache_dir, exist_ok=True)
+        check_within_items("n_clusters", config["n_clusters"], len(ids), domain)
+        check_within_items("knn_k", config["knn_k"], len(ids), domain, excluding_self=not config["include_self"])
         structure = build_item_structure(
             features, z=config["knn_k"], mu=config["risgf_mu"], eta=config["sishe_eta"],
-            n_clusters=min(config["n_clusters"], len(ids)), seed=config["graph_seed"],
+            n_clusters=config["n_clusters"], seed=config["graph_seed"],
             include_self=config["include_self"], cache_dir=cache_dir,
             progress=config["show_progress"])
         # the item views live on the domain's own items (local rows, global ids in view_items)
