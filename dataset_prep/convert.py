@@ -34,6 +34,7 @@ from dataset_prep.errors import PrepError
 from dataset_prep.locking import pair_lock
 from dataset_prep.tables import line_of, parse_numbers, read_table, require_columns
 from sieoug_formats.features import feature_path, write_item_features
+from sieoug_formats.links import links_path, write_links
 
 SUMMARY_VERSION = 1
 _DOMAIN_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
@@ -250,6 +251,8 @@ def _apply_overlap(frames, doms, cfg, summary):
             raise PrepError(f"--delink-suffix {cfg.delink_suffix!r} makes token '{clash[0]}', which "
                             f"already exists ({len(clash)} clash(es)); choose another suffix")
         frames[role] = filtering.delink(frames[role], delinked, cfg.delink_suffix)
+    renamed = [u + cfg.delink_suffix for u in delinked]
+    links = list(zip(delinked, renamed) if role == "target" else zip(renamed, delinked))
     shared = filtering.common_users(list(frames.values()))
     summary["overlap"].update({
         "common_users_before": len(common),
@@ -259,7 +262,7 @@ def _apply_overlap(frames, doms, cfg, summary):
         "delinked_in": f"{role} ({doms[role].name})",
         "delink_suffix": cfg.delink_suffix,
     })
-    return frames
+    return frames, links
 
 
 # --------------------------------------------------------------------------- writing
@@ -390,7 +393,7 @@ def _convert(source, target, cfg):
     _check_nonempty(frames, doms, "dropping rows with an empty user or item token")
 
     frames = _filter(frames, items, doms, cfg, drops, summary)
-    frames = _apply_overlap(frames, doms, cfg, summary)
+    frames, links = _apply_overlap(frames, doms, cfg, summary)
 
     cache_dir = cfg.cache_dir
     if cache_dir is None:
@@ -425,6 +428,7 @@ def _convert(source, target, cfg):
             final = os.path.join(cfg.out_dir, dataset)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(os.path.join(staging, dataset), final)
+        summary["overlap"]["links_file"] = write_links(links_path(cfg.out_dir, cfg.name), links)  # (diagnostics only)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

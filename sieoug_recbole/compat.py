@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from sieoug_recbole.registry import model_yaml
+from sieoug_recbole.registry import DEFAULTS_YAML, is_registered, model_yaml
 
 ORIGINALS = {}
 _APPLIED = False
@@ -137,6 +137,8 @@ def fix_config_defaults():
         for key in DEFAULT_TOP_LEVEL_KEYS:
             value = f"target_{target[key]}" if key in PREFIXED_KEYS else target[key]
             internal.setdefault(key, value)
+        if is_registered(model):  # the package's shared defaults, then the model's own
+            self._update_internal_config_dict(DEFAULTS_YAML)
         yaml_file = model_yaml(model)
         if yaml_file is not None:
             self._update_internal_config_dict(yaml_file)

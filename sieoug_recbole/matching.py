@@ -30,6 +30,7 @@ from sieoug_recbole.checks import positive_number
 __all__ = [
     "goum",
     "guided_contrastive_loss",
+    "population_contrastive_loss",
     "fgw_plan",
     "squared_euclidean_cost",
     "guide_mask",
@@ -370,7 +371,7 @@ def _iterate(op, phi, max_iter, tol, method, gauge, counters):
         psi, J = op.column(phi)
 
 
-def _goum_solve(Q, eps, max_iter, tol, method="newton", gauge="shift"):
+def _goum_solve(Q, eps, max_iter, tol, method="newton", gauge="shift", init=None):
     """Solve the entropic problem of Eq 17 on the masked cost Q.  Returns (plan, info).
 
     Q: finite (n, m) float tensor without grad.  Always computed in float64 (the plan is
@@ -381,7 +382,8 @@ def _goum_solve(Q, eps, max_iter, tol, method="newton", gauge="shift"):
 
     ``method='plain'`` runs only fixed-point steps; ``gauge='literal'`` makes them the
     literal Eq 27-28 (row n never updated) instead of Eq 27 on every row followed by a
-    constant shift that re-pins omega_n = 0.
+    constant shift that re-pins omega_n = 0. ``init``: a starting potential phi = omega / eps
+    (n,), e.g. the ``potential`` of an earlier solve of a nearby problem (a warm start).
     """
     n, m = Q.shape
     lo, hi = torch.aminmax(Q)
@@ -392,7 +394,13 @@ def _goum_solve(Q, eps, max_iter, tol, method="newton", gauge="shift"):
             "normalise the cost or use a larger eps"
         )
     counters = {"iterations": 0, "newton_steps": 0, "cg_iterations": 0, "newton_fallbacks": 0}
-    phi = torch.zeros(n, dtype=torch.float64, device=Q.device)  # omega / eps = 0 (Alg. 2)
+    if init is None:
+        phi = torch.zeros(n, dtype=torch.float64, device=Q.device)  # omega / eps = 0 (Alg. 2)
+    else:
+        phi = torch.as_tensor(init, dtype=torch.float64, device=Q.device)
+        if phi.shape != (n,) or not bool(torch.isfinite(phi).all()):
+            raise ValueError(f"init must be a finite potential of shape ({n},), got {tuple(phi.shape)}")
+        phi = phi - phi[-1]  # the gauge of Eq 28: phi_n = 0
     op = _SemiDual(Q, eps, torch.float64)
     best, status = _iterate(op, phi, max_iter, tol, method, gauge, counters)
     del op
@@ -411,11 +419,12 @@ def _goum_solve(Q, eps, max_iter, tol, method="newton", gauge="shift"):
         "newton_steps": counters["newton_steps"],
         "cg_iterations": counters["cg_iterations"],
         "newton_fallbacks": counters["newton_fallbacks"],
+        "potential": phi,
     }
     return plan, info
 
 
-def goum(cost, guide, eps, max_iter=1000, tol=1e-6, return_info=False):
+def goum(cost, guide, eps, max_iter=1000, tol=1e-6, return_info=False, init=None):
     """Guidance-based Optimal User Matching (Eq 17, 22, 25-28).
 
     Solves the entropic version of Eq 17 on the masked cost ``Q = cost * (1 - guide)``::
@@ -452,8 +461,11 @@ def goum(cost, guide, eps, max_iter=1000, tol=1e-6, return_info=False):
             deviation of the returned plan's row sums from 1 and column sums from n/m),
             ``row_error``, ``column_error``, ``converged``, ``stopped`` ('tol', 'max_iter',
             'stalled' = no progress at the dtype's rounding floor, 'non-finite'),
-            ``newton_steps``, ``cg_iterations``, ``newton_fallbacks`` and ``guided_pairs``
-            (number of True entries of guide).
+            ``newton_steps``, ``cg_iterations``, ``newton_fallbacks``, ``guided_pairs``
+            (number of True entries of guide) and ``potential`` (the final phi = omega / eps,
+            float64, to warm-start a later solve).
+        init: optional starting potential phi = omega / eps, shape (n,) (a warm start: the
+            ``potential`` of an earlier solve; the fixed point, hence the plan, is the same).
 
     Returns:
         plan (n, m) on cost's device and dtype, ``requires_grad=False``; with
@@ -492,7 +504,7 @@ def goum(cost, guide, eps, max_iter=1000, tol=1e-6, return_info=False):
         Q = cost.detach()
         if guide is not None:
             Q = Q.masked_fill(guide, 0.0)  # = cost * (1 - guide) for a finite cost
-        plan, info = _goum_solve(Q, eps, max_iter, tol)
+        plan, info = _goum_solve(Q, eps, max_iter, tol, init=init)
         plan = plan.to(cost.dtype)
     info["guided_pairs"] = int(guide.sum()) if guide is not None else 0
     if not info["converged"]:
@@ -562,23 +574,59 @@ def guided_contrastive_loss(user_src, user_tgt, plan, temperature, similarity="c
     if similarity not in ("cosine", "dot"):
         raise ValueError(f"similarity must be 'cosine' or 'dot', got {similarity!r}")
     P = plan.detach().to(device=user_src.device, dtype=user_src.dtype)
-    row_mass = P.sum(dim=1)
-    col_mass = P.sum(dim=0)
-    keep_src = row_mass > _MIN_RELATIVE_MASS * row_mass.mean().clamp_min(0)
-    keep_tgt = col_mass > _MIN_RELATIVE_MASS * col_mass.mean().clamp_min(0)
+    return _two_way_info_nce(user_src, user_tgt, (P, user_tgt), (P.t(), user_src), temperature, similarity)
+
+
+def population_contrastive_loss(user_src, user_tgt, plan_src, bank_tgt, plan_tgt, bank_src, temperature,
+                                similarity="cosine"):
+    """Eq 23 with a plan over whole populations (:mod:`sieoug_recbole.population_matching`).
+
+    As :func:`guided_contrastive_loss`, but source user i's positive is its barycentric match
+    over every target user: ``(plan_src @ bank_tgt)_i / sum_j plan_src_ij`` with ``plan_src``
+    (n, N_t) the batch's source users' rows of the population plan and ``bank_tgt`` (N_t, d)
+    every target user's vector; target user j's positive likewise from ``plan_tgt`` (m, N_s)
+    and ``bank_src``. The negatives stay the other side's batch users. Plans may be dense or
+    sparse COO tensors; they carry no gradient, the banks do.
+    """
+    plan_src = plan_src.detach().to(device=user_src.device, dtype=user_src.dtype)
+    plan_tgt = plan_tgt.detach().to(device=user_src.device, dtype=user_src.dtype)
+    for name, plan, anchors, bank in (("plan_src", plan_src, user_src, bank_tgt),
+                                      ("plan_tgt", plan_tgt, user_tgt, bank_src)):
+        if tuple(plan.shape) != (len(anchors), len(bank)):
+            raise ValueError(f"{name} shape {tuple(plan.shape)} must be ({len(anchors)}, {len(bank)})")
+    temperature = positive_number(temperature, "temperature")
+    return _two_way_info_nce(user_src, user_tgt, (plan_src, bank_tgt), (plan_tgt, bank_src), temperature,
+                             similarity)
+
+
+def _two_way_info_nce(user_src, user_tgt, src_side, tgt_side, temperature, similarity):
+    """InfoNCE of the source anchors (positives from ``src_side`` = (plan rows, bank)) plus that
+    of the target anchors, with one shared matrix of the negatives' logits."""
     loss = user_src.sum() * 0.0 + user_tgt.sum() * 0.0
     src, tgt = user_src, user_tgt
     if similarity == "cosine":
         src, tgt = torch.nn.functional.normalize(src, dim=1), torch.nn.functional.normalize(tgt, dim=1)
     logits = (src @ tgt.t()) / temperature  # (n, m), the negatives of both directions
-    tiny = torch.finfo(P.dtype).tiny
-    if bool(keep_src.any()):
-        bary_tgt = (P[keep_src] @ user_tgt) / row_mass[keep_src].clamp_min(tiny).unsqueeze(1)
-        loss = loss + _info_nce(src[keep_src], bary_tgt, logits[keep_src], temperature, similarity)
-    if bool(keep_tgt.any()):
-        bary_src = (P.t()[keep_tgt] @ user_src) / col_mass[keep_tgt].clamp_min(tiny).unsqueeze(1)
-        loss = loss + _info_nce(tgt[keep_tgt], bary_src, logits.t()[keep_tgt], temperature, similarity)
+    for anchors, (plan, bank), negative_logits in ((src, src_side, logits), (tgt, tgt_side, logits.t())):
+        keep, positives = _barycentres(plan, bank)
+        if positives is not None:
+            loss = loss + _info_nce(anchors[keep], positives, negative_logits[keep], temperature, similarity)
     return loss
+
+
+def _barycentres(plan, bank):
+    """(rows with a match, their barycentric matches ``plan @ bank / row mass`` or None when
+    no row has one): rows whose mass is below 1e-6 of the mean row mass have no meaningful
+    match. ``plan`` dense or sparse COO."""
+    if plan.is_sparse:
+        mass = torch.sparse.sum(plan, dim=1).to_dense() if plan._nnz() else plan.new_zeros(plan.shape[0])
+    else:
+        mass = plan.sum(dim=1)
+    keep = mass > _MIN_RELATIVE_MASS * mass.mean().clamp_min(0)
+    if not bool(keep.any()):
+        return keep, None
+    weighted = torch.sparse.mm(plan, bank)[keep] if plan.is_sparse else plan[keep] @ bank
+    return keep, weighted / mass[keep].clamp_min(torch.finfo(mass.dtype).tiny).unsqueeze(1)
 
 
 # --------------------------------------------------------------------------------------------

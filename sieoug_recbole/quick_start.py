@@ -211,12 +211,12 @@ def _framework_keys():
     import recbole
     import recbole_cdr
 
-    from sieoug_recbole.registry import yaml_file_keys
+    from sieoug_recbole.registry import DEFAULTS_YAML, yaml_file_keys
 
     files = [f for package in (recbole, recbole_cdr)
              for f in glob.glob(os.path.join(os.path.dirname(package.__file__), "properties", "**", "*.yaml"),
                                 recursive=True)
-             if os.sep + "model" + os.sep not in f]
+             if os.sep + "model" + os.sep not in f] + [DEFAULTS_YAML]
     return frozenset(PLUGIN_KEYS | FRAMEWORK_READ_KEYS).union(*(yaml_file_keys(f) for f in files))
 
 
@@ -302,6 +302,8 @@ def build(config, logger=None):
     if logger:
         logger.info(model)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    if hasattr(trainer, "attach_dataset"):  # per-domain selection validates the source hold-out
+        trainer.attach_dataset(dataset)
     return dataset, train_data, valid_data, test_data, model, trainer
 
 
@@ -354,14 +356,21 @@ def _run(config, verbose, keep_checkpoint, progress_only=False):
     test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=bars)
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
+    links = None
+    if getattr(trainer, "links", None) is not None:  # the target's selected weights are loaded
+        links = {"history": trainer.link_history, "best": trainer.measure_links("best")}
     by_domain = None
-    if config["dual_domain_eval"]:  # the best weights are loaded: score the source hold-out
+    if config["dual_domain_eval"]:  # score the source hold-out with the source's selected weights
         by_domain = {"target": {"valid": plain(best_valid_result), "test": plain(test_result)},
-                     "source": {s: evaluate_source(model_obj, dataset, s, config["topk"], config["metrics"])
-                                for s in ("valid", "test")}}
+                     "source": source_metrics(trainer, model_obj, dataset, config)}
         logger.info(set_color("source-domain test result", "yellow") + f": {by_domain['source']['test']}")
+    selection = getattr(trainer, "selection", {})
     return {
         "model": config["model"],
+        "selection": sorted(selection) if selection else None,
+        "best_epoch_by_domain": {d: s.epoch + 1 for d, s in selection.items()} or None,
+        "guidance": model_obj.guidance.describe() if hasattr(model_obj, "guidance") else None,
+        "link_diagnostics": links,
         "best_valid_score": float(best_valid_score),
         "valid_score_bigger": config["valid_metric_bigger"],
         "best_valid_result": plain(best_valid_result),
@@ -371,6 +380,18 @@ def _run(config, verbose, keep_checkpoint, progress_only=False):
         "epoch_stats": trainer.epoch_stats,
         "metrics_by_domain": by_domain,
     }
+
+
+def source_metrics(trainer, model, dataset, config):
+    """Source hold-out metrics ``{valid, test}``: with the source's own best weights under
+    per-domain selection (its validation result is the one that selected them), else with the
+    weights loaded now (the target's best)."""
+    selection = getattr(trainer, "selection", {}).get("source")
+    if selection is None:
+        return {s: evaluate_source(model, dataset, s, config["topk"], config["metrics"]) for s in ("valid", "test")}
+    trainer.load_domain_weights("source")
+    return {"valid": plain(selection.result),
+            "test": evaluate_source(model, dataset, "test", config["topk"], config["metrics"])}
 
 
 def objective_function(config_dict=None, config_file_list=None, saved=True, model=None):

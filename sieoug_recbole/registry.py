@@ -23,6 +23,9 @@ from sieoug_recbole.trainer import PluginTrainer
 MODEL_PACKAGE = "recbole_cdr.model.cross_domain_recommender"
 
 _MODELS = {}  # name -> (model class, yaml path or None, trainer class or None)
+_TABLE1 = []  # names of the models of the Table 1 grids, in registration order
+# settings every registered model reads (id layout, selection, ...), loaded before a model's yaml
+DEFAULTS_YAML = os.path.join(os.path.dirname(os.path.abspath(__file__)), "defaults.yaml")
 
 
 def _model_package():
@@ -38,11 +41,12 @@ def _model_package():
     return package
 
 
-def register_model(model_class, name=None, yaml_file=None, trainer=None):
+def register_model(model_class, name=None, yaml_file=None, trainer=None, table1=False):
     """Register ``model_class`` under ``name`` (default: its ``__name__``).
 
     ``yaml_file``: its default config (read before the user's files). ``trainer``: the trainer
     class RecBole-CDR's ``get_trainer`` returns for this model (default :class:`PluginTrainer`).
+    ``table1``: the model is a row of the Table 1 grids (:func:`table1_models`).
     """
     name = name or model_class.__name__
     trainer = trainer or PluginTrainer
@@ -51,6 +55,8 @@ def register_model(model_class, name=None, yaml_file=None, trainer=None):
             raise FileNotFoundError(f"default yaml of model '{name}' not found: {yaml_file}")
         yaml_file = os.path.abspath(yaml_file)  # a later chdir must not change which file it is
     _MODELS[name] = (model_class, yaml_file, trainer)
+    if table1 and name not in _TABLE1:
+        _TABLE1.append(name)
 
     module_name = f"{MODEL_PACKAGE}.{name.lower()}"
     alias = types.ModuleType(module_name)
@@ -69,6 +75,11 @@ def model_names():
     return list(_MODELS)
 
 
+def table1_models():
+    """Names of the models registered as Table 1 rows, in registration order."""
+    return list(_TABLE1)
+
+
 def get_model_class(model):
     """The class of a registered model name, or ``model`` itself if it is a class."""
     if not isinstance(model, str):
@@ -76,6 +87,12 @@ def get_model_class(model):
     if model not in _MODELS:
         raise ValueError(f"unknown model '{model}'; registered models: {', '.join(_MODELS)}")
     return _MODELS[model][0]
+
+
+def is_registered(model):
+    """Whether ``model`` (a name or class) is registered here."""
+    name = model if isinstance(model, str) else getattr(model, "__name__", None)
+    return name in _MODELS
 
 
 def model_yaml(model):

@@ -22,6 +22,7 @@ import os
 import numpy as np
 
 from sieoug_formats.features import feature_path, write_item_features
+from sieoug_formats.links import links_path, write_links
 
 DEFAULT_MODALITIES = {"visual": 0.8, "text": 1.2}
 
@@ -107,6 +108,9 @@ def generate_pair(out_dir, name="synthetic", n_common=500, n_source_only=150, n_
         summary["domains"][domain] = {
             "dataset": dataset, "users": int(len(set(user_tokens))), "items": n_items,
             "interactions": int(len(user_tokens))}
+    # the de-linked common users' true links, for the matching diagnostics (never for training)
+    delinked = [p for p in range(n_common) if not linked[p]]
+    summary["links_file"] = write_links(links_path(out_dir, name), [(f"u{p}", f"u{p}~t") for p in delinked])
     with open(os.path.join(out_dir, f"{name}.summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return summary

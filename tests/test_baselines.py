@@ -56,7 +56,7 @@ def test_neumf_full_sort_equals_predict(fast_config):
         for domain in DOMAINS:
             user_field, item_field = model.fields(domain)[:2]
             full = model.full_sort_predict(Interaction({user_field: users})).view(len(users), -1)
-            n_items = len(model.domain_item_ids(domain))
+            n_items = len(model.eval_item_rows(domain))
             assert full.shape == (len(users), n_items)
             pairs = Interaction({user_field: users.repeat_interleave(n_items),
                                  item_field: torch.arange(n_items).repeat(len(users))})
@@ -84,7 +84,7 @@ def test_cmf_shares_one_user_table(fast_config):
 def lightgcn_propagation(model, domain):
     ego = torch.cat([model.user_embedding[domain].weight, model.item_embedding[domain].weight])
     return torch.split(propagate(model.adjacency[domain], ego, model.n_layers),
-                       [model.num_users, model.num_items])
+                       [model.n_users[domain], model.n_items[domain]])
 
 
 def test_bitgcf_lambda_one_is_single_domain(fast_config):
@@ -111,7 +111,7 @@ def test_bitgcf_transfer_couples_the_domains(fast_config):
 
 # ----- LATTICE and FREEDOM: item graphs -------------------------------------------------------
 def domain_item_set(model, domain):
-    ids = model.domain_item_ids(domain).numpy()
+    ids = model.eval_item_rows(domain).numpy()
     return set(ids[ids > 0].tolist())  # padding 0 is nobody's neighbour
 
 
@@ -126,15 +126,15 @@ def test_item_graphs_are_knn_within_domain(name, fast_config):
     k = model.knn_k
     for domain in DOMAINS:
         n_items = len(domain_item_set(model, domain))
-        assert model.modalities[domain] == ["text", "visual"]
-        for graph in model.knn_graphs[domain].values():
+        assert model.domains[domain].modalities == ["text", "visual"]
+        for graph in model.domains[domain].knn_graphs.values():
             assert graph.shape == (n_items, n_items)
             per_row = np.diff(graph.indptr)
             assert per_row.max() <= k and per_row.min() >= 1
-        operators = (model.init_graphs[domain].values() if name == "LATTICE"
-                     else [model.item_graph[domain]])
+        operators = (model.domains[domain].init_graphs.values() if name == "LATTICE"
+                     else [model.domains[domain].item_graph])
         for operator in operators:
-            assert operator.shape == (model.num_items, model.num_items)
+            assert operator.shape == (model.n_items[domain], model.n_items[domain])
             assert_within_domain(model, domain, operator)
 
 
@@ -143,9 +143,9 @@ def test_lattice_learned_graph_is_knn_within_domain_and_trains(fast_config):
     sum(model.calculate_loss(batch)).backward()
     for domain in DOMAINS:
         items = domain_item_set(model, domain)
-        for modality in model.modalities[domain]:
+        for modality in model.domains[domain].modalities:
             neighbours = model._learned_neighbours[domain][modality]
-            ids = model.item_ids[domain]
+            ids = model.domains[domain].rows
             assert neighbours.shape == (len(ids), min(model.knn_k, len(ids)))
             assert set(ids[neighbours].reshape(-1).tolist()) <= items
             # gradients reach the feature transform through the learned edge values
@@ -201,11 +201,11 @@ def test_freedom_prunes_by_degree_in_training_only(fast_config):
     model.train()
     model.calculate_loss(batch)
     for domain in DOMAINS:
-        rows, cols = model.edges[domain]
-        pruned = model.pruned_adjacency[domain]
+        rows, cols = model.domains[domain].edges
+        pruned = model.domains[domain].pruned_adjacency
         kept = int(len(rows) * 0.5)
         assert pruned.nnz == 2 * kept  # both directions of each kept edge
-        assert model.user_item_graph(domain) is model.pruned_adjacency[domain]
+        assert model.user_item_graph(domain) is model.domains[domain].pruned_adjacency
         assert pruned.nnz < model.adjacency[domain].nnz
     model.eval()
     for domain in DOMAINS:
@@ -214,14 +214,14 @@ def test_freedom_prunes_by_degree_in_training_only(fast_config):
     # edges between low-degree nodes survive more often than edges between high-degree ones
     model.train()
     domain = "source"
-    rows, cols = model.edges[domain]
-    prob = model.edge_prob[domain].numpy()
+    rows, cols = model.domains[domain].edges
+    prob = model.domains[domain].edge_prob.numpy()
     low, high = prob >= np.quantile(prob, 0.75), prob <= np.quantile(prob, 0.25)
     survived = np.zeros(len(rows))
     for _ in range(20):
         model.resample_graphs()
-        adjacency = model.pruned_adjacency[domain]
+        adjacency = model.domains[domain].pruned_adjacency
         u, i = adjacency.indices()
-        present = set(zip(u.tolist(), (i - model.num_users).tolist()))
+        present = set(zip(u.tolist(), (i - model.n_users[domain]).tolist()))
         survived += [(r, c) in present for r, c in zip(rows.tolist(), cols.tolist())]
     assert survived[low].mean() > survived[high].mean()

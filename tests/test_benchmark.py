@@ -353,8 +353,8 @@ def test_results_file_survives_a_cut_line(tmp_path):
 
 
 @pytest.mark.parametrize("model, key, value", [("SIEOUG-O", "guide_lambda", 0.0),
-                                                ("SIEOUG-M", "matching", "overlap_only"),
-                                                ("SIEOUG-G", "matching", "fgw"),
+                                                ("SIEOUG-M", "guidance", "overlap_only"),
+                                                ("SIEOUG-G", "guidance", "fgw"),
                                                 ("SIEOUG", "guide_lambda", 0.6)])
 def test_resolved_config_holds_what_a_variant_forces(model, key, value, fast_config):
     from sieoug_recbole.benchmark.runner import _resolved

@@ -119,7 +119,7 @@ def test_model_checks_extend_their_parents():
     ("temperature", -0.5, "a finite number > 0"), ("knn_k", 0, "an integer >= 1"),
     ("n_clusters", 2.5, "an integer >= 1"), ("risgf_mu", -1, "a finite number >= 0"),
     ("sishe_eta", 0, "a finite number > 0"), ("score", "cos", "one of 'cosine', 'dot'"),
-    ("negatives", "all", "one of 'in_batch'"), ("matching", "ot", "one of 'goum'"),
+    ("negatives", "all", "one of 'in_batch'"), ("guidance", "ot", "one of 'none', 'goum'"),
     ("ot_device", "gpu", "one of 'cpu', 'model', or ~"), ("cost_normalize", "sum", "one of 'mean', 'max', or ~")])
 def test_a_bad_sieoug_value_stops_at_config_read(key, value, expected, fast_config, tmp_path):
     # no data at data_path: the config check comes first, before the data or any graph

@@ -23,13 +23,13 @@ def test_representations_and_attention(sieoug_config, score):
             model.view_bias[domain].normal_(0, 1.0)
     for domain in ("source", "target"):
         users, items = model.domain_representations(domain)
-        assert users.shape == (dataset.num_total_user, 16) and items.shape == (dataset.num_total_item, 16)
+        assert users.shape == (model.n_users[domain], 16) and items.shape == (model.n_items[domain], 16)
         if score == "cosine":  # unit vectors, so the dot product is the cosine of Eq 16
             torch.testing.assert_close(items.norm(dim=-1), torch.ones(len(items)))
         else:
             assert not torch.allclose(items[1:].norm(dim=-1), torch.ones(len(items) - 1))
         lightgcn_users, lightgcn_items, extra_views = model.item_views(domain)
-        own = model.view_items[domain]
+        own = model.views[domain].rows
         views = [lightgcn_items[own]] + extra_views
         assert len(views) == 3 and all(v.shape == (len(own), 16) for v in views)
         weights = model.view_attention(domain, views)
@@ -48,26 +48,26 @@ def test_representations_and_attention(sieoug_config, score):
         torch.testing.assert_close(rows.items(mixed), items[mixed])
         torch.testing.assert_close(rows.items(own[:5]), items[own[:5]])
         torch.testing.assert_close(rows.users(torch.tensor([1, 2, 2])), users[[1, 2, 2]])
-        info = model.structure_info[domain]
+        info = model.views[domain].info
         assert info["A_nnz"] > 0 and info["gamma_nnz"] > 0
 
 
 def test_item_views_cover_the_items_of_one_domain(sieoug_config):
     model, _, dataset, _ = build_on_synthetic("SIEOUG", sieoug_config)
     for domain in ("source", "target"):
-        domain_items = set(model.domain_item_ids(domain).tolist()) - {0}
-        own = model.view_items[domain]
+        domain_items = set(model.eval_item_rows(domain).tolist()) - {0}
+        own = model.views[domain].rows
         assert set(own.tolist()) == domain_items and len(own) == len(domain_items)
         n = len(own)  # the graphs are on these items, local rows
-        assert model.item_graph[domain].shape == (n, n)
-        rows = model.hyper_left[domain].indices()[0]
+        assert model.views[domain].item_graph.shape == (n, n)
+        rows = model.views[domain].edges_to_items.indices()[0]
         assert set(rows.tolist()) == set(range(n))  # every item belongs to some hyperedge
 
 
 def test_module_switches_drop_views(sieoug_config):
     sieoug_config.update(use_item_graph=False)
     model, _, _, _ = build_on_synthetic("SIEOUG", sieoug_config)
-    assert len(model.item_views("target")[2]) == 1 and not model.item_graph  # the hypergraph view
+    assert len(model.item_views("target")[2]) == 1 and model.views["target"].item_graph is None  # the hypergraph view
     sieoug_config.update(use_hypergraph=False)
     model, _, _, _ = build_on_synthetic("SIEOUG", sieoug_config)
     assert model.item_views("target")[2] == []  # LightGCN's items only
@@ -79,7 +79,7 @@ def test_zero_layers_leave_every_view_at_its_id_embeddings(sieoug_config):
     sieoug_config.update(n_layers=0)
     model, batch, _, _ = build_on_synthetic("SIEOUG", sieoug_config)
     users, items, views = model.item_views("target")
-    own_0 = model.item_embedding["target"].weight[model.view_items["target"]]
+    own_0 = model.item_embedding["target"].weight[model.views["target"].rows]
     torch.testing.assert_close(users, model.user_embedding["target"].weight)
     torch.testing.assert_close(items, model.item_embedding["target"].weight)
     assert len(views) == 2
@@ -133,9 +133,9 @@ def test_hypergraph_weights_frozen_or_learned(sieoug_config):
     assert not model.hyper_weight["target"].requires_grad  # the yaml's default
     with torch.no_grad():  # a non-identity weight: the view is left @ right @ x @ W per layer
         model.hyper_weight["target"].copy_(torch.randn_like(model.hyper_weight["target"]) * 0.3)
-    x = model.item_embedding["target"].weight[model.view_items["target"]]
-    left = model.hyper_left["target"].to_dense()
-    right = model.hyper_right["target"].to_dense()
+    x = model.item_embedding["target"].weight[model.views["target"].rows]
+    left = model.views["target"].edges_to_items.to_dense()
+    right = model.views["target"].items_to_edges.to_dense()
     layers = [x]
     for weight in model.hyper_weight["target"]:
         layers.append(left @ right @ layers[-1] @ weight)
@@ -157,7 +157,7 @@ def _target_grad(model, loss):
 
 def test_without_guidance_the_source_batch_cannot_move_the_target(sieoug_config):
     model, batch, _, _ = build_on_synthetic("SIEOUG-O", sieoug_config)
-    assert model.guide_lambda == 0
+    assert model.guidance.weight == 0 and not model.guidance.active
     parts = model.calculate_loss(batch)
     assert len(parts) == 2  # source and target recommendation losses only
     source_part_grads = _target_grad(model, parts[0])
@@ -175,7 +175,7 @@ def test_batch_overlapped_users_are_on_both_sides_and_matched(sieoug_config):
     # limited to errors below 1e-6 this batch stopped after 18 iterations at error 0.46
     sieoug_config.update(ot_eps=0.03)
     model, batch, dataset, _ = build_on_synthetic("SIEOUG", sieoug_config)
-    src, tgt = model.transfer_users(batch)
+    src, tgt = model.guidance.batch_users(model, batch)
     n_overlap = dataset.num_overlap_user
     overlapped = lambda ids: set(ids[(ids > 0) & (ids < n_overlap)].tolist())  # noqa: E731
     assert overlapped(src) == overlapped(tgt) and overlapped(src)
@@ -184,8 +184,8 @@ def test_batch_overlapped_users_are_on_both_sides_and_matched(sieoug_config):
     guide = guide_mask(src, tgt, n_overlap)
     user_src = model.domain_representations("source")[0][src].detach()
     user_tgt = model.domain_representations("target")[0][tgt].detach()
-    plan = model.matching_plan(user_src, user_tgt, guide)
-    assert model.pop_epoch_stats()["goum_marginal_error"] < 1e-4  # converged
+    plan = model.guidance.batch_plan(user_src, user_tgt, guide)
+    assert model.collect_epoch_statistics()["goum_marginal_error"] < 1e-4  # converged
     rows, cols = guide.nonzero(as_tuple=True)
     assert torch.equal(plan[rows].argmax(dim=1), cols)  # each overlapped user's best match is itself
     share = plan[rows, cols] / plan[rows].sum(dim=1)
@@ -199,20 +199,20 @@ def test_variants_differ_as_specified(sieoug_config):
     plans = {}
     for name in ("SIEOUG", "SIEOUG-M", "SIEOUG-G"):
         model, batch, dataset, _ = build_on_synthetic(name, sieoug_config)
-        src, tgt = model.transfer_users(batch)
+        src, tgt = model.guidance.batch_users(model, batch)
         guide = guide_mask(src, tgt, dataset.num_overlap_user)
         user_src = model.domain_representations("source")[0][src].detach()
         user_tgt = model.domain_representations("target")[0][tgt].detach()
-        plans[name] = (model.matching_plan(user_src, user_tgt, guide), guide)
-        no_guide = model.matching_plan(user_src, user_tgt, torch.zeros_like(guide))
+        plans[name] = (model.guidance.batch_plan(user_src, user_tgt, guide), guide)
+        no_guide = model.guidance.batch_plan(user_src, user_tgt, torch.zeros_like(guide))
         if name == "SIEOUG-G":  # unguided: the mask changes nothing
             torch.testing.assert_close(plans[name][0], no_guide)
             # FGW's costs are scaled by cost_normalize, as GOUM's
             from sieoug_recbole.matching import fgw_plan
 
-            model.cost_normalize = "max"
-            torch.testing.assert_close(model.matching_plan(user_src, user_tgt, guide),
-                                       fgw_plan(user_src, user_tgt, alpha=model.fgw_alpha, normalize="max"))
+            model.guidance.cost_normalize = "max"
+            torch.testing.assert_close(model.guidance.batch_plan(user_src, user_tgt, guide),
+                                       fgw_plan(user_src, user_tgt, alpha=model.guidance.fgw_alpha, normalize="max"))
         if name == "SIEOUG-M":  # no overlapped pair, no guidance term
             assert no_guide is None
     plan_m, guide = plans["SIEOUG-M"]
@@ -230,7 +230,7 @@ def test_a_batch_without_a_guided_pair_keeps_the_number_of_loss_terms(sieoug_con
     model, batch, _, _ = build_on_synthetic("SIEOUG-M", sieoug_config)
     terms = model.calculate_loss(batch)
     assert len(terms) == 3 and float(terms[2]) > 0
-    model.overlapped_num_users = 1  # as if the batch had no overlapped user (1 counts the padding)
+    model.guidance.num_overlap_users = 1  # as if the batch had no overlapped user (1 counts the padding)
     terms = model.calculate_loss(batch)
     assert len(terms) == 3 and float(terms[2]) == 0.0
     sum(terms).backward()  # the zero term does not break the step
@@ -299,11 +299,11 @@ def test_every_train_schedule_runs(sieoug_config, schedule):
 
 def test_guide_similarity_follows_the_score_unless_set(sieoug_config):
     model, _, _, _ = build_on_synthetic("SIEOUG", dict(sieoug_config))
-    assert (model.score, model.guide_similarity) == ("dot", "dot")  # the yaml's defaults
+    assert (model.score, model.guidance.similarity) == ("dot", "dot")  # the yaml's defaults
     model, _, _, _ = build_on_synthetic("SIEOUG", dict(sieoug_config, score="cosine"))
-    assert model.guide_similarity == "cosine"
+    assert model.guidance.similarity == "cosine"
     model, _, _, _ = build_on_synthetic("SIEOUG", dict(sieoug_config, guide_similarity="cosine"))
-    assert (model.score, model.guide_similarity) == ("dot", "cosine")
+    assert (model.score, model.guidance.similarity) == ("dot", "cosine")
     for key, value in (("guide_similarity", "euclid"), ("negatives", "popular"), ("score", "l2"),
                        ("ot_device", "gpu")):
         with pytest.raises(ValueError, match=key):

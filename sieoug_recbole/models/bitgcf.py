@@ -30,8 +30,7 @@ class BiTGCF(BPRDomainLoss, CrossDomainModel):
         self.reg_weight = config["reg_weight"]
         if not 0 <= self.transfer_lambda <= 1:
             raise ValueError(f"transfer_lambda must be in [0, 1], got {self.transfer_lambda}")
-        self.user_embedding, self.item_embedding = domain_id_embeddings(
-            self.num_users, self.num_items, self.embedding_size)
+        self.user_embedding, self.item_embedding = domain_id_embeddings(self.layout, self.embedding_size)
         self.adjacency = domain_adjacencies(self, dataset)
         self._step = None  # both domains' representations of the current training step
 
@@ -53,7 +52,7 @@ class BiTGCF(BPRDomainLoss, CrossDomainModel):
                        "target": self.transfer(spread["target"], spread["source"])}
             for d in DOMAINS:
                 layers[d].append(current[d])
-        return {d: torch.split(torch.stack(layers[d]).mean(dim=0), [self.num_users, self.num_items])
+        return {d: torch.split(torch.stack(layers[d]).mean(dim=0), [self.n_users[d], self.n_items[d]])
                 for d in DOMAINS}
 
     def calculate_loss(self, interaction):

@@ -12,7 +12,7 @@ feedback we use BPR on the framework's triples in each domain, weighted alpha (t
 from torch import nn
 
 from sieoug_recbole.checks import number_in_range
-from sieoug_recbole.models.base import DOMAINS, CrossDomainModel, bpr_loss, l2_penalty
+from sieoug_recbole.models.base import DOMAINS, CrossDomainModel, bpr_loss, keep_domain_rows, l2_penalty
 
 
 class CMF(CrossDomainModel):
@@ -21,11 +21,17 @@ class CMF(CrossDomainModel):
         self.embedding_size = config["embedding_size"]
         self.alpha = number_in_range(config["alpha"], "config key 'alpha'", 0, 1)
         self.reg_weight = config["reg_weight"]
-        self.user_embedding = nn.Embedding(self.num_users, self.embedding_size)  # shared U
+        # shared U over the joint user ids (every user is in it once), V per domain
+        self.user_embedding = nn.Embedding(self.layout.ranges.total("user"), self.embedding_size)
         self.item_embedding = nn.ModuleDict(
-            {d: nn.Embedding(self.num_items, self.embedding_size) for d in DOMAINS})
+            {d: nn.Embedding(self.layout.ranges.total("item"), self.embedding_size) for d in DOMAINS})
         for table in [self.user_embedding] + list(self.item_embedding.values()):
             nn.init.xavier_normal_(table.weight)
+        self.item_embedding = keep_domain_rows(self.item_embedding, self.layout, "item")
+
+    def user_rows(self, domain, ids):
+        """The shared table's rows are the framework's joint user ids, in both domains."""
+        return ids
 
     def domain_representations(self, domain):
         return self.user_embedding.weight, self.item_embedding[domain].weight

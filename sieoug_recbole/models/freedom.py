@@ -14,6 +14,7 @@ Per domain (no transfer between domains):
   features of modality m (the paper's modality-feature term), plus an optional L2 penalty.
 """
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import nn
 
@@ -41,30 +42,12 @@ class FREEDOM(CrossDomainModel):
             raise ValueError(f"prune_ratio must be in [0, 1), got {self.prune_ratio}")
 
         d = self.embedding_size
-        self.user_embedding, self.item_embedding = domain_id_embeddings(
-            self.num_users, self.num_items, d)
+        self.user_embedding, self.item_embedding = domain_id_embeddings(self.layout, d)
         self.adjacency = domain_adjacencies(self, dataset)
-
-        self.modalities, self.knn_graphs, self.item_graph, self.mix_weights = {}, {}, {}, {}
-        self.features, self.feature_rows = {}, {}
-        self.edges, self.edge_prob = {}, {}
-        for domain in DOMAINS:
-            items = DomainModalities(config, dataset, domain)
-            self.modalities[domain] = items.modalities
-            self.knn_graphs[domain] = items.knn_graphs(self.knn_k, self.include_self)
-            weights = modality_weights(config["modality_weights"], items.modalities)
-            self.mix_weights[domain] = weights
-            mixed = mix_graphs({m: normalize_item_graph(g) for m, g in self.knn_graphs[domain].items()},
-                               weights)
-            self.item_graph[domain] = lift_item_graph(mixed, items.ids, self.num_items, self.device,
-                                                      normalize=False)
-            self.features[domain] = items.padded_features(self.device)
-            self.feature_rows[domain] = torch.from_numpy(items.global_rows(self.num_items)).to(self.device)
-            self.edges[domain], self.edge_prob[domain] = _degree_sensitive_edges(dataset, domain)
+        self.domains = {x: FreedomDomain(self, config, dataset, x) for x in DOMAINS}
         self.feature_projection = nn.ModuleDict({
-            x: nn.ModuleDict({m: nn.Linear(f.shape[1], d) for m, f in self.features[x].items()})
+            x: nn.ModuleDict({m: nn.Linear(f.shape[1], d) for m, f in self.domains[x].features.items()})
             for x in DOMAINS})
-        self.pruned_adjacency = {}
         self._resample = True
 
     # ----- degree-sensitive edge pruning ---------------------------------------------------
@@ -75,12 +58,12 @@ class FREEDOM(CrossDomainModel):
 
     def resample_graphs(self):
         """Draw this epoch's pruned user-item graph of each domain."""
-        for domain in DOMAINS:
-            rows, cols = self.edges[domain]
+        for domain, state in self.domains.items():
+            rows, cols = state.edges
             keep = int(len(rows) * (1.0 - self.prune_ratio))
-            chosen = torch.multinomial(self.edge_prob[domain], max(keep, 1), replacement=False).numpy()
-            adjacency = bipartite_adjacency(rows[chosen], cols[chosen], self.num_users, self.num_items)
-            self.pruned_adjacency[domain] = SparseOperator(adjacency, self.device)
+            chosen = torch.multinomial(state.edge_prob, max(keep, 1), replacement=False).numpy()
+            adjacency = bipartite_adjacency(rows[chosen], cols[chosen], self.n_users[domain], self.n_items[domain])
+            state.pruned_adjacency = SparseOperator(adjacency, self.device)
 
     def calculate_loss(self, interaction):
         if self.prune_ratio > 0 and self._resample:
@@ -89,8 +72,9 @@ class FREEDOM(CrossDomainModel):
         return super().calculate_loss(interaction)
 
     def user_item_graph(self, domain):
-        if self.training and self.prune_ratio > 0 and domain in self.pruned_adjacency:
-            return self.pruned_adjacency[domain]
+        pruned = self.domains[domain].pruned_adjacency
+        if self.training and self.prune_ratio > 0 and pruned is not None:
+            return pruned
         return self.adjacency[domain]
 
     # ----- representations and loss ---------------------------------------------------------
@@ -98,12 +82,13 @@ class FREEDOM(CrossDomainModel):
         ego_items = self.item_embedding[domain].weight
         users, items = lightgcn_propagation(self.user_item_graph(domain), self.user_embedding[domain].weight,
                                             ego_items, self.n_layers)
-        h = propagate(self.item_graph[domain], ego_items, self.n_item_layers, reduce="last")
+        h = propagate(self.domains[domain].item_graph, ego_items, self.n_item_layers, reduce="last")
         return users, items + h
 
-    def projected_features(self, domain, modality, item_ids):
-        rows = self.feature_rows[domain][item_ids]
-        return self.feature_projection[domain][modality](self.features[domain][modality][rows])
+    def projected_features(self, domain, modality, item_rows):
+        state = self.domains[domain]
+        features = state.features[modality][state.feature_rows[item_rows]]
+        return self.feature_projection[domain][modality](features)
 
     def domain_loss(self, domain, interaction, representations):
         users, pos, neg = self.batch(domain, interaction)
@@ -114,7 +99,7 @@ class FREEDOM(CrossDomainModel):
             feature_loss = sum(
                 bpr_loss(user, self.projected_features(domain, m, pos),
                          self.projected_features(domain, m, neg))
-                for m in self.modalities[domain])
+                for m in self.domains[domain].modalities)
             loss = loss + self.feature_loss_weight * feature_loss
         if self.reg_weight:
             loss = loss + self.reg_weight * l2_penalty(
@@ -123,9 +108,29 @@ class FREEDOM(CrossDomainModel):
         return loss,
 
 
-def _degree_sensitive_edges(dataset, domain):
-    """((user ids, item ids) of the distinct training edges, torch weights 1/sqrt(d_u d_i))."""
-    matrix = dataset.inter_matrix(form="csr", domain=domain)
+class FreedomDomain:
+    """FREEDOM's frozen structures of one domain: its modalities and their kNN graphs, the
+    mixed item graph (an operator on item-table rows), the raw features with the feature row
+    of each table row, and the user-item edges with their pruning weights (plus this epoch's
+    pruned graph)."""
+
+    def __init__(self, model, config, dataset, domain):
+        items = DomainModalities(config, dataset, domain, model.layout)
+        self.modalities = items.modalities
+        self.knn_graphs = items.knn_graphs(model.knn_k, model.include_self)
+        self.mix_weights = modality_weights(config["modality_weights"], items.modalities)
+        mixed = mix_graphs({m: normalize_item_graph(g) for m, g in self.knn_graphs.items()}, self.mix_weights)
+        self.item_graph = lift_item_graph(mixed, items.rows, model.n_items[domain], model.device, normalize=False)
+        self.features = items.padded_features(model.device)
+        self.feature_rows = torch.from_numpy(items.feature_rows(model.n_items[domain])).to(model.device)
+        self.edges, self.edge_prob = degree_sensitive_edges(model.training_matrix(dataset, domain))
+        self.pruned_adjacency = None  # drawn at the start of each training epoch
+
+
+def degree_sensitive_edges(matrix):
+    """((user rows, item rows) of the distinct edges of a user x item matrix, torch weights
+    1/sqrt(d_u d_i) with the degrees counted over distinct edges)."""
+    matrix = sp.csr_matrix(matrix, copy=True)
     matrix.data[:] = 1.0
     matrix.sum_duplicates()
     matrix.data[:] = 1.0

@@ -46,30 +46,17 @@ class LATTICE(BPRDomainLoss, CrossDomainModel):
         self.reg_weight = config["reg_weight"]
 
         d = self.embedding_size
-        self.user_embedding, self.item_embedding = domain_id_embeddings(
-            self.num_users, self.num_items, d)
+        self.user_embedding, self.item_embedding = domain_id_embeddings(self.layout, d)
         self.adjacency = domain_adjacencies(self, dataset)
-
-        self.modalities, self.knn_graphs, self.init_graphs = {}, {}, {}
-        self.item_ids, self.features = {}, {}
-        for domain in DOMAINS:
-            items = DomainModalities(config, dataset, domain)
-            self.modalities[domain] = items.modalities
-            self.item_ids[domain] = torch.from_numpy(items.ids).to(self.device)
-            self.knn_graphs[domain] = items.knn_graphs(self.knn_k, self.include_self, weighted=True)
-            self.init_graphs[domain] = {
-                m: lift_item_graph(g, items.ids, self.num_items, self.device)
-                for m, g in self.knn_graphs[domain].items()}
-            self.features[domain] = {
-                m: torch.from_numpy(x).to(self.device) for m, x in items.features.items()}
+        self.domains = {x: LatticeDomain(self, config, dataset, x) for x in DOMAINS}
         # alpha: modality logits per domain (softmax -> mixing weights), start uniform
         self.modality_logits = nn.ParameterDict({
-            x: nn.Parameter(torch.zeros(len(self.modalities[x]))) for x in DOMAINS})
+            x: nn.Parameter(torch.zeros(len(self.domains[x].modalities))) for x in DOMAINS})
         feat_dim = config["feat_embed_dim"] or d
         self.feature_transform = nn.ModuleDict({
-            x: nn.ModuleDict({m: nn.Linear(f.shape[1], feat_dim) for m, f in self.features[x].items()})
+            x: nn.ModuleDict({m: nn.Linear(f.shape[1], feat_dim) for m, f in self.domains[x].features.items()})
             for x in DOMAINS})
-        self._learned_neighbours = {}  # domain -> {modality: (n_d, k) neighbour table, local item rows}
+        self._learned_neighbours = {}  # domain -> {modality: (n_d, k) neighbour table on feature rows}
         self._steps = 0
 
     # ----- item-item graph -------------------------------------------------------------
@@ -92,31 +79,31 @@ class LATTICE(BPRDomainLoss, CrossDomainModel):
         return torch.softmax(self.modality_logits[domain], dim=0)
 
     def learned_neighbours(self, domain, modality, transformed):
-        """(n_d, k) local rows: the learned kNN graph's neighbour table (recomputed when cleared)."""
+        """(n_d, k) feature rows: the learned kNN graph's neighbour table (recomputed when cleared)."""
         cached = self._learned_neighbours.setdefault(domain, {})
         if modality not in cached:
             cached[modality] = knn_neighbours(transformed.detach(), self.knn_k, self.include_self)
         return cached[modality]
 
     def item_graph_operator(self, domain):
-        """A function x -> A x on (num_items, d) global item tensors (Sec. 'graph learning')."""
+        """A function x -> A x on (item rows, d) tensors of the domain (Sec. 'graph learning')."""
+        state = self.domains[domain]
         weights = self.modality_weights(domain)
-        ids = self.item_ids[domain]
         lam = self.init_graph_weight if self.learn_graph else 1.0
-        frozen = [(w * lam, self.init_graphs[domain][m]) for w, m in zip(weights, self.modalities[domain])]
-        learned = []  # (weight, neighbour table, edge values) on the domain's local item rows
+        frozen = [(w * lam, state.init_graphs[m]) for w, m in zip(weights, state.modalities)]
+        learned = []  # (weight, neighbour table, edge values) on the domain's feature rows
         if self.learn_graph:
-            for w, m in zip(weights, self.modalities[domain]):
-                transformed = self.feature_transform[domain][m](self.features[domain][m])
+            for w, m in zip(weights, state.modalities):
+                transformed = self.feature_transform[domain][m](state.features[m])
                 neighbours = self.learned_neighbours(domain, m, transformed)
                 learned.append((w * (1 - lam), neighbours, knn_edge_values(transformed, neighbours)))
 
         def apply(x):
             out = sum(w * (operator @ x) for w, operator in frozen)
             if learned:
-                own = x[ids]
+                own = x[state.rows]
                 local = sum(w * knn_propagate(neighbours, values, own) for w, neighbours, values in learned)
-                out = out.index_add(0, ids, local)
+                out = out.index_add(0, state.rows, local)
             return out
 
         return apply
@@ -128,3 +115,18 @@ class LATTICE(BPRDomainLoss, CrossDomainModel):
                                             ego_items, self.n_layers)
         h = propagate(self.item_graph_operator(domain), ego_items, self.n_item_layers, reduce="last")
         return users, items + F.normalize(h, dim=1)
+
+
+class LatticeDomain:
+    """LATTICE's frozen structures of one domain: its modalities, their weighted kNN graphs
+    (``knn_graphs`` on feature rows, ``init_graphs`` as operators on item-table rows), the
+    table rows of the items with features and the raw features (torch)."""
+
+    def __init__(self, model, config, dataset, domain):
+        items = DomainModalities(config, dataset, domain, model.layout)
+        self.modalities = items.modalities
+        self.rows = torch.from_numpy(items.rows).to(model.device)
+        self.knn_graphs = items.knn_graphs(model.knn_k, model.include_self, weighted=True)
+        self.init_graphs = {m: lift_item_graph(g, items.rows, model.n_items[domain], model.device)
+                            for m, g in self.knn_graphs.items()}
+        self.features = {m: torch.from_numpy(x).to(model.device) for m, x in items.features.items()}

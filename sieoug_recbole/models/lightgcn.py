@@ -11,15 +11,16 @@ from sieoug_recbole.models.base import BPRDomainLoss, CrossDomainModel, DOMAINS,
 
 
 def domain_adjacency(model, dataset, domain):
-    """Normalised user-item graph of ``domain``'s training interactions, as a :class:`SparseOperator`."""
-    matrix = dataset.inter_matrix(form="coo", domain=domain)
-    adjacency = bipartite_adjacency(matrix.row, matrix.col, model.num_users, model.num_items)
-    return SparseOperator(adjacency)
+    """Normalised user-item graph of ``domain``'s training interactions (on table rows), as a
+    :class:`SparseOperator` on the model's device."""
+    matrix = model.training_matrix(dataset, domain).tocoo()
+    adjacency = bipartite_adjacency(matrix.row, matrix.col, model.n_users[domain], model.n_items[domain])
+    return SparseOperator(adjacency, model.device)
 
 
 def domain_adjacencies(model, dataset):
-    """:func:`domain_adjacency` of both domains, on the model's device."""
-    return {d: domain_adjacency(model, dataset, d).to(model.device) for d in DOMAINS}
+    """:func:`domain_adjacency` of both domains."""
+    return {d: domain_adjacency(model, dataset, d) for d in DOMAINS}
 
 
 def lightgcn_propagation(adjacency, users_0, items_0, n_layers):
@@ -35,8 +36,7 @@ class LightGCN(BPRDomainLoss, CrossDomainModel):
         self.embedding_size = config["embedding_size"]
         self.n_layers = config["n_layers"]
         self.reg_weight = config["reg_weight"]
-        self.user_embedding, self.item_embedding = domain_id_embeddings(
-            self.num_users, self.num_items, self.embedding_size)
+        self.user_embedding, self.item_embedding = domain_id_embeddings(self.layout, self.embedding_size)
         self.adjacency = domain_adjacencies(self, dataset)
 
     def domain_representations(self, domain):

@@ -1,14 +1,14 @@
 """Multi-modal item-item graphs shared by the multi-modal baselines (LATTICE, FREEDOM).
 
-A domain's graphs are built on its own items (local rows ``0..n_d-1``, aligned with the
-global ids that :func:`sieoug_recbole.domain_data.domain_features` returns) and then lifted
-into the global item id space (``num_items`` rows): rows and columns of the other domain's
-items and of the padding id 0 stay empty, so a propagation never mixes the two domains.
-Everything is sparse (scipy matrices or torch neighbour tables); no dense N x N matrix is formed.
+A domain's graphs are built on its items' feature rows ``0..n_d-1`` (aligned with the joint
+ids that :func:`sieoug_recbole.domain_data.domain_features` returns) and then lifted onto the
+rows of the model's item table (the padding row, and in a global layout the other domain's
+rows, stay empty, so a propagation never mixes the two domains). Everything is sparse (scipy
+matrices or torch neighbour tables); no dense N x N matrix is formed.
 
-- :class:`DomainModalities`: a domain's global ids, features and local kNN graphs;
+- :class:`DomainModalities`: a domain's ids, table rows, features and kNN graphs;
 - :func:`cosine_values` / :func:`modality_weights` / :func:`mix_graphs`: weighting and mixing;
-- :func:`lift_item_graph`: a local graph, normalised, as a global torch sparse operator;
+- :func:`lift_item_graph`: a graph on feature rows, normalised, as an operator on table rows;
 - :func:`knn_neighbours`, :func:`knn_edge_values`, :func:`knn_propagate`: a kNN graph as an
   (n, k) neighbour table whose edge values carry gradients (LATTICE's learned graph).
 """
@@ -27,14 +27,17 @@ from sieoug_recbole.similarity import knn_graph, normalize_item_graph
 class DomainModalities:
     """One domain's items and modality features, plus their kNN graphs.
 
-    ``ids``: global ids of the domain's real items (padding excluded); ``features``:
-    ``{modality: (n_d, d_m) float32}`` aligned with ``ids``, modalities in sorted order.
+    ``ids``: joint ids of the domain's real items (padding excluded); ``rows``: their rows in
+    the model's item tables (``layout``, an :class:`~sieoug_recbole.id_layout.IdLayout`);
+    ``features``: ``{modality: (n_d, d_m) float32}`` aligned with ``ids``, modalities in sorted
+    order.
     """
 
-    def __init__(self, config, dataset, domain):
+    def __init__(self, config, dataset, domain, layout):
         self.domain = domain
         ids, features = domain_features(config, dataset, domain)
         self.ids = np.asarray(ids, dtype=np.int64)
+        self.rows = layout.to_rows("item", domain, self.ids)
         self.features = {m: np.asarray(features[m], dtype=np.float32) for m in sorted(features)}
         self.modalities = list(self.features)
 
@@ -55,11 +58,12 @@ class DomainModalities:
             graphs[m] = cosine_values(graph, x) if weighted else graph
         return graphs
 
-    def global_rows(self, num_items):
-        """(num_items,) int64: the local row of each global item id, ``n_d`` for the ids that
-        are not this domain's items (index a feature matrix padded with one zero row)."""
-        rows = np.full(num_items, len(self), dtype=np.int64)
-        rows[self.ids] = np.arange(len(self))
+    def feature_rows(self, num_rows):
+        """(num_rows,) int64: the feature row of each item-table row, ``n_d`` for the rows
+        without features (the padding, the other domain's items in a global layout): index a
+        feature matrix padded with one zero row."""
+        rows = np.full(num_rows, len(self), dtype=np.int64)
+        rows[self.rows] = np.arange(len(self))
         return rows
 
     def padded_features(self, device=None):
@@ -118,11 +122,11 @@ def mix_graphs(graphs, weights):
     return total.tocsr()
 
 
-def lift_item_graph(local_graph, ids, num_items, device=None, normalize=True):
-    """A domain's local item graph (optionally ``D^-1/2 A D^-1/2``-normalised first) as a
-    (num_items, num_items) :class:`SparseOperator` on the global item ids."""
+def lift_item_graph(local_graph, rows, num_rows, device=None, normalize=True):
+    """A domain's item graph on its feature rows (optionally ``D^-1/2 A D^-1/2``-normalised
+    first) as a (num_rows, num_rows) :class:`SparseOperator` on the item table's ``rows``."""
     graph = normalize_item_graph(local_graph) if normalize else sp.csr_matrix(local_graph)
-    return SparseOperator(lift(graph, ids, ids, (num_items, num_items)), device)
+    return SparseOperator(lift(graph, rows, rows, (num_rows, num_rows)), device)
 
 
 # ----- torch kNN graphs whose edge values need gradients (LATTICE's learned graph) ----------

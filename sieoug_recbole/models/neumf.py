@@ -19,12 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sieoug_recbole.models.base import DOMAINS, CrossDomainModel, l2_penalty
+from sieoug_recbole.models.base import DOMAINS, CrossDomainModel, keep_domain_rows, l2_penalty
 
 LOSS_TYPES = ("bpr", "bce")
 
 
 class NeuMF(CrossDomainModel):
+    supports_guidance = False  # scores are not dot products of user and item vectors
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.embedding_size = config["embedding_size"]
@@ -39,10 +40,11 @@ class NeuMF(CrossDomainModel):
             raise ValueError("mlp_hidden_size needs at least one layer")
 
         d, dm = self.embedding_size, self.mlp_embedding_size
-        self.gmf_user = nn.ModuleDict({x: nn.Embedding(self.num_users, d) for x in DOMAINS})
-        self.gmf_item = nn.ModuleDict({x: nn.Embedding(self.num_items, d) for x in DOMAINS})
-        self.mlp_user = nn.ModuleDict({x: nn.Embedding(self.num_users, dm) for x in DOMAINS})
-        self.mlp_item = nn.ModuleDict({x: nn.Embedding(self.num_items, dm) for x in DOMAINS})
+        n_users, n_items = self.layout.ranges.total("user"), self.layout.ranges.total("item")
+        self.gmf_user = nn.ModuleDict({x: nn.Embedding(n_users, d) for x in DOMAINS})
+        self.gmf_item = nn.ModuleDict({x: nn.Embedding(n_items, d) for x in DOMAINS})
+        self.mlp_user = nn.ModuleDict({x: nn.Embedding(n_users, dm) for x in DOMAINS})
+        self.mlp_item = nn.ModuleDict({x: nn.Embedding(n_items, dm) for x in DOMAINS})
         sizes = [2 * dm] + self.mlp_hidden_size
         self.mlp = nn.ModuleDict({x: nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
                                   for x in DOMAINS})
@@ -54,6 +56,11 @@ class NeuMF(CrossDomainModel):
                 nn.init.xavier_uniform_(module.weight)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
+        # drawn over the joint id space, then cut to each domain's rows (see domain_id_embeddings)
+        self.gmf_user = keep_domain_rows(self.gmf_user, self.layout, "user")
+        self.gmf_item = keep_domain_rows(self.gmf_item, self.layout, "item")
+        self.mlp_user = keep_domain_rows(self.mlp_user, self.layout, "user")
+        self.mlp_item = keep_domain_rows(self.mlp_item, self.layout, "item")
 
     # ----- scoring --------------------------------------------------------------------------
     def _first_layer_parts(self, domain, users, items):
@@ -71,7 +78,7 @@ class NeuMF(CrossDomainModel):
         return hidden
 
     def score_pairs(self, domain, users, items):
-        """s(u, i) for aligned id tensors ``users`` and ``items`` (global ids)."""
+        """s(u, i) for aligned tensors of table rows ``users`` and ``items``."""
         weight = self.output[domain].weight.squeeze(0)
         d = self.embedding_size
         gmf = (self.gmf_user[domain](users) * self.gmf_item[domain](items)) @ weight[:d]
@@ -94,15 +101,13 @@ class NeuMF(CrossDomainModel):
     def predict(self, interaction):
         domain = self.interaction_domain(interaction)
         user_field, item_field = self.fields(domain)[:2]
-        items = interaction[item_field]
-        if domain == "source":  # the framework's source evaluation renumbers items
-            items = self.source_items[items]
-        return self.score_pairs(domain, interaction[user_field], items)
+        items = self.eval_item_rows(domain)[interaction[item_field]]
+        return self.score_pairs(domain, self.user_rows(domain, interaction[user_field]), items)
 
     def full_sort_predict(self, interaction):
         domain = self.interaction_domain(interaction)
-        users = interaction[self.fields(domain)[0]]
-        return self.score_all(domain, users, self.domain_item_ids(domain)).reshape(-1)
+        users = self.user_rows(domain, interaction[self.fields(domain)[0]])
+        return self.score_all(domain, users, self.eval_item_rows(domain)).reshape(-1)
 
     # ----- training -------------------------------------------------------------------------
     def domain_representations(self, domain):
