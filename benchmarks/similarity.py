@@ -121,6 +121,7 @@ def worker(n, z, k, seed):
     import torch
 
     from sieoug_recbole import similarity as sim
+    from sieoug_recbole.similarity.knn import BLOCK_ELEMENTS
 
     rows = []
 
@@ -133,12 +134,12 @@ def worker(n, z, k, seed):
     img = step("features image d=512", lambda: make_features(n, 512, 300, seed))
     txt = step("features text d=384", lambda: make_features(n, 384, 300, seed + 1))
     g_img = step("knn image d=512", lambda: sim.knn_graph(img, z))
-    rows[-1]["note"] = f"block={max(64, sim._BLOCK_ELEMENTS // n)} rows, nnz={g_img.nnz}"
+    rows[-1]["note"] = f"block={max(64, BLOCK_ELEMENTS // n)} rows, nnz={g_img.nnz}"
     g_txt = step("knn text d=384", lambda: sim.knn_graph(txt, z))
     noisy = random_out_graph(n, z, seed + 2)
-    a2, info2 = step("RISGF M=2", lambda: sim._risgf([g_img, g_txt], 0.1))
+    a2, info2 = step("RISGF M=2", lambda: sim.risgf([g_img, g_txt], 0.1, return_info=True))
     rows[-1]["note"] = f"iters={info2['iterations']}, union nnz={info2['union_nnz']}"
-    a3, info3 = step("RISGF M=3", lambda: sim._risgf([g_img, g_txt, noisy], 0.1))
+    a3, info3 = step("RISGF M=3", lambda: sim.risgf([g_img, g_txt, noisy], 0.1, return_info=True))
     rows[-1]["note"] = f"iters={info3['iterations']}, union nnz={info3['union_nnz']}"
     gamma, hist = step("SISHE K=15", lambda: sim.sishe(a2, k, 0.1, seed=0, return_history=True))
     rows[-1]["note"] = (f"outer={hist['iterations']}, inner={sum(hist['inner_iterations'])}, "

@@ -7,16 +7,16 @@ import pytest
 import scipy.sparse as sp
 from sklearn.metrics import normalized_mutual_info_score
 
-from sieoug_recbole import similarity as sim
 from sieoug_recbole.similarity import (
-    apply_hypergraph,
     build_item_structure,
     hypergraph_factors,
     knn_graph,
     normalize_item_graph,
+    regularised_transport,
     risgf,
     sishe,
 )
+from sieoug_recbole.similarity import pipeline
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -299,7 +299,8 @@ def test_sishe_uniform_start_is_a_fixed_point(planted_graph):
     a = planted_graph[3]
     n, k = a.shape[0], 6
     uniform = np.full((n, k), 1.0 / k)
-    step = sim._linearised_step(a, uniform, 0.1)
+    # one outer step of Algorithm 1 from the uniform start (Y = -A_s 1/K, then the transport)
+    step = sishe(a, k, 0.1, init="uniform", max_iter=0, tol=1e-9, inner_max_iter=10000).toarray()
     assert np.abs(step - uniform).max() < 1e-9
     gamma = sishe(a, k, 0.1, init="uniform").toarray()
     assert np.abs(gamma - 1.0 / k).max() < 1e-9  # Algorithm 1's start never clusters
@@ -308,8 +309,8 @@ def test_sishe_uniform_start_is_a_fixed_point(planted_graph):
 def test_sishe_inner_solver_matches_paper_alternation():
     rng = np.random.default_rng(5)
     y = -rng.random((300, 7)) * 3
-    ref, *_ = sim._qot_alternating(y, 0.1, np.zeros(300), np.zeros(7), 1e-10, 100000)
-    fast, _, _, it, err = sim._qot(y, 0.1, np.zeros(300), np.zeros(7), 1e-10, 1000)
+    ref, *_ = regularised_transport(y, 0.1, tol=1e-10, max_iter=100000, method="alternating")
+    fast, _, _, it, err = regularised_transport(y, 0.1, tol=1e-10, max_iter=1000)
     assert err < 1e-10
     assert np.abs(fast - ref).max() < 1e-8
     # the solution has the form of Eq 8 and is the regularised-OT optimum (KKT: rows
@@ -329,9 +330,9 @@ def test_sishe_inner_solver_with_hard_rows_and_ties():
     a.data[:] = 1.0
     g0 = np.eye(k)[lab]
     g0[:40] = np.eye(k)[rng.integers(k, size=40)]
-    y = -(sim._symmetric_part(a) @ g0)
-    ref, _, _, it_ref, _ = sim._qot_alternating(y, 0.1, np.zeros(n), np.zeros(k), 1e-9, 200000)
-    fast, _, _, it, err = sim._qot(y, 0.1, np.zeros(n), np.zeros(k), 1e-9, 1000)
+    y = -(((a + a.T) * 0.5) @ g0)
+    ref, _, _, it_ref, _ = regularised_transport(y, 0.1, tol=1e-9, max_iter=200000, method="alternating")
+    fast, _, _, it, err = regularised_transport(y, 0.1, tol=1e-9, max_iter=1000)
     print(f"inner iterations: alternation {it_ref}, damped Newton {it}")
     assert err < 1e-9 and it < 50
     assert np.abs(fast - ref).max() < 1e-6
@@ -385,7 +386,7 @@ def test_hypergraph_factors_equal_dense_operator(planted_sishe):
     assert sp.issparse(left) and sp.issparse(right)
     x = np.random.default_rng(7).standard_normal((n, 4))
     g = gamma.toarray()
-    assert np.abs(apply_hypergraph(left, right, x) - (k / n) * g @ (g.T @ x)).max() < 1e-9
+    assert np.abs(left @ (right @ x) - (k / n) * g @ (g.T @ x)).max() < 1e-9
     # general non-negative gamma: D_V^-1 gamma D_E^-1 gamma^T
     h = np.random.default_rng(8).random((50, 4))
     h[h < 0.5] = 0
@@ -395,7 +396,7 @@ def test_hypergraph_factors_equal_dense_operator(planted_sishe):
     dv_inv = np.where(dv > 0, 1 / np.where(dv > 0, dv, 1), 0)
     op = dv_inv[:, None] * h @ np.diag(1 / de) @ h.T
     y = np.random.default_rng(9).standard_normal((50, 3))
-    assert np.abs(apply_hypergraph(left, right, y) - op @ y).max() < 1e-12
+    assert np.abs(left @ (right @ y) - op @ y).max() < 1e-12
 
 
 # ----------------------------------------------------------------------------- entry point, cache
@@ -426,23 +427,23 @@ def test_build_item_structure_cache(tmp_path):
 def test_cache_key_covers_every_input():
     feats, _ = planted(40, 4, d=5, seed=2)
     params = {"z": 5, "mu": 0.1, "eta": 0.1, "n_clusters": 15, "seed": 0, "include_self": False,
-              **sim._PIPELINE_DEFAULTS}
-    base = sim._cache_key(feats, params)
-    assert base == sim._cache_key(dict(reversed(list(feats.items()))), params)
+              **pipeline._PIPELINE_DEFAULTS}
+    base = pipeline._cache_key(feats, params)
+    assert base == pipeline._cache_key(dict(reversed(list(feats.items()))), params)
     keys = {base}
     for name, value in [("z", 6), ("mu", 0.2), ("eta", 0.05), ("n_clusters", 14), ("seed", 1),
                         ("include_self", True), ("sishe_tol", 1e-7)]:
-        keys.add(sim._cache_key(feats, {**params, name: value}))
+        keys.add(pipeline._cache_key(feats, {**params, name: value}))
     changed = {m: x.copy() for m, x in feats.items()}
     changed["mod1"][7, 2] += 1e-12
-    keys.add(sim._cache_key(changed, params))
-    keys.add(sim._cache_key({m: x.astype(np.float32) for m, x in feats.items()}, params))
+    keys.add(pipeline._cache_key(changed, params))
+    keys.add(pipeline._cache_key({m: x.astype(np.float32) for m, x in feats.items()}, params))
     renamed = dict(feats)
     renamed["other"] = renamed.pop("mod2")
-    keys.add(sim._cache_key(renamed, params))
+    keys.add(pipeline._cache_key(renamed, params))
     reshaped = dict(feats)
     reshaped["mod0"] = np.ascontiguousarray(feats["mod0"]).reshape(20, 10)
-    keys.add(sim._cache_key(reshaped, params))
+    keys.add(pipeline._cache_key(reshaped, params))
     assert len(keys) == 12
 
 
