@@ -36,7 +36,7 @@ from dataset_prep.tables import line_of, parse_numbers, read_table, require_colu
 from sieoug_formats.features import feature_path, write_item_features
 from sieoug_formats.links import links_path, write_links
 
-SUMMARY_VERSION = 1
+SUMMARY_VERSION = 2  # 2: the hidden links of de-linked users (overlap.links_file)
 _DOMAIN_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 _URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://")
 

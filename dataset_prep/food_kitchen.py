@@ -28,7 +28,7 @@ import re
 
 import pandas as pd
 
-from dataset_prep.convert import ConvertConfig, DomainInput, convert, summary_path
+from dataset_prep.convert import SUMMARY_VERSION, ConvertConfig, DomainInput, convert, summary_path
 from dataset_prep.errors import PrepError
 from dataset_prep.locking import pair_lock
 
@@ -248,6 +248,11 @@ def is_built(name, out_dir="dataset", recipe=None):
     except (OSError, ValueError):
         return False
     if recipe is not None and summary.get("recipe") != recipe:
+        return False
+    if summary.get("version") != SUMMARY_VERSION:  # made by an older dataset_prep (e.g. without links)
+        return False
+    links = summary.get("overlap", {}).get("links_file")
+    if links and not os.path.isfile(os.path.join(out_dir, links)):
         return False
     for role in ("source", "target"):
         dataset = summary["domains"][role]["dataset"]

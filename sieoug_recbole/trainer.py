@@ -294,8 +294,8 @@ def link_diagnostics_of(config, dataset, model):
     as for a pair without de-linked users)."""
     path = config["link_file"]
     if path == "auto":
-        path = pair_links_path(config["target_domain"]["data_path"], config["source_domain"]["dataset"],
-                               config["target_domain"]["dataset"])
+        folder = os.path.dirname(os.path.normpath(config["target_domain"]["data_path"]))  # (<data_path>/<dataset>)
+        path = pair_links_path(folder, config["source_domain"]["dataset"], config["target_domain"]["dataset"])
         if not os.path.isfile(path):
             return None
     domains = {"source": dataset.source_domain_dataset, "target": dataset.target_domain_dataset}

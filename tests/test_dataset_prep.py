@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from sieoug_formats.links import read_links
 from dataset_prep import encoders, filtering
 from sieoug_formats.features import read_item_features
 from dataset_prep.cli import main
@@ -168,6 +169,13 @@ def test_overlap_ratio_shares_round_ratio_times_common(tmp_path, ratio, expected
     assert sum(u.endswith("~t") for u in tgt_users) == 9 - expected
     src_users = set(read_inter(tmp_path, "src")["user_id:token"])
     assert not any(u.endswith("~t") for u in src_users)  # only the target domain is renamed
+    # the hidden links of the de-linked users, beside the pair (no file when none was de-linked)
+    links_file = tmp_path / "out" / "p.links.tsv"
+    assert o["links_file"] == ("p.links.tsv" if expected < 9 else None) and links_file.exists() == (expected < 9)
+    if expected < 9:
+        links = read_links(str(links_file))
+        assert len(links) == 9 - expected
+        assert all(s in src_users and t == s + "~t" and t in tgt_users for s, t in links)
 
 
 def test_overlap_is_seeded_and_nested(tmp_path):
@@ -190,6 +198,8 @@ def test_delink_in_source_domain_with_custom_suffix(tmp_path):
     run(tmp_path, source, target, overlap_ratio=0.0, delink_domain="source",
         delink_suffix="@src", modalities=[])
     assert sum(u.endswith("@src") for u in read_inter(tmp_path, "src")["user_id:token"].unique()) == 9
+    links = read_links(str(tmp_path / "out" / "p.links.tsv"))  # (source token, target token)
+    assert len(links) == 9 and all(s == t + "@src" for s, t in links)
 
 
 @pytest.mark.parametrize("bad", [1.5, -0.1, float("nan"), "half"])

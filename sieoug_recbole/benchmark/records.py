@@ -5,8 +5,12 @@ Fields of a line (``status`` "ok")::
     model, task, k_u, seed, config_files, overrides, overrides_hash, sweep,
     status, metrics {target|source: {valid|test: {hit@10, ndcg@10, ...}}},
     best_valid_score, valid_metric, best_epoch, best_phase, n_epochs, n_epochs_by_phase,
-    n_evals, eval_step, valid_history [{phase, hit@10, ndcg@10}, ...] (target validation, in
-    epoch order), epoch_stats, domains {source, target: dataset name}, resolved_config,
+    n_evals, eval_step, selection (the domains whose validation picked their weights),
+    best_epoch_by_domain {target, source}, valid_history [{phase, epoch, hit@10, ndcg@10,
+    source: {hit@10, ndcg@10}}, ...] (target validation, and the source's under per-domain
+    selection, in epoch order), epoch_stats, guidance {guidance, guide_lambda, ot_scope,
+    overlapped_users, anchored}, link_diagnostics {history, best} (with link_file),
+    domains {source, target: dataset name}, resolved_config,
     wall_time_s (training + evaluation), process_time_s (the whole worker), run_dir,
     versions {python, torch, numpy, scipy, recbole, recbole_cdr, sieoug_recbole, git},
     host, device, threads, finished_at
