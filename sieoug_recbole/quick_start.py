@@ -100,11 +100,11 @@ def check_dataset_files(config):
     """Raise :class:`DatasetMissingError` naming the file and how to make it.
 
     Pairs of the shipped Food-Kitchen data (``food_kitchen_demo``, ``food_kitchen_demo_kuNN``,
-    ``food_kitchen_kuNN``) are built on first use instead.
+    ``food_kitchen_kuNN``) are built on first use instead, and rebuilt when an older
+    ``dataset_prep`` made them (:func:`dataset_prep.food_kitchen.ensure_dataset`: cheap when built).
     """
+    _build_shipped_pair(config)
     missing = _missing_inter_files(config)
-    if missing and _build_shipped_pair(config):
-        missing = _missing_inter_files(config)
     if missing:
         domain, dataset, path = missing[0]
         raise DatasetMissingError(f"{domain} dataset '{dataset}' not found: {path} does not exist"
