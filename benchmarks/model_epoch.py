@@ -24,11 +24,11 @@ import torch
 def build_model(name, config_files, overrides):
     """(construction seconds, train loader in BOTH mode, trainer) of one model."""
     from recbole_cdr.data.dataloader import CrossDomainDataLoaderState
-    from sieoug_recbole.quick_start import build, make_config
+    from sieoug_recbole.quick_start import build_run, make_config
 
     config = make_config(name, config_files, dict(overrides))
     start = time.perf_counter()
-    _, train_data, _, _, model, trainer = build(config)
+    _, train_data, _, _, model, trainer = build_run(config)
     built = time.perf_counter() - start
     train_data.set_mode(CrossDomainDataLoaderState.BOTH)
     model.set_phase("BOTH")

@@ -47,13 +47,13 @@ def main(argv=None):
 
     sys.argv = sys.argv[:1]
     from sieoug_recbole.graph import SparseOperator
-    from sieoug_recbole.quick_start import build, make_config
+    from sieoug_recbole.quick_start import build_run, make_config
 
     torch.set_num_threads(args.threads)
     config = make_config("SIEOUG", args.config_files.split(), {
         "show_progress": False, "state": "ERROR", "torch_num_threads": args.threads,
         "graph_cache_dir": tempfile.mkdtemp(prefix="graphs-")})
-    model = build(config)[4]
+    model = build_run(config)[4]
     print(f"# {args.config_files}, torch threads {args.threads}, ms per forward + backward product")
     print("| matrix | rows | nnz | d | torch COO | SparseOperator, torch CSR | SparseOperator, scipy | COO / scipy |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")

@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 
+from sieoug_recbole.id_layout import IdRanges
 from sieoug_recbole.registry import DEFAULTS_YAML, is_registered, model_yaml
 
 ORIGINALS = {}
@@ -57,17 +58,12 @@ def fix_source_sampler_off_by_one():
     @functools.wraps(original)
     def __init__(self, phases, dataset, built_datasets, distribution="uniform"):
         original(self, phases, dataset, built_datasets, distribution)
-        n_overlap_item, n_target_only_item = dataset.num_overlap_item, dataset.num_target_only_item
-        n_overlap_user, n_target_only_user = dataset.num_overlap_user, dataset.num_target_only_user
-        self.overlapped_item_num = n_overlap_item
-        self.overlapped_user_num = n_overlap_user
-        self.item_num = n_overlap_item + dataset.num_source_only_item
-        self.item_id_list = np.concatenate([
-            np.arange(1, n_overlap_item),
-            np.arange(n_overlap_item + n_target_only_item, dataset.num_total_item)])
-        self.user_id_list = np.concatenate([
-            np.arange(1, n_overlap_user),
-            np.arange(n_overlap_user + n_target_only_user, dataset.num_total_user)])
+        ranges = IdRanges.of(dataset)
+        self.overlapped_item_num = ranges.overlap_items
+        self.overlapped_user_num = ranges.overlap_users
+        self.item_num = ranges.domain_size("item", "source")
+        self.item_id_list = ranges.domain_ids("item", "source")[1:]  # (padding excluded)
+        self.user_id_list = ranges.domain_ids("user", "source")[1:]
 
     cls.__init__ = __init__
 

@@ -3,6 +3,7 @@ import numpy as np
 import torch
 
 from sieoug_formats.features import load_modalities
+from sieoug_recbole.id_layout import IdRanges
 
 
 def id2token(dataset, field, ids):
@@ -37,14 +38,9 @@ def domain_single_dataset(dataset, domain):
 
 
 def domain_items(dataset, domain):
-    """(global internal ids, raw tokens) of the domain's real items (padding excluded)."""
+    """(joint internal ids, raw tokens) of the domain's real items (padding excluded)."""
     single = domain_single_dataset(dataset, domain)
-    n_overlap, n_target_only = dataset.num_overlap_item, dataset.num_target_only_item
-    if domain == "target":
-        ids = np.arange(1, n_overlap + n_target_only)
-    else:
-        ids = np.concatenate([np.arange(1, n_overlap),
-                              np.arange(n_overlap + n_target_only, dataset.num_total_item)])
+    ids = IdRanges.of(dataset).domain_ids("item", domain)[1:]
     return ids, id2token(single, single.iid_field, ids)
 
 

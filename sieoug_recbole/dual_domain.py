@@ -14,6 +14,8 @@ from recbole.data.interaction import Interaction
 from recbole.evaluator.metrics import NDCG, Hit
 from recbole_cdr.data.dataset import CrossDomainDataset
 
+from sieoug_recbole.id_layout import IdLayout, IdRanges
+
 METRICS = {"hit": Hit, "ndcg": NDCG}
 
 
@@ -88,10 +90,10 @@ def evaluate_source(model, dataset, split, topk, metrics, batch_size=4096):
         raise ValueError("the dataset has no source hold-out: set dual_domain_eval: True")
     known = [holdout["train"]] + ([holdout["valid"]] if split == "test" else [])
     eval_users, eval_items = holdout[split]
-    n_overlap, n_target_only = dataset.num_overlap_item, dataset.num_target_only_item
-    to_source_order = lambda g: np.where(g < n_overlap, g, g - n_target_only)  # noqa: E731
+    source_order = IdLayout(IdRanges.of(dataset), "local")  # its item rows: the evaluation's numbering
+    to_source_order = lambda g: source_order.to_rows("item", "source", g)  # noqa: E731
     users = np.unique(eval_users)
-    n_items = n_overlap + dataset.num_source_only_item
+    n_items = source_order.size("item", "source")
 
     def user_item_matrix(pair_users, pair_items):  # sparse (evaluated users x source items)
         keep = np.isin(pair_users, users)

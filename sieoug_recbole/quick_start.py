@@ -284,7 +284,7 @@ def make_config(model=None, config_file_list=None, config_dict=None):
     return config
 
 
-def build(config, logger=None):
+def build_run(config, logger=None):
     """Dataset, data loaders, model and trainer for a config, seeded as the framework does."""
     if config["torch_num_threads"]:
         torch.set_num_threads(int(config["torch_num_threads"]))
@@ -348,7 +348,7 @@ def _run(config, verbose, keep_checkpoint, progress_only=False):
     logger = getLogger()
     if verbose:
         logger.info(config)
-    dataset, train_data, valid_data, test_data, model_obj, trainer = build(config, logger if verbose else None)
+    dataset, train_data, valid_data, test_data, model_obj, trainer = build_run(config, logger if verbose else None)
     epochs = EpochProgress(trainer, config["valid_metric"])
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, verbose=verbose, saved=True, show_progress=bars, callback_fn=epochs)
@@ -415,7 +415,7 @@ def load_data_and_model(model_file):
     config = checkpoint["config"]
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
-    dataset, train_data, valid_data, test_data, model, _ = build(config)
+    dataset, train_data, valid_data, test_data, model, _ = build_run(config)
     model.load_state_dict(checkpoint["state_dict"])
     model.load_other_parameter(checkpoint.get("other_parameter"))
     return config, model, dataset, train_data, valid_data, test_data

@@ -101,6 +101,16 @@ class PluginTrainer(CrossDomainTrainer):
         return [main, "source"] if per_domain else [main]
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        for _ in self.training_epochs(train_data, valid_data, verbose, saved, show_progress, callback_fn):
+            pass
+        return self.best_valid_score, self.best_valid_result
+
+    def training_epochs(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False,
+                        callback_fn=None):
+        """:meth:`fit`, one epoch at a time: a generator that yields after every training epoch
+        (and its evaluation) ``{phase, epoch (1-based), train_s, valid_s, improved (domains
+        whose validation improved)}``, so that a caller can take turns between trainers
+        (``benchmarks/time_to_quality.py``)."""
         for index, phase in enumerate(self.train_modes):
             self._reinit(index)
             self.logger.info(f"Start training with {phase} mode")
@@ -109,13 +119,13 @@ class PluginTrainer(CrossDomainTrainer):
             phase_valid = valid_data
             if self.split_valid_flag and valid_data is not None:  # (source valid, target valid)
                 phase_valid = valid_data[0] if phase == "SOURCE" else valid_data[1]
-            self._fit_phase(train_data, phase_valid, phase, verbose, saved, show_progress, callback_fn)
+            yield from self._phase_epochs(train_data, phase_valid, phase, verbose, saved, show_progress,
+                                          callback_fn)
         self.model.set_phase("OVERLAP")
-        return self.best_valid_score, self.best_valid_result
 
-    def _fit_phase(self, train_data, valid_data, phase, verbose, saved, show_progress, callback_fn):
+    def _phase_epochs(self, train_data, valid_data, phase, verbose, saved, show_progress, callback_fn):
         """One phase of training with early stopping (RecBole's ``Trainer.fit`` loop, with the
-        selection rules of this module)."""
+        selection rules of this module), epoch by epoch (see :meth:`training_epochs`)."""
         self.eval_collector.data_collect(train_data)
         domains = self.selected_domains(phase) if valid_data and self.eval_step > 0 else []
         if phase == "BOTH" and self.start_epoch == 0:
@@ -125,22 +135,31 @@ class PluginTrainer(CrossDomainTrainer):
             self.selection[domains[0]].update(self.start_epoch - 1, self.best_valid_score, self.best_valid_result,
                                               self.model, self.optimizer)
         for epoch in range(self.start_epoch, self.epochs):
+            started = time()
             self._train_and_log(train_data, epoch, verbose, show_progress)
+            report = {"phase": phase, "epoch": epoch + 1, "train_s": time() - started, "valid_s": 0.0,
+                      "improved": []}
             if phase == "BOTH" and self.link_every and (epoch + 1) % self.link_every == 0:
                 self.measure_links(epoch + 1)
             if not domains:  # nothing to select on: every epoch's weights are the latest
                 if saved:
                     self._save_checkpoint(epoch, verbose=verbose)
+                yield report
                 continue
             if (epoch + 1) % self.eval_step:
+                yield report
                 continue
+            started = time()
             results = self._validate(valid_data, domains, show_progress)
+            report["valid_s"] = time() - started
             self.valid_history.append({"phase": phase, "epoch": epoch + 1, **results[domains[0]][1],
                                        **{d: results[d][1] for d in domains[1:]}})
             for domain in domains:
                 score, result = results[domain]
-                if self.selection[domain].update(epoch, score, result, self.model, self.optimizer) and domain == domains[0]:
-                    self.best_valid_score, self.best_valid_result = score, result
+                if self.selection[domain].update(epoch, score, result, self.model, self.optimizer):
+                    report["improved"].append(domain)
+                    if domain == domains[0]:
+                        self.best_valid_score, self.best_valid_result = score, result
                 if verbose:
                     self.logger.info(set_color(f"epoch {epoch} {domain} valid", "blue") + f" [score {score:.6f}]: "
                                      + dict2str(result))
@@ -148,7 +167,9 @@ class PluginTrainer(CrossDomainTrainer):
             self.tensorboard.add_scalar("Vaild_score", results[domains[0]][0], epoch)
             if callback_fn:
                 callback_fn(epoch, results[domains[0]][0])
-            if self._should_stop(epoch):
+            stop = self._should_stop(epoch)
+            yield report
+            if stop:
                 if verbose:
                     best = ", ".join(f"{d} epoch {s.epoch}" for d, s in self.selection.items())
                     self.logger.info(f"Finished training, best eval result in {best}")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import sieoug_recbole  # noqa: F401  (repairs the framework, registers models)
-from sieoug_recbole.quick_start import build, make_config
+from sieoug_recbole.quick_start import build_run, make_config
 from sieoug_recbole.synthetic import generate_pair
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,6 +46,6 @@ def build_on_synthetic(name, overrides):
     """Model ``name`` built on the synthetic pair with config ``overrides``, with the first
     training batch taken once (so that a test's steps and checks all see the same batch)."""
     config = make_config(name, [SYNTHETIC_YAML], overrides)
-    dataset, train_data, _, _, model, _ = build(config)
+    dataset, train_data, _, _, model, _ = build_run(config)
     train_data.set_mode(train_data.state)  # BOTH
     return Built(model, next(iter(train_data)), dataset, config)

@@ -20,7 +20,7 @@ from sieoug_recbole.benchmark import grid as G
 from sieoug_recbole.benchmark import records as R
 from sieoug_recbole.benchmark import runner
 from sieoug_recbole.benchmark.cli import main
-from sieoug_recbole.benchmark.report import build
+from sieoug_recbole.benchmark.report import build_report
 
 TASK = f"syn:0.5={SYNTHETIC_YAML}"
 
@@ -232,7 +232,7 @@ def test_report_takes_one_run_per_cell_and_seed():
     assert R.select(runs, grid_specs=specs) == []
     both = R.select(runs, grid_specs=specs, include_sweeps=True)
     with pytest.raises(G.GridError, match="two runs of SIEOUG on food_kitchen K_u=0.1 seed 1"):
-        build(both, metrics=("hit@10",))
+        build_report(both, metrics=("hit@10",))
 
 
 def test_table1_grid_file():
@@ -453,7 +453,7 @@ def test_report_wilcoxon_from_six_seeds_and_single_seed_cells():
     runs = [_record("SIEOUG", s, v) for s, v in enumerate(ours)]
     runs += [_record("FREEDOM", s, v) for s, v in enumerate(base)]
     runs += [_record("LightGCN", 0, 0.2)]
-    table = build(runs, metrics=("hit@10",))
+    table = build_report(runs, metrics=("hit@10",))
     column = ("food_kitchen", 0.1, "target", "hit@10")
     tests = table["compare"][column]["tests"]
     assert tests["n"] == 6
@@ -472,7 +472,7 @@ def test_report_compares_on_the_seeds_both_models_have():
     runs = [_record(model, seed, v) for model in ("SIEOUG", "FREEDOM")
             for seed, v in zip((1, 2, 3), HAND[model])]
     runs += [_record("LATTICE", 3, 0.18), _record("LightGCN", 1, 0.10), _record("LightGCN", 2, 0.12)]
-    table = build(runs, metrics=("hit@10",))
+    table = build_report(runs, metrics=("hit@10",))
     column = ("food_kitchen", 0.1, "target", "hit@10")
     assert table["cells"][("LATTICE", column)]["mean"] > table["cells"][("FREEDOM", column)]["mean"]
     entry = table["compare"][column]
@@ -481,10 +481,10 @@ def test_report_compares_on_the_seeds_both_models_have():
     # LightGCN has seeds 1 and 2: the gain over it uses SIEOUG's seeds 1 and 2 only
     assert entry["gain_reference"] == pytest.approx(100 * (0.1825 - 0.11) / 0.11)
     # with every baseline on ours' seeds the best baseline is simply the best mean
-    table = build([r for r in runs if r["model"] != "LATTICE"], metrics=("hit@10",))
+    table = build_report([r for r in runs if r["model"] != "LATTICE"], metrics=("hit@10",))
     assert table["compare"][column]["best_baseline"] == "FREEDOM"
     # without ours in a column the best mean is the best baseline
-    table = build([r for r in runs if r["model"] != "SIEOUG"], metrics=("hit@10",))
+    table = build_report([r for r in runs if r["model"] != "SIEOUG"], metrics=("hit@10",))
     assert table["compare"][column]["best_baseline"] == "LATTICE"
     assert table["compare"][column]["gain_best"] is None
 

@@ -10,7 +10,7 @@ import sieoug_recbole
 from conftest import SYNTHETIC_YAML
 from sieoug_recbole import compat
 from sieoug_recbole.checkpoint import load_checkpoint
-from sieoug_recbole.quick_start import build, make_config
+from sieoug_recbole.quick_start import build_run, make_config
 
 
 def test_apply_is_idempotent():
@@ -48,7 +48,7 @@ def _source_sampler(fast_config, repaired):
     from recbole_cdr.sampler.crossdomain_sampler import CrossDomainSourceSampler
 
     config = make_config("LightGCN", [SYNTHETIC_YAML], fast_config)
-    dataset = build(config)[0]
+    dataset = build_run(config)[0]
     if repaired:
         return dataset, CrossDomainSourceSampler("train", dataset, [], "uniform")
     sampler = CrossDomainSourceSampler.__new__(CrossDomainSourceSampler)
@@ -82,7 +82,7 @@ def test_source_graph_holds_source_validation(dual, fast_config):
     # with a SOURCE phase the framework validates that phase on a part of the source data
     fast_config.update(train_epochs=["SOURCE:1", "BOTH:1"], dual_domain_eval=dual)
     config = make_config("LightGCN", [SYNTHETIC_YAML], fast_config)
-    _, train_data, valid_data, _, model, _ = build(config)
+    _, train_data, valid_data, _, model, _ = build_run(config)
     source_valid = valid_data[0].dataset
     held = set(zip(source_valid.inter_feat[source_valid.uid_field].numpy().tolist(),
                    source_valid.inter_feat[source_valid.iid_field].numpy().tolist()))
@@ -99,7 +99,7 @@ def test_source_graph_holds_source_validation(dual, fast_config):
 
 def test_id2token_maps_back_through_token_ids(fast_config):
     config = make_config("LightGCN", [SYNTHETIC_YAML], fast_config)
-    dataset = build(config)[0]
+    dataset = build_run(config)[0]
     single = dataset.target_domain_dataset
     field = single.iid_field
     ids = np.arange(1, 6)

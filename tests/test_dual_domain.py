@@ -5,7 +5,7 @@ import pytest
 import sieoug_recbole
 from conftest import SYNTHETIC_YAML
 from sieoug_recbole.dual_domain import holdout_ratios, split_by_user, split_counts
-from sieoug_recbole.quick_start import build, make_config
+from sieoug_recbole.quick_start import build_run, make_config
 
 
 @pytest.mark.parametrize("total, expected", [(10, [8, 1, 1]), (3, [1, 1, 1]), (2, [1, 0, 1]),
@@ -42,7 +42,7 @@ def test_holdout_ratios_reject_what_cannot_split(split):
 def test_source_holdout_is_removed_from_training(fast_config):
     fast_config["dual_domain_eval"] = True
     config = make_config("LightGCN", [SYNTHETIC_YAML], fast_config)
-    dataset, train_data = build(config)[:2]
+    dataset, train_data = build_run(config)[:2]
     holdout = dataset.source_holdout
     source = dataset.source_domain_dataset
     trained = set(zip(source.inter_feat[source.uid_field].numpy().tolist(),

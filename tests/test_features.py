@@ -58,10 +58,10 @@ def test_ragged_rows_and_missing_file(tmp_path):
 
 def test_domain_features_follow_internal_item_ids(fast_config, synthetic_dir):
     from sieoug_recbole.domain_data import domain_features
-    from sieoug_recbole.quick_start import build, make_config
+    from sieoug_recbole.quick_start import build_run, make_config
 
     config = make_config("LightGCN", [SYNTHETIC_YAML], fast_config)
-    dataset = build(config)[0]
+    dataset = build_run(config)[0]
     for domain in ("source", "target"):
         ids, features = domain_features(config, dataset, domain)
         single = getattr(dataset, f"{domain}_domain_dataset")
@@ -76,9 +76,9 @@ def test_domain_features_follow_internal_item_ids(fast_config, synthetic_dir):
 
 def test_unconfigured_modalities_are_a_clear_error(fast_config):
     from sieoug_recbole.domain_data import domain_features
-    from sieoug_recbole.quick_start import build, make_config
+    from sieoug_recbole.quick_start import build_run, make_config
 
     fast_config["target_domain"] = {"modalities": []}
     config = make_config("LightGCN", [SYNTHETIC_YAML], fast_config)
     with pytest.raises(FeatureFileError, match="no modalities configured"):
-        domain_features(config, build(config)[0], "target")
+        domain_features(config, build_run(config)[0], "target")

@@ -8,7 +8,7 @@ as JSON lines), :mod:`.records` (reading and selecting results), :mod:`.report` 
 from sieoug_recbole.benchmark.grid import (TABLE1_MODELS, expand, load_grid, overrides_hash,
                                            run_key)
 from sieoug_recbole.benchmark.records import load_records, select
-from sieoug_recbole.benchmark.report import build as build_report
+from sieoug_recbole.benchmark.report import build_report
 from sieoug_recbole.benchmark.report import write_report
 from sieoug_recbole.benchmark.runner import run_grid, run_one
 

@@ -97,7 +97,7 @@ def same_seed_gain(ours, base):
     return gain(float(np.mean([ours[s] for s in seeds])), float(np.mean([base[s] for s in seeds])))
 
 
-def build(runs, metrics=("hit@10", "ndcg@10"), split="test", ours=FAMILY_PREFIX,
+def build_report(runs, metrics=("hit@10", "ndcg@10"), split="test", ours=FAMILY_PREFIX,
           reference="LightGCN", models=None, prefix=FAMILY_PREFIX):
     """The report as data: {'models', 'columns', 'cells', 'compare', 'domains'}.
 
@@ -331,7 +331,7 @@ def render_csv_rows(table):
 
 def write_report(runs, out, title="Table 1", **kwargs):
     """Write ``report.md`` and ``report.csv`` under ``out``; return (table, markdown text)."""
-    table = build(runs, **kwargs)
+    table = build_report(runs, **kwargs)
     os.makedirs(out, exist_ok=True)
     markdown = render_markdown(table, title)
     with open(os.path.join(out, "report.md"), "w", encoding="utf-8") as f:
