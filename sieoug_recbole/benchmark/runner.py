@@ -26,6 +26,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from sieoug_recbole.benchmark.grid import load_yaml, overrides_hash, run_id, run_key
+from sieoug_recbole.benchmark.lifeline import parent_env
 from sieoug_recbole.benchmark.records import append_record, latest_by_key, load_records
 
 SPEC_FIELDS = ("model", "task", "k_u", "config_files", "seed", "overrides")
@@ -302,6 +303,7 @@ def worker_env(threads):
         env[name] = str(threads)
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    env.update(parent_env())  # the worker dies with this process (see .lifeline)
     return env
 
 
@@ -550,8 +552,13 @@ def summary_line(record, metrics=("hit@10", "ndcg@10")):
 
 def run_grid(specs, results, runs_dir=None, jobs=1, retry_failed=False, keep_checkpoints=False,
              verbose=False, threads=1, timeout=None, in_process=False, progress=True,
-             echo=print, rerun_changed=False):
-    """Run every spec not yet finished in ``results``; return the list of new records."""
+             echo=print, rerun_changed=False, remote=None):
+    """Run every spec not yet finished in ``results``; return the list of new records.
+
+    ``remote``: runs go there instead of to local worker processes: an object with
+    ``start(spec, run_dir) -> record``, ``stop_all()`` and ``parallel`` (runs at a time), such
+    as :class:`sieoug_recbole.benchmark.ray_backend.RayRuns`. Records are appended here either way.
+    """
     todo, done, skipped_failed, changed = plan(specs, results, retry_failed, rerun_changed)
     runs_dir = runs_dir or (os.path.splitext(results)[0] + "_runs")
     if changed:
@@ -601,6 +608,8 @@ def run_grid(specs, results, runs_dir=None, jobs=1, retry_failed=False, keep_che
                 finish(spec, attempt(spec, lambda s, d: run_inline(s, d, verbose, threads)))
         else:
             start = lambda s, d: execute(s, d, verbose, threads, timeout, children)  # noqa: E731
+            if remote is not None:
+                start, children, jobs = remote.start, remote, remote.parallel
             with ThreadPoolExecutor(max_workers=max(1, int(jobs))) as pool:
                 futures = {pool.submit(attempt, spec, start): spec for spec in todo}
                 try:
