@@ -28,6 +28,7 @@ from sieoug_recbole.matching import (fgw_plan, goum, guide_mask, guided_contrast
 from sieoug_recbole.population_matching import PLANS, population_plan
 
 GUIDANCE_TYPES = ("none", "goum", "fgw", "overlap_only")
+MAPS = ("none", "linear", "orthogonal")
 OT_SCOPES = ("batch", "global")
 OT_DEVICES = ("cpu", "model")
 SIMILARITIES = ("cosine", "dot")
@@ -40,7 +41,8 @@ GUIDANCE_CHECKS = {
     "ot_candidates": integer(1), "ot_keep": integer(1), "ot_dense_limit": integer(1),
     "cost_normalize": optional(choice("mean", "max")), "guide_temperature": number(0, low_open=True),
     "guide_similarity": optional(choice(*SIMILARITIES)), "guide_both_sides": boolean(),
-    "fgw_alpha": number(0, 1)}
+    "fgw_alpha": number(0, 1), "guide_start_epoch": integer(0), "guide_anchor_epochs": integer(0),
+    "ot_map": choice(*MAPS)}
 
 
 class UserGuidance:
@@ -65,13 +67,17 @@ class UserGuidance:
         self.similarity = config["guide_similarity"] or similarity
         self.both_sides = config["guide_both_sides"]
         self.fgw_alpha = config["fgw_alpha"]
+        self.start_epoch_index = int(config["guide_start_epoch"] or 0)
+        self.anchor_epochs = int(config["guide_anchor_epochs"] or 0)
+        self.map_kind = config["ot_map"] or "none"
         self.num_overlap_users = int(num_overlap_users)
         if self.scope == "global" and self.kind != "goum":
             raise ConfigError(f"config key 'ot_scope': global matching solves GOUM; guidance '{self.kind}' "
                              "matches per batch (ot_scope: batch)")
         self._stats = defaultdict(float)
-        self._plan = None  # the population plan (global scope) and what it was made for
-        self._epochs_since_refresh = None
+        self._plan = None  # the population plan (global scope), its populations and epoch
+        self._map = None  # (the source -> target map of ot_map, and the epoch it was fitted in)
+        self.epoch = 0  # the training epoch now (start_epoch)
         self.anchored = self.num_overlap_users > 1  # (num_overlap_users counts the padding id)
         if self.active and self.kind != "fgw" and not self.anchored:
             warnings.warn(f"guidance '{self.kind}' on a pair without overlapped users: nothing anchors the "
@@ -97,10 +103,19 @@ class UserGuidance:
     def active(self):
         return self.kind != "none" and self.weight > 0
 
-    def new_epoch(self):
-        """A training epoch starts (the global plan is refreshed every ``ot_refresh`` epochs)."""
-        if self._epochs_since_refresh is not None:
-            self._epochs_since_refresh += 1
+    def start_epoch(self, epoch):
+        """Training epoch ``epoch`` (0-based) starts: it decides the plan (:meth:`kind_now`), the
+        refresh of the population plan (every ``ot_refresh`` epochs) and of the map."""
+        self.epoch = int(epoch)
+
+    def kind_now(self):
+        """This epoch's plan: None (no guidance yet) before ``guide_start_epoch``, then
+        ``overlap_only`` (the anchors alone) for ``guide_anchor_epochs``, then ``guidance``."""
+        if self.epoch < self.start_epoch_index:
+            return None
+        if self.epoch < self.start_epoch_index + self.anchor_epochs:
+            return "overlap_only"
+        return self.kind
 
     # ----- the loss -----------------------------------------------------------------------
     def loss(self, model, interaction, representations):
@@ -109,13 +124,19 @@ class UserGuidance:
         trainer sums them per position)."""
         if not self.active:
             return ()
+        kind = self.kind_now()
+        if kind is None:  # guidance starts later
+            return torch.zeros((), device=model.device),
         src, tgt = self.batch_users(model, interaction)
         user_src = model.step_user_vectors("source", representations["source"], src)
         user_tgt = model.step_user_vectors("target", representations["target"], tgt)
-        if self.scope == "global":
-            term = self._global_loss(model, representations, src, tgt, user_src, user_tgt)
+        user_map = self.user_map(model, representations) if kind != "overlap_only" else None
+        if user_map is not None:  # the source users in the target's space (ot_map)
+            user_src = user_src @ user_map
+        if self.scope == "global" and kind == "goum":
+            term = self._global_loss(model, representations, src, tgt, user_src, user_tgt, user_map)
         else:
-            term = self._batch_loss(src, tgt, user_src, user_tgt)
+            term = self._batch_loss(kind, src, tgt, user_src, user_tgt)
         if term is None:
             return user_src.new_zeros(()),
         self._stats["loss_guide"] += float(term.detach())
@@ -134,24 +155,26 @@ class UserGuidance:
                         torch.cat([tgt, src[is_overlapped(src, n_o)]]))
         return torch.unique(src), torch.unique(tgt)
 
-    def _batch_loss(self, src, tgt, user_src, user_tgt):
+    def _batch_loss(self, kind, src, tgt, user_src, user_tgt):
         guide = guide_mask(src, tgt, self.num_overlap_users)
-        plan = self.batch_plan(user_src, user_tgt, guide)
+        plan = self.batch_plan(user_src, user_tgt, guide, kind)
         if plan is None:
             return None
         self._stats["guided_pairs"] += float(guide.sum())
         return guided_contrastive_loss(user_src, user_tgt, plan, self.temperature, self.similarity)
 
-    def batch_plan(self, user_src, user_tgt, guide):
-        """The plan between a batch's source and target users (no gradient), or None when
-        there is nothing to match (``overlap_only`` without an overlapped pair)."""
-        if self.kind == "overlap_only":  # SIEOUG-M: only the same person is a positive
+    def batch_plan(self, user_src, user_tgt, guide, kind=None):
+        """The plan of ``kind`` (default ``guidance``) between a batch's source and target
+        users (no gradient), or None when there is nothing to match (``overlap_only`` without
+        an overlapped pair)."""
+        kind = kind or self.kind
+        if kind == "overlap_only":  # SIEOUG-M: only the same person is a positive
             return guide.to(user_src.dtype) if guide.any() else None
         # A batch's problem is small and its solvers sequential: on a GPU every step is a few
         # tiny kernels and a host sync, so by default the plan is solved on the CPU (ot_device).
         solve_on = torch.device("cpu") if self.device == "cpu" else user_src.device
         src, tgt = user_src.detach().to(solve_on), user_tgt.detach().to(solve_on)
-        if self.kind == "fgw":  # SIEOUG-G: unguided
+        if kind == "fgw":  # SIEOUG-G: unguided
             return fgw_plan(src, tgt, alpha=self.fgw_alpha, normalize=self.cost_normalize).to(user_src.device)
         cost = squared_euclidean_cost(src, tgt, normalize=self.cost_normalize)
         plan, info = goum(cost, guide.to(solve_on), self.eps, max_iter=self.max_iter, tol=self.tol,
@@ -161,25 +184,30 @@ class UserGuidance:
         return plan.to(user_src.device)
 
     # ----- whole-population matching --------------------------------------------------------
-    def _global_loss(self, model, representations, src, tgt, user_src, user_tgt):
-        if self._plan is None or self._epochs_since_refresh >= self.refresh_epochs:
-            self.refresh(model, representations)
+    def _global_loss(self, model, representations, src, tgt, user_src, user_tgt, user_map=None):
+        if self._plan is None or self.epoch - self._plan["epoch"] >= self.refresh_epochs:
+            self.refresh(model, representations, user_map)
         populations = self._plan["rows"]
         index = self._plan["index"]
         bank_src = model.step_user_vectors("source", representations["source"], populations["source"])
         bank_tgt = model.step_user_vectors("target", representations["target"], populations["target"])
+        if user_map is not None:
+            bank_src = bank_src @ user_map
         plan = self._plan["plan"]
         self._stats["guided_pairs"] += float(guide_mask(src, tgt, self.num_overlap_users).sum())
         return population_contrastive_loss(
             user_src, user_tgt, csr_rows(plan.by_source, index["source"][src]), bank_tgt,
             csr_rows(plan.by_target, index["target"][tgt]), bank_src, self.temperature, self.similarity)
 
-    def refresh(self, model, representations):
-        """Solve GOUM between every source and every target user from this step's vectors."""
+    def refresh(self, model, representations, user_map=None):
+        """Solve GOUM between every source and every target user from this step's vectors
+        (the source's mapped by ``user_map`` when given)."""
         populations = {d: torch.as_tensor(model.layout.domain_rows("user", d)[1:], device=model.device)
                        for d in ("source", "target")}  # (the padding row is nobody)
         vectors = {d: model.step_user_vectors(d, representations[d], populations[d]).detach()
                    for d in ("source", "target")}
+        if user_map is not None:
+            vectors["source"] = vectors["source"] @ user_map
         guided = guided_population_pairs(populations, self.num_overlap_users)
         previous = self._plan["plan"].info.get("potential") if self._plan else None
         plan = population_plan(vectors["source"], vectors["target"], guided, self.eps, self.global_plan,
@@ -190,12 +218,24 @@ class UserGuidance:
             lookup = torch.full((model.n_users[domain],), -1, dtype=torch.long, device=model.device)
             lookup[rows] = torch.arange(len(rows), device=model.device)
             index[domain] = lookup
-        self._plan = {"plan": plan, "rows": populations, "index": index}
-        self._epochs_since_refresh = 0
+        self._plan = {"plan": plan, "rows": populations, "index": index, "epoch": self.epoch}
         self._stats["plan_refreshes"] += 1
         self._stats["plan_iterations"] += plan.info["iterations"]
         self._stats["plan_marginal_error"] += float(plan.info["marginal_error"])
         self._stats["plan_kept_mass"] += plan.info["kept_mass"]
+
+    def user_map(self, model, representations):
+        """The (d, d) map of source user vectors into the target's space (``ot_map``), fitted
+        on the overlapped users' vectors (detached) at the first step of each epoch; None with
+        ``ot_map: none`` or without overlapped users."""
+        if self.map_kind == "none" or not self.anchored:
+            return None
+        if self._map is None or self._map[1] != self.epoch:
+            anchors = torch.arange(1, self.num_overlap_users, device=model.device)
+            source = model.step_user_vectors("source", representations["source"], anchors).detach()
+            target = model.step_user_vectors("target", representations["target"], anchors).detach()
+            self._map = (fit_user_map(source, target, self.map_kind), self.epoch)
+        return self._map[0]
 
     @property
     def population_plan(self):
@@ -216,6 +256,22 @@ class UserGuidance:
             else:
                 out[key] = value / batches
         return out
+
+
+def fit_user_map(source, target, kind, ridge=1e-3):
+    """The (d, d) matrix W with ``source @ W ~ target`` for paired rows (the same people in two
+    spaces): ``linear``, ridge least squares (ridge ``ridge`` times the mean squared entry of
+    ``source``); ``orthogonal``, the orthogonal Procrustes solution (a rotation: distances
+    within the source space are kept)."""
+    source, target = source.double(), target.double()
+    if kind == "orthogonal":
+        u, _, vt = torch.linalg.svd(source.T @ target)
+        return (u @ vt).float()
+    if kind == "linear":
+        gram = source.T @ source
+        gram += ridge * float((source * source).mean()) * len(source) * torch.eye(len(gram), dtype=gram.dtype)
+        return torch.linalg.solve(gram, source.T @ target).float()
+    raise ValueError(f"ot_map must be one of {MAPS}, got {kind!r}")
 
 
 def guided_population_pairs(populations, num_overlap_users):

@@ -285,8 +285,27 @@ class PluginTrainer(CrossDomainTrainer):
             self._resume = None
 
     # ----- per-epoch statistics ----------------------------------------------------------
+    def _build_optimizer(self, **kwargs):
+        """RecBole's optimizer; with ``lr_scale_source`` != 1 the source domain's parameters (a
+        ``source`` component in their name: every per-domain table and module of our models)
+        learn at that multiple of the learning rate."""
+        scale = float(self.config["lr_scale_source"] or 1.0)
+        if scale != 1.0 and "params" not in kwargs:
+            named = list(self.model.named_parameters())
+            source = [p for n, p in named if "source" in n.split(".")]
+            others = [p for n, p in named if "source" not in n.split(".")]
+            kwargs["params"] = [{"params": others},
+                                {"params": source, "lr": self.config["learning_rate"] * scale}]
+        return super()._build_optimizer(**kwargs)
+
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        if hasattr(self.model, "start_epoch"):  # (guidance schedules count epochs)
+            self.model.start_epoch(epoch_idx)
         loss = super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
+        decay = float(self.config["learning_rate_decay"] or 1.0)
+        if decay != 1.0:  # an exponential schedule: every group's rate times decay after each epoch
+            for group in self.optimizer.param_groups:
+                group["lr"] *= decay
         collect = getattr(self.model, "collect_epoch_statistics", None)
         if collect is not None:
             stats = collect()

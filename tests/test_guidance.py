@@ -129,3 +129,55 @@ def test_global_scope_loss_uses_population_rows(guided_config):
     in_batch = set(model.user_rows("target", batch[model.TARGET_USER_ID]).tolist())
     outside = [r for r in range(1, n_tgt + 1) if r not in in_batch]
     assert grad[outside].abs().sum() > 0
+
+
+def test_a_guidance_schedule_starts_late_and_aligns_the_anchors_first(guided_config):
+    config = {**guided_config, "guide_start_epoch": 2, "guide_anchor_epochs": 1}
+    model, batch, _, _ = build_on_synthetic("SIEOUG", config)
+    for epoch, expected in ((0, None), (1, None), (2, "overlap_only"), (3, "goum"), (9, "goum")):
+        model.start_epoch(epoch)
+        assert model.guidance.kind_now() == expected
+        terms = model.calculate_loss(batch)
+        assert len(terms) == 3  # the same terms every epoch (a zero one before the start)
+        stats = model.collect_epoch_statistics()
+        if expected is None:
+            assert float(terms[2]) == 0.0 and "loss_guide" not in stats
+        else:
+            assert float(terms[2]) > 0 and ("goum_iterations" in stats) == (expected == "goum")
+
+
+@pytest.mark.parametrize("kind", ["orthogonal", "linear"])
+def test_the_user_map_recovers_a_planted_map(kind):
+    from sieoug_recbole.guidance import fit_user_map
+
+    g = torch.Generator().manual_seed(0)
+    source = torch.randn(200, 8, generator=g)
+    rotation, _ = torch.linalg.qr(torch.randn(8, 8, generator=g))
+    planted = rotation if kind == "orthogonal" else rotation * torch.linspace(0.5, 2.0, 8)
+    mapped = fit_user_map(source, source @ planted, kind)
+    torch.testing.assert_close(mapped, planted, atol=1e-3, rtol=1e-3)
+    if kind == "orthogonal":
+        torch.testing.assert_close(mapped @ mapped.T, torch.eye(8), atol=1e-5, rtol=0)
+
+
+def test_with_a_map_the_plan_matches_rotated_user_spaces(guided_config):
+    """Target user vectors are the source's rotated: without a map GOUM matches badly, with the
+    orthogonal map fitted on the anchors every person in the batch finds itself."""
+    model, batch, _, _ = build_on_synthetic("SIEOUG", {**guided_config, "ot_map": "orthogonal", "ot_eps": 0.02,
+                                                       "n_layers": 0, "use_item_graph": False,
+                                                       "use_hypergraph": False})
+    rotation, _ = torch.linalg.qr(torch.randn(16, 16, generator=torch.Generator().manual_seed(1)))
+    with torch.no_grad():
+        source = model.user_embedding["source"].weight
+        n = min(len(source), model.n_users["target"])
+        model.user_embedding["target"].weight[:n] = source[:n] @ rotation  # (rows 0..n-1 in both tables)
+    g = model.guidance
+    reps = {d: model.training_representations(d) for d in ("source", "target")}
+    src, tgt = g.batch_users(model, batch)
+    shared = [(i, int((tgt == r).nonzero()[0])) for i, r in enumerate(src.tolist()) if r in tgt.tolist()]
+    user_src, user_tgt = reps["source"].users(src).detach(), reps["target"].users(tgt).detach()
+    guide = torch.zeros(len(src), len(tgt), dtype=torch.bool)  # no help from the mask
+    plain = g.batch_plan(user_src, user_tgt, guide)
+    mapped = g.batch_plan(user_src @ g.user_map(model, reps), user_tgt, guide)
+    found = lambda plan: sum(int(plan[i].argmax()) == j for i, j in shared) / len(shared)  # noqa: E731
+    assert found(mapped) > 0.95 and found(plain) < 0.5

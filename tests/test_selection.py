@@ -98,3 +98,23 @@ def test_bad_selection_settings_fail_when_the_config_is_read(key, value, match, 
 
     with pytest.raises(ConfigError, match=match):
         make_config("LightGCN", [SYNTHETIC_YAML], {**fast_config, key: value})
+
+
+def test_learning_rate_schedule_and_a_slower_source(fast_config):
+    from conftest import build_on_synthetic
+    from recbole_cdr.utils import get_trainer
+
+    built = build_on_synthetic("LightGCN", {**fast_config, "learning_rate": 0.01, "learning_rate_decay": 0.5,
+                                            "lr_scale_source": 0.1})
+    trainer = get_trainer(built.config["MODEL_TYPE"], built.config["model"])(built.config, built.model)
+    groups = trainer.optimizer.param_groups
+    names = {id(p): n for n, p in built.model.named_parameters()}
+    source_group = next(g for g in groups if g["lr"] == pytest.approx(0.001))
+    assert {names[id(p)] for p in source_group["params"]} == {"user_embedding.source.weight",
+                                                            "item_embedding.source.weight"}
+    from sieoug_recbole.quick_start import build_run
+
+    _, train_data, _, _, _, _ = build_run(built.config)
+    train_data.set_mode(train_data.state)
+    trainer._train_epoch(train_data, 0)
+    assert sorted(g["lr"] for g in groups) == pytest.approx([0.0005, 0.005])  # halved after the epoch

@@ -308,3 +308,19 @@ def test_guide_similarity_follows_the_score_unless_set(sieoug_config):
                        ("ot_device", "gpu")):
         with pytest.raises(ValueError, match=key):
             build_on_synthetic("SIEOUG", dict(sieoug_config, **{key: value}))
+
+
+def test_sieoug_can_prune_its_user_item_graph_as_freedom_does(sieoug_config):
+    model, batch, _, _ = build_on_synthetic("SIEOUG-O", {**sieoug_config, "prune_ratio": 0.3})
+    model.train()
+    model.calculate_loss(batch)
+    for domain in ("source", "target"):
+        (rows, _), _ = model.prunable_edges[domain]
+        assert model.pruned_adjacency[domain].nnz == 2 * int(len(rows) * 0.7)
+        assert model.user_item_graph(domain) is model.pruned_adjacency[domain]
+    model.eval()
+    assert all(model.user_item_graph(d) is model.adjacency[d] for d in ("source", "target"))
+    unpruned, _, _, _ = build_on_synthetic("SIEOUG-O", sieoug_config)  # (the default: no pruning)
+    unpruned.train()
+    unpruned.calculate_loss(batch)
+    assert not unpruned.pruned_adjacency and unpruned.user_item_graph("target") is unpruned.adjacency["target"]

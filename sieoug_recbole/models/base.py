@@ -21,7 +21,7 @@ from recbole.utils import InputType
 from recbole_cdr.model.crossdomain_recommender import CrossDomainRecommender
 
 from sieoug_recbole.config_checks import (FRAMEWORK_CHECKS, TRAINING_PHASES, ConfigError, check_config, choice,
-                                          integer)
+                                          integer, number)
 from sieoug_recbole.guidance import GUIDANCE_CHECKS, UserGuidance
 from sieoug_recbole.id_layout import DOMAINS, LAYOUTS, IdLayout, IdRanges
 from sieoug_recbole.trainer import SELECTIONS
@@ -61,7 +61,9 @@ class CrossDomainModel(CrossDomainRecommender):
     supports_guidance = True
     # keys every model reads from sieoug_recbole/defaults.yaml, checked when the config is read
     config_checks = {"id_layout": choice(*LAYOUTS), "selection": choice(*SELECTIONS),
-                     "stopping_min_epochs": integer(0), **GUIDANCE_CHECKS}
+                     "stopping_min_epochs": integer(0), "learning_rate_decay": number(0, 1, low_open=True),
+                     "lr_scale_source": number(0, low_open=True), "link_diagnostics_every": integer(0),
+                     **GUIDANCE_CHECKS}
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -93,9 +95,11 @@ class CrossDomainModel(CrossDomainRecommender):
 
     def train(self, mode=True):
         self._eval_cache.clear()  # parameters are about to change
-        if mode and hasattr(self, "guidance"):  # RecBole calls train() as every epoch starts
-            self.guidance.new_epoch()
         return super().train(mode)
+
+    def start_epoch(self, epoch):
+        """Training epoch ``epoch`` (0-based, within its phase) starts (called by the trainer)."""
+        self.guidance.start_epoch(epoch)
 
     def load_state_dict(self, state_dict, *args, **kwargs):
         self._eval_cache.clear()  # the cached vectors were made from the old weights

@@ -13,21 +13,25 @@ Per domain (no transfer between domains):
 - loss: BPR on (u, v + h) plus lambda * sum_m BPR of u against the linearly projected raw
   features of modality m (the paper's modality-feature term), plus an optional L2 penalty.
 """
-import numpy as np
-import scipy.sparse as sp
 import torch
 from torch import nn
 
-from sieoug_recbole.graph import SparseOperator, bipartite_adjacency, propagate
+from sieoug_recbole.graph import propagate
 from sieoug_recbole.models.base import (DOMAINS, CrossDomainModel, bpr_loss, domain_id_embeddings,
                                          l2_penalty)
-from sieoug_recbole.models.lightgcn import domain_adjacencies, lightgcn_propagation
+from sieoug_recbole.models.lightgcn import EdgePruning, domain_adjacencies, lightgcn_propagation
 from sieoug_recbole.models.mm_graph import (DomainModalities, lift_item_graph, mix_graphs,
                                             modality_weights)
 from sieoug_recbole.similarity import normalize_item_graph
 
 
-class FREEDOM(CrossDomainModel):
+class FREEDOM(EdgePruning, CrossDomainModel):
+    """FREEDOM: a frozen multi-modal item graph and degree-sensitive edge pruning.
+
+    Reference: Zhou & Shen, "A Tale of Two Graphs: Freezing and Denoising Graph Structures for
+    Multimodal Recommendation", ACM MM 2023 (code: github.com/enoche/FREEDOM).
+    """
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.embedding_size = config["embedding_size"]
@@ -35,47 +39,19 @@ class FREEDOM(CrossDomainModel):
         self.n_item_layers = config["n_item_layers"]
         self.knn_k = config["knn_k"]
         self.include_self = config["include_self"]
-        self.prune_ratio = config["prune_ratio"]
         self.feature_loss_weight = config["feature_loss_weight"]
         self.reg_weight = config["reg_weight"]
-        if not 0 <= self.prune_ratio < 1:
-            raise ValueError(f"prune_ratio must be in [0, 1), got {self.prune_ratio}")
+        if not 0 <= config["prune_ratio"] < 1:
+            raise ValueError(f"prune_ratio must be in [0, 1), got {config['prune_ratio']}")
 
         d = self.embedding_size
         self.user_embedding, self.item_embedding = domain_id_embeddings(self.layout, d)
         self.adjacency = domain_adjacencies(self, dataset)
+        self.init_edge_pruning(dataset, config["prune_ratio"])
         self.domains = {x: FreedomDomain(self, config, dataset, x) for x in DOMAINS}
         self.feature_projection = nn.ModuleDict({
             x: nn.ModuleDict({m: nn.Linear(f.shape[1], d) for m, f in self.domains[x].features.items()})
             for x in DOMAINS})
-        self._resample = True
-
-    # ----- degree-sensitive edge pruning ---------------------------------------------------
-    def train(self, mode=True):
-        if mode:
-            self._resample = True  # RecBole calls train() at the start of every epoch
-        return super().train(mode)
-
-    def resample_graphs(self):
-        """Draw this epoch's pruned user-item graph of each domain."""
-        for domain, state in self.domains.items():
-            rows, cols = state.edges
-            keep = int(len(rows) * (1.0 - self.prune_ratio))
-            chosen = torch.multinomial(state.edge_prob, max(keep, 1), replacement=False).numpy()
-            adjacency = bipartite_adjacency(rows[chosen], cols[chosen], self.n_users[domain], self.n_items[domain])
-            state.pruned_adjacency = SparseOperator(adjacency, self.device)
-
-    def calculate_loss(self, interaction):
-        if self.prune_ratio > 0 and self._resample:
-            self.resample_graphs()
-            self._resample = False
-        return super().calculate_loss(interaction)
-
-    def user_item_graph(self, domain):
-        pruned = self.domains[domain].pruned_adjacency
-        if self.training and self.prune_ratio > 0 and pruned is not None:
-            return pruned
-        return self.adjacency[domain]
 
     # ----- representations and loss ---------------------------------------------------------
     def domain_representations(self, domain):
@@ -110,9 +86,8 @@ class FREEDOM(CrossDomainModel):
 
 class FreedomDomain:
     """FREEDOM's frozen structures of one domain: its modalities and their kNN graphs, the
-    mixed item graph (an operator on item-table rows), the raw features with the feature row
-    of each table row, and the user-item edges with their pruning weights (plus this epoch's
-    pruned graph)."""
+    mixed item graph (an operator on item-table rows), and the raw features with the feature
+    row of each table row."""
 
     def __init__(self, model, config, dataset, domain):
         items = DomainModalities(config, dataset, domain, model.layout)
@@ -123,19 +98,3 @@ class FreedomDomain:
         self.item_graph = lift_item_graph(mixed, items.rows, model.n_items[domain], model.device, normalize=False)
         self.features = items.padded_features(model.device)
         self.feature_rows = torch.from_numpy(items.feature_rows(model.n_items[domain])).to(model.device)
-        self.edges, self.edge_prob = degree_sensitive_edges(model.training_matrix(dataset, domain))
-        self.pruned_adjacency = None  # drawn at the start of each training epoch
-
-
-def degree_sensitive_edges(matrix):
-    """((user rows, item rows) of the distinct edges of a user x item matrix, torch weights
-    1/sqrt(d_u d_i) with the degrees counted over distinct edges)."""
-    matrix = sp.csr_matrix(matrix, copy=True)
-    matrix.data[:] = 1.0
-    matrix.sum_duplicates()
-    matrix.data[:] = 1.0
-    coo = matrix.tocoo()
-    user_degree = np.asarray(matrix.sum(axis=1)).ravel()
-    item_degree = np.asarray(matrix.sum(axis=0)).ravel()
-    weight = 1.0 / np.sqrt(user_degree[coo.row] * item_degree[coo.col])
-    return (coo.row.astype(np.int64), coo.col.astype(np.int64)), torch.from_numpy(weight.astype(np.float64))

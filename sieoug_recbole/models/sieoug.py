@@ -37,14 +37,14 @@ from sieoug_recbole.config_checks import boolean, check_within_items, choice, in
 from sieoug_recbole.domain_data import domain_features
 from sieoug_recbole.graph import SparseOperator, propagate
 from sieoug_recbole.models.base import DOMAINS, CrossDomainModel, domain_id_embeddings, forced_variant, l2_penalty
-from sieoug_recbole.models.lightgcn import domain_adjacencies, lightgcn_propagation
+from sieoug_recbole.models.lightgcn import EdgePruning, domain_adjacencies, lightgcn_propagation
 from sieoug_recbole.similarity import build_item_structure, hypergraph_factors, normalize_item_graph
 
 NEGATIVES = ("in_batch", "sampled", "both", "sampled_pool")
 SCORES = ("cosine", "dot")
 
 
-class SIEOUG(CrossDomainModel):
+class SIEOUG(EdgePruning, CrossDomainModel):
     """SIEOUG (Joint Similarity Item Exploration and Overlapped User Guidance, WWW'25).
 
     Reference: the paper's text in shared/paper/SIEOUG-WWW25.txt (Sec 3-4); no public code.
@@ -57,7 +57,7 @@ class SIEOUG(CrossDomainModel):
         "temperature": number(0, low_open=True), "score": choice(*SCORES), "negatives": choice(*NEGATIVES),
         "knn_k": integer(1), "include_self": boolean(), "risgf_mu": number(0), "sishe_eta": number(0, low_open=True),
         "n_clusters": integer(1), "graph_seed": integer(), "use_item_graph": boolean(), "use_hypergraph": boolean(),
-        "learn_hyper_weight": boolean()}
+        "learn_hyper_weight": boolean(), "prune_ratio": number(0, 0.99)}
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -81,6 +81,7 @@ class SIEOUG(CrossDomainModel):
         self.view_bias = nn.ParameterDict({x: nn.Parameter(torch.zeros(3)) for x in DOMAINS})
 
         self.adjacency = domain_adjacencies(self, dataset)
+        self.init_edge_pruning(dataset, config["prune_ratio"])  # (off by default: prune_ratio 0)
         self.views = {}  # domain -> ItemViews (its frozen item graph and hypergraph)
         if self.use_item_graph or self.use_hypergraph:
             self.views = {x: ItemViews(self, config, dataset, x) for x in DOMAINS}
@@ -92,7 +93,7 @@ class SIEOUG(CrossDomainModel):
         row per row of ``views[domain].rows`` (the domain's items with features)."""
         users_0 = self.user_embedding[domain].weight
         items_0 = self.item_embedding[domain].weight
-        users, items = lightgcn_propagation(self.adjacency[domain], users_0, items_0, self.n_layers)
+        users, items = lightgcn_propagation(self.user_item_graph(domain), users_0, items_0, self.n_layers)
         views = []
         if self.views:
             state = self.views[domain]
