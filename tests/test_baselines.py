@@ -201,11 +201,11 @@ def test_freedom_prunes_by_degree_in_training_only(fast_config):
     model.train()
     model.calculate_loss(batch)
     for domain in DOMAINS:
-        rows, cols = model.domains[domain].edges
-        pruned = model.domains[domain].pruned_adjacency
+        (rows, cols), _ = model.prunable_edges[domain]
+        pruned = model.pruned_adjacency[domain]
         kept = int(len(rows) * 0.5)
         assert pruned.nnz == 2 * kept  # both directions of each kept edge
-        assert model.user_item_graph(domain) is model.domains[domain].pruned_adjacency
+        assert model.user_item_graph(domain) is model.pruned_adjacency[domain]
         assert pruned.nnz < model.adjacency[domain].nnz
     model.eval()
     for domain in DOMAINS:
@@ -214,13 +214,13 @@ def test_freedom_prunes_by_degree_in_training_only(fast_config):
     # edges between low-degree nodes survive more often than edges between high-degree ones
     model.train()
     domain = "source"
-    rows, cols = model.domains[domain].edges
-    prob = model.domains[domain].edge_prob.numpy()
+    (rows, cols), prob = model.prunable_edges[domain]
+    prob = prob.numpy()
     low, high = prob >= np.quantile(prob, 0.75), prob <= np.quantile(prob, 0.25)
     survived = np.zeros(len(rows))
     for _ in range(20):
         model.resample_graphs()
-        adjacency = model.domains[domain].pruned_adjacency
+        adjacency = model.pruned_adjacency[domain]
         u, i = adjacency.indices()
         present = set(zip(u.tolist(), (i - model.n_users[domain]).tolist()))
         survived += [(r, c) in present for r, c in zip(rows.tolist(), cols.tolist())]
