@@ -4,6 +4,7 @@
 same metrics for the same seed) plus: a model may be given as a class, missing dataset files
 get a clear error, and the result is plain floats ready for JSON.
 """
+import contextlib
 import functools
 import glob
 import logging
@@ -326,14 +327,28 @@ def run(model=None, config_file_list=None, config_dict=None, saved=True, verbose
     without progress bars, while the log file keeps everything.
     """
     config = make_config(model, config_file_list, config_dict)
-    scratch = None if saved else tempfile.mkdtemp(prefix="sieoug_run_")
+    keep = (config["keep_checkpoints"] or "latest") if saved else "none"
+    scratch = None if keep != "none" else tempfile.mkdtemp(prefix="sieoug_run_")
     if scratch:
         config["checkpoint_dir"] = scratch
     try:
-        return _run(config, verbose, keep_checkpoint=saved, progress_only=progress_only)
+        result = _run(config, verbose, keep_checkpoint=keep != "none", progress_only=progress_only)
     finally:
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
+    if keep == "latest":
+        prune_checkpoints(result["saved_model_file"], config["model"])
+    return result
+
+
+def prune_checkpoints(kept, model):
+    """Delete the other checkpoints of ``model`` in ``kept``'s folder (RecBole names them
+    ``<model>-<time>.pth``): ``keep_checkpoints: latest`` keeps one file per model there."""
+    folder = os.path.dirname(os.path.abspath(kept))
+    for path in glob.glob(os.path.join(glob.escape(folder), f"{glob.escape(model)}-*.pth")):
+        if os.path.abspath(path) != os.path.abspath(kept):
+            with contextlib.suppress(OSError):
+                os.remove(path)
 
 
 def _run(config, verbose, keep_checkpoint, progress_only=False):
@@ -405,6 +420,22 @@ def objective_function(config_dict=None, config_file_list=None, saved=True, mode
             ("best_valid_score", "valid_score_bigger", "best_valid_result", "test_result")}
 
 
+def resolve_relative_paths(config, working_dir):
+    """Make the config's relative data and cache paths relative to ``working_dir`` (where the
+    run was started, kept in our checkpoints), so that a checkpoint loads from anywhere."""
+    if not working_dir or os.path.abspath(working_dir) == os.getcwd():
+        return config
+    anchor = lambda path: path if not path or os.path.isabs(path) else os.path.join(working_dir, path)  # noqa: E731
+    for key in ("data_path", "graph_cache_dir", "checkpoint_dir"):
+        if isinstance(config[key], str):
+            config[key] = anchor(config[key])
+    for domain in ("source_domain", "target_domain"):
+        block = config[domain]
+        if isinstance(block, dict) and isinstance(block.get("data_path"), str):
+            block["data_path"] = anchor(block["data_path"])
+    return config
+
+
 def load_data_and_model(model_file):
     """Reload a checkpoint written by training: (config, model, dataset, train, valid, test).
 
@@ -413,6 +444,7 @@ def load_data_and_model(model_file):
     """
     checkpoint = load_checkpoint(model_file)
     config = checkpoint["config"]
+    resolve_relative_paths(config, checkpoint.get("working_dir"))
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     dataset, train_data, valid_data, test_data, model, _ = build_run(config)

@@ -97,13 +97,13 @@ def test_unsaved_run_tests_the_best_epoch_and_keeps_no_checkpoint(fast_config):
 
 def test_resume_continues_after_the_checkpoint_epoch(fast_config):
     from sieoug_recbole.checkpoint import load_checkpoint
-    from sieoug_recbole.quick_start import build, make_config
+    from sieoug_recbole.quick_start import build_run, make_config
 
     fast_config.update(learning_rate=0.01, train_epochs=["BOTH:3"])
     first = sieoug_recbole.run("LightGCN", [SYNTHETIC_YAML], dict(fast_config), verbose=False)
     checkpoint = load_checkpoint(first["saved_model_file"])
     config = make_config("LightGCN", [SYNTHETIC_YAML], dict(fast_config, train_epochs=["BOTH:5"]))
-    _, train_data, valid_data, _, _, trainer = build(config)
+    _, train_data, valid_data, _, _, trainer = build_run(config)
     trainer.resume_checkpoint(first["saved_model_file"])
     trainer.fit(train_data, valid_data, verbose=False, saved=True)
     # only the epochs after the checkpoint's ran, and its best score was the one to beat
@@ -170,3 +170,38 @@ def test_run_hyper_two_trials(fast_config, tmp_path):
     lines = [json.loads(line) for line in out.read_text().splitlines()]  # one per trial (docs/tuning.md)
     assert sorted(line["params"]["learning_rate"] for line in lines) == [0.001, 0.01]
     assert all(line["status"] == "ok" and line["test_result"] for line in lines)
+
+
+@pytest.mark.parametrize("keep, left", [("latest", 1), ("all", 2), ("none", 0)])
+def test_runs_leave_the_checkpoints_asked_for(keep, left, fast_config, tmp_path):
+    import time
+
+    config = {**fast_config, "train_epochs": ["BOTH:1"], "keep_checkpoints": keep}
+    for _ in range(2):
+        result = sieoug_recbole.run("LightGCN", [SYNTHETIC_YAML], dict(config), verbose=False)
+        time.sleep(1.1)  # (RecBole names a checkpoint by the second it was made in)
+    files = glob.glob(os.path.join(config["checkpoint_dir"], "*.pth"))
+    assert len(files) == left
+    assert (result["saved_model_file"] is None) == (keep == "none")
+    if keep != "none":
+        assert result["saved_model_file"] in files
+
+
+def test_a_checkpoint_loads_from_another_working_directory(fast_config, tmp_path, monkeypatch):
+    run_dir = tmp_path / "project"
+    run_dir.mkdir()
+    monkeypatch.chdir(run_dir)  # a run with relative data and checkpoint paths
+    data = os.path.relpath(fast_config["data_path"], run_dir)
+    config = {**fast_config, "data_path": data + os.sep, "checkpoint_dir": "saved", "train_epochs": ["BOTH:1"]}
+    result = sieoug_recbole.run("LightGCN", [SYNTHETIC_YAML], config, verbose=False)
+    checkpoint = os.path.abspath(result["saved_model_file"])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config, model, _, _, _, test_data = sieoug_recbole.load_data_and_model(checkpoint)
+    assert os.path.isabs(config["data_path"]) and config["data_path"].startswith(str(run_dir))
+    from recbole_cdr.utils import get_trainer
+
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    reloaded = trainer.evaluate(test_data, load_best_model=False)
+    assert {k: float(v) for k, v in reloaded.items()} == result["test_result"]

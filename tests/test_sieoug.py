@@ -1,4 +1,6 @@
 """SIEOUG: representations, guidance, the ablation variants, and that guidance helps."""
+import os
+
 import pytest
 import torch
 
@@ -251,7 +253,9 @@ def test_same_seed_same_metrics_and_checkpoint_reload(sieoug_config):
     first = sieoug_recbole.run("SIEOUG", [SYNTHETIC_YAML], dict(sieoug_config), verbose=False)
     second = sieoug_recbole.run("SIEOUG", [SYNTHETIC_YAML], dict(sieoug_config), verbose=False)
     assert first["test_result"] == second["test_result"]
-    config, model, _, _, _, test_data = sieoug_recbole.load_data_and_model(first["saved_model_file"])
+    # (keep_checkpoints: latest, the default: the second run's checkpoint replaced the first's)
+    assert not os.path.exists(first["saved_model_file"]) and os.path.exists(second["saved_model_file"])
+    config, model, _, _, _, test_data = sieoug_recbole.load_data_and_model(second["saved_model_file"])
     from recbole_cdr.utils import get_trainer
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)

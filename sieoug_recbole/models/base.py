@@ -63,6 +63,7 @@ class CrossDomainModel(CrossDomainRecommender):
     config_checks = {"id_layout": choice(*LAYOUTS), "selection": choice(*SELECTIONS),
                      "stopping_min_epochs": integer(0), "learning_rate_decay": number(0, 1, low_open=True),
                      "lr_scale_source": number(0, low_open=True), "link_diagnostics_every": integer(0),
+                     "keep_checkpoints": choice("latest", "all", "none"),
                      **GUIDANCE_CHECKS}
 
     def __init__(self, config, dataset):
