@@ -29,7 +29,8 @@ def parse_args(argv):
                         help="hyperopt: RecBole's HyperTuning here, one trial at a time; "
                              "ray: Ray Tune (HyperOpt search), trials in parallel")
     ray = parser.add_argument_group("--tool ray")
-    ray.add_argument("--address", help="a Ray cluster's head HOST:PORT (default: Ray on this machine)")
+    ray.add_argument("--address", help="a Ray cluster's head HOST:PORT, or auto (the one `ray start` "
+                                       "runs here); default: a new Ray instance on this machine")
     ray.add_argument("--cpus_per_trial", type=float, default=1.0)
     ray.add_argument("--gpus_per_trial", type=float, default=0.0)
     ray.add_argument("--asha", action="store_true",

@@ -159,7 +159,8 @@ def _space(tune, params_file, space, algo):
     from recbole.trainer import HyperTuning
     from ray.tune.search.hyperopt import HyperOptSearch
 
-    return None, HyperOptSearch(space=HyperTuning._build_space_from_file(params_file))
+    return None, HyperOptSearch(space=HyperTuning._build_space_from_file(params_file), metric=SCORE,
+                                mode="max")
 
 
 def search_ray(search, params_file, space, algo="exhaustive", max_evals=10, address=None,
@@ -167,37 +168,32 @@ def search_ray(search, params_file, space, algo="exhaustive", max_evals=10, addr
     """Run the search on Ray Tune; the lines of its trials (also appended to the output file)."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no tables (lines are printed here)
     ray, tune = import_ray_tune()
-    from sieoug_recbole.benchmark.ray_backend import RayBackendError, check_reachable
+    from sieoug_recbole.benchmark.ray_backend import RayBackendError, init_ray
 
-    try:
-        check_reachable(address)
-    except RayBackendError as error:
-        raise TuningError(str(error)) from None
     param_space, search_alg = _space(tune, params_file, space, algo)
     scheduler = None
     if asha:
         from ray.tune.schedulers import ASHAScheduler
 
-        scheduler = ASHAScheduler(time_attr="training_iteration", grace_period=max(1, asha_grace_period),
-                                  reduction_factor=2, max_t=10 ** 6)
+        scheduler = ASHAScheduler(time_attr="training_iteration", metric=SCORE, mode="max",
+                                  grace_period=max(1, asha_grace_period), reduction_factor=2, max_t=10 ** 6)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, model=search["model"], config_files=search["config_files"],
                              overrides=search["overrides"], cwd=os.getcwd(),
                              threads=max(1, int(cpus_per_trial)), per_validation=asha),
         {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
+    try:
+        init_ray(ray, address)
+    except RayBackendError as error:
+        raise TuningError(str(error)) from None
     storage = tempfile.mkdtemp(prefix="run_hyper_ray_")
-    options = {"address": address, "logging_level": logging.WARNING, "log_to_driver": False}
-    if not address:
-        options["include_dashboard"] = False
-    ray.init(**options)
     quiet = logging.getLogger("ray.tune")  # each trial's end is printed (and recorded) here
     level = quiet.level
     quiet.setLevel(logging.CRITICAL)
     try:
         tuner = tune.Tuner(
             trainable, param_space=param_space,
-            tune_config=tune.TuneConfig(metric=SCORE, mode="max", search_alg=search_alg,
-                                        scheduler=scheduler,
+            tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler,  # both on SCORE
                                         num_samples=1 if algo == "exhaustive" else max_evals),
             run_config=tune.RunConfig(name="run_hyper", storage_path=storage, verbose=0,
                                       callbacks=[_recorder(tune, search, {})],

@@ -79,6 +79,24 @@ def test_ray_tune_records_a_failed_trial_and_goes_on(run_hyper, synthetic_dir, t
     assert direct["test_result"] == good["test_result"]
 
 
+def test_ray_tune_tpe_with_asha(run_hyper, synthetic_dir, tmp_path):
+    # TPE (Tune's HyperOptSearch) over the .hyper file, ASHA on the per-validation reports
+    pytest.importorskip("ray.tune")
+    out = tmp_path / "a.jsonl"
+    space = _space(tmp_path, "learning_rate uniform 0.005,0.05\n")
+    run_hyper(_args(synthetic_dir, space, out, "--tool", "ray", "--algo", "tpe", "--max_evals", "3",
+                    "--asha", "--cpus_per_trial", "1"))
+    lines = _lines(out)
+    assert sorted(line["trial"] for line in lines) == [1, 2, 3]
+    assert all(0.005 <= line["params"]["learning_rate"] <= 0.05 for line in lines)
+    assert {line["status"] for line in lines} <= {"ok", "stopped"} and any(l["status"] == "ok" for l in lines)
+    for line in lines:
+        if line["status"] == "stopped":  # ended by ASHA after some validations: no test result
+            assert 1 <= line["validations_seen"] <= 2 and "test_result" not in line
+        else:
+            assert line["n_validations"] == 2 and line["test_result"]
+
+
 def test_each_trial_is_appended_as_it_ends(run_hyper, tmp_path, monkeypatch, synthetic_dir):
     out = tmp_path / "h.jsonl"
     seen = []

@@ -54,8 +54,9 @@ def add_arguments(parser):
     group.add_argument("--backend", choices=["local", "ray"], default="local",
                        help="local: worker processes here (--jobs at a time); ray: Ray tasks")
     group.add_argument("--address", metavar="HOST:PORT",
-                       help="ray: the cluster's head node (`ray start --head` prints it); "
-                            "default: start Ray on this machine")
+                       help="ray: the cluster's head node (`ray start --head` prints it; auto: "
+                            "the cluster `ray start` runs on this machine); default: a new Ray "
+                            "instance on this machine for this grid")
     group.add_argument("--cpus-per-run", type=float, default=1.0, help="ray: CPUs a run holds (default 1)")
     group.add_argument("--gpus-per-run", type=float, default=0.0, help="ray: GPUs a run holds (default 0)")
     group.add_argument("--max-retries", type=int, default=DEFAULT_MAX_RETRIES,
@@ -76,6 +77,21 @@ def check_reachable(address, timeout=CONNECT_TIMEOUT_S):
         raise RayBackendError(f"--address {address}: no Ray head node answers there "
                               f"({exc.strerror or exc}); start one with "
                               f"`ray start --head --port={port}` or correct HOST:PORT") from None
+
+
+def init_ray(ray, address=None):
+    """Connect to the cluster at ``address`` (``auto``: the one ``ray start`` runs on this
+    machine), or without one start a new Ray instance here: never one that another process
+    left behind. Raises :class:`RayBackendError` (one line) when that fails."""
+    check_reachable(address)
+    options = {"address": address or "local", "logging_level": logging.WARNING, "log_to_driver": False}
+    if not address:
+        options["include_dashboard"] = False
+    try:
+        ray.init(**options)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise RayBackendError(f"could not connect to Ray at {address or 'a new local instance'}: "
+                              f"{_first_line(exc)}") from None
 
 
 def runs_that_fit(nodes, cpus, gpus):
@@ -201,17 +217,9 @@ def connected(args):
     :class:`RayBackendError` (one line) when Ray is missing, the cluster is out of reach or no
     node can hold a run."""
     ray = import_ray()
-    check_reachable(args.address)
     if args.cpus_per_run <= 0 or args.gpus_per_run < 0:
         raise RayBackendError("--cpus-per-run must be > 0 and --gpus-per-run >= 0")
-    options = {"address": args.address, "logging_level": logging.WARNING, "log_to_driver": False}
-    if not args.address:
-        options["include_dashboard"] = False
-    try:
-        ray.init(**options)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise RayBackendError(f"could not connect to Ray at {args.address or 'a new local instance'}: "
-                              f"{_first_line(exc)}") from None
+    init_ray(ray, args.address)
     try:
         yield RayRuns(ray, args.cpus_per_run, args.gpus_per_run, args.max_retries,
                       verbose=args.verbose, threads=args.threads, timeout=args.timeout)
