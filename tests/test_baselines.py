@@ -21,6 +21,7 @@ LEARNING = {
     "FREEDOM": ({"train_epochs": ["BOTH:25"]}, 0.15),                          # ~0.37
     "CMF": ({"train_epochs": ["BOTH:40"], "embedding_size": 32, "reg_weight": 1e-2}, 0.08),  # ~0.29
     "BiTGCF": ({"train_epochs": ["BOTH:25"]}, 0.15),                           # ~0.38
+    "MOTKD": ({"train_epochs": ["BOTH:15"]}, 0.15),                            # ~0.39
 }
 
 

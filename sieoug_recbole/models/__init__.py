@@ -13,6 +13,7 @@ from sieoug_recbole.models.cmf import CMF
 from sieoug_recbole.models.freedom import FREEDOM
 from sieoug_recbole.models.lattice import LATTICE
 from sieoug_recbole.models.lightgcn import LightGCN
+from sieoug_recbole.models.motkd import MOTKD
 from sieoug_recbole.models.neumf import NeuMF
 from sieoug_recbole.models.pop import Pop
 from sieoug_recbole.models.sieoug import SIEOUG
@@ -23,7 +24,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 
 # (model class, in Table 1) in the paper's row order: single-domain, cross-domain, SIEOUG
 MODELS = [(Pop, False), (NeuMF, True), (LightGCN, True), (LATTICE, True), (FREEDOM, True), (CMF, True),
-          (BiTGCF, True)]
+          (BiTGCF, True), (MOTKD, True)]
 # baselines that also run with GOUM's guidance (the paper's Fig. 5 extension): "<Name>+GOUM"
 GUIDED = [LightGCN, LATTICE, FREEDOM]
 
