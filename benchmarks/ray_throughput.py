@@ -7,7 +7,9 @@ start of each worker process (imports, data loading: a few seconds) does not dom
 
     python benchmarks/ray_throughput.py [--runs 6] [--epochs 60] [--out benchmarks/results/ray_throughput.txt]
 
-Every Ray address is on loopback. Each run uses one torch thread (``--threads 1``).
+Every Ray address is on loopback. Each run uses one torch thread (``--threads 1``). Run it on
+an otherwise idle machine: the figures say how much CPU the grid got, and each line gives the
+machine's load average.
 """
 import argparse
 import os
@@ -67,13 +69,15 @@ def main(argv=None):
         generate_pair(data_dir, name="synthetic", seed=0)
         walls = {}
         for workers in (1, 2):
+            load_before = os.getloadavg()[0]
             wall, records = run_grid(workers, args.runs, args.epochs, data_dir, folder)
             walls[workers] = wall
             per_run = sorted(r["process_time_s"] for r in records)
             lines.append(f"{workers} Ray worker(s): {wall:.1f} s for {args.runs} runs = "
                          f"{60 * args.runs / wall:.2f} runs/min (a run's worker process: "
                          f"{per_run[0]:.1f}-{per_run[-1]:.1f} s; training {min(r['wall_time_s'] for r in records):.1f}-"
-                         f"{max(r['wall_time_s'] for r in records):.1f} s)")
+                         f"{max(r['wall_time_s'] for r in records):.1f} s; load average of the machine "
+                         f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after)")
     lines.append(f"speed-up with 2 workers: {walls[1] / walls[2]:.2f}x")
     text = "\n".join(lines)
     print(text)
