@@ -81,17 +81,24 @@ def test_sigkill_of_the_harness_ends_its_training_worker(synthetic_dir, tmp_path
                 os.kill(pid, signal.SIGKILL)
 
 
+# lifeline.py alone (not the package, whose import loads torch): these processes start fast
+LOAD = textwrap.dedent(f"""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "lifeline", {os.path.join(REPO, "sieoug_recbole", "benchmark", "lifeline.py")!r})
+    lifeline = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lifeline)
+""")
 # a parent that starts a tied child (printing its pid) and then waits: the test kills the parent
-PARENT = textwrap.dedent("""
+PARENT = LOAD + textwrap.dedent("""
     import os, subprocess, sys
-    from sieoug_recbole.benchmark.lifeline import parent_env
+    parent_env = lifeline.parent_env
     child = subprocess.Popen([sys.executable, "-c", sys.argv[1]], env=dict(os.environ, **parent_env()))
     print(child.pid, flush=True)
     child.wait()
 """)
-CHILD = textwrap.dedent("""
+CHILD = LOAD + textwrap.dedent("""
     import sys, time
-    from sieoug_recbole.benchmark import lifeline
     if sys.argv[-1] == "watchdog":
         lifeline._kernel_tie = lambda: False
     print(lifeline.die_with_parent(every_s=0.2), flush=True)
@@ -118,8 +125,7 @@ def test_a_tied_child_ends_with_its_parent(how):
 
 
 def test_a_child_whose_parent_is_already_gone_exits_at_once():
-    code = ("from sieoug_recbole.benchmark.lifeline import die_with_parent; "
-            "die_with_parent(parent_pid=1 if __import__('os').getppid() != 1 else 2); print('alive')")
+    code = LOAD + "lifeline.die_with_parent(parent_pid=1 if __import__('os').getppid() != 1 else 2); print('alive')"
     done = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=REPO),
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 3 and "alive" not in done.stdout
