@@ -21,6 +21,10 @@ LEARNING = {
     "FREEDOM": ({"train_epochs": ["BOTH:25"]}, 0.15),                          # ~0.37
     "CMF": ({"train_epochs": ["BOTH:40"], "embedding_size": 32, "reg_weight": 1e-2}, 0.08),  # ~0.29
     "BiTGCF": ({"train_epochs": ["BOTH:25"]}, 0.15),                           # ~0.38
+    "ETL": ({"train_epochs": ["BOTH:40"]}, 0.08),                              # ~0.29
+    "DURation": ({"train_epochs": ["BOTH:25"], "tower_layers": 1, "distribution_weight": 0.1,
+                  "correlation_weight": 0.1}, 0.1),                            # ~0.35
+    "CL-DTCDR": ({"train_epochs": ["BOTH:25"], "intra_weight": 0.01, "inter_weight": 0.01}, 0.15),  # ~0.38
     "MOTKD": ({"train_epochs": ["BOTH:15"]}, 0.15),                            # ~0.39
 }
 

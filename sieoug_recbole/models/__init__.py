@@ -9,7 +9,10 @@ import os
 
 from sieoug_recbole.models.base import forced_variant
 from sieoug_recbole.models.bitgcf import BiTGCF
+from sieoug_recbole.models.cl_dtcdr import CLDTCDR
 from sieoug_recbole.models.cmf import CMF
+from sieoug_recbole.models.duration import DURation
+from sieoug_recbole.models.etl import ETL
 from sieoug_recbole.models.freedom import FREEDOM
 from sieoug_recbole.models.lattice import LATTICE
 from sieoug_recbole.models.lightgcn import LightGCN
@@ -24,7 +27,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 
 # (model class, in Table 1) in the paper's row order: single-domain, cross-domain, SIEOUG
 MODELS = [(Pop, False), (NeuMF, True), (LightGCN, True), (LATTICE, True), (FREEDOM, True), (CMF, True),
-          (BiTGCF, True), (MOTKD, True)]
+          (BiTGCF, True), (ETL, True), (DURation, True), (CLDTCDR, True), (MOTKD, True)]
 # baselines that also run with GOUM's guidance (the paper's Fig. 5 extension): "<Name>+GOUM"
 GUIDED = [LightGCN, LATTICE, FREEDOM]
 
