@@ -56,7 +56,8 @@ def plan_statistics(plan_rows, true_cols):
     k, m = plan_rows.shape
     true = plan_rows[torch.arange(k), true_cols]
     mass = plan_rows.sum(1).clamp_min(1e-300)
-    rank = (plan_rows > true.unsqueeze(1)).sum(1)
+    # ties broken at random (the mid-rank): a true entry at 0 in a sparse plan is not "ranked"
+    rank = (plan_rows > true.unsqueeze(1)).sum(1) + ((plan_rows == true.unsqueeze(1)).sum(1) - 1) / 2
     return {"mass_ratio": float((true / (mass / m)).mean()), "top1": float((rank < 1).double().mean()),
             "top10": float((rank < 10).double().mean()), "chance_top1": 1.0 / m, "chance_top10": min(10, m) / m,
             "pairs": int(k)}

@@ -51,6 +51,8 @@ def test_plan_statistics_of_known_plans():
     wrong = torch.zeros(10, m)
     wrong[torch.arange(10), torch.arange(10) + 20] = 1.0
     assert plan_statistics(wrong, torch.arange(10))["top1"] == 0.0
+    # a sparse plan (FGW's is a permutation): a true entry tied at 0 with the others is not top-10
+    assert plan_statistics(wrong, torch.arange(10))["top10"] == 0.0
 
 
 def test_planted_embeddings_are_found_by_the_population_plan_not_by_batches(fast_config, tmp_path):
