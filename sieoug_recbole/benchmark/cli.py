@@ -26,7 +26,7 @@ def add_grid_options(parser, for_run):
     group.add_argument("--grid", help="grid yaml: models, tasks, seeds, epochs, config, model_config, sweep")
     group.add_argument("--models", action="append", metavar="A,B",
                        help="models (comma-separated or repeated); default: the grid's, else "
-                            + ", ".join(G.TABLE1_MODELS) if for_run else
+                            + "the registered Table 1 models" if for_run else
                        "models to show, in this order (default: all, in Table 1 order)")
     group.add_argument("--task", action="append", metavar="LABEL:K_U=YAML[,YAML]",
                        help="a task (repeatable), e.g. food_kitchen:0.1=properties/food_kitchen_ku10.yaml; "
@@ -43,10 +43,11 @@ def add_grid_options(parser, for_run):
                             "lambda, eps, K, z, mu, eta stand for their config keys")
 
 
-def grid_from_args(args, require_tasks=True, default_models=G.TABLE1_MODELS):
+def grid_from_args(args, require_tasks=True, default_models=None):
     """The grid of the command line (on top of --grid): dict with models, tasks, seeds, ..."""
     grid = G.load_grid(args.grid) if args.grid else {}
-    models = _comma_list(args.models) or grid.get("models") or list(default_models)
+    models = (_comma_list(args.models) or grid.get("models")
+              or list(default_models if default_models is not None else G.table1_models()))
     tasks = [G.parse_task(t) for t in args.task] if args.task else grid.get("tasks", [])
     if require_tasks and not tasks:
         raise G.GridError("no tasks: give --task LABEL:K_U=YAML or a --grid file with tasks")

@@ -20,10 +20,15 @@ import re
 
 import yaml
 
-# The models of the paper's Table 1 that this package implements, in the paper's row order
-# (CMF and BiTGCF stand in for the paper's cross-domain baselines; see docs/benchmark.md).
-TABLE1_MODELS = ["NeuMF", "LightGCN", "LATTICE", "FREEDOM", "CMF", "BiTGCF",
-                 "SIEOUG-O", "SIEOUG-M", "SIEOUG-G", "SIEOUG"]
+def table1_models():
+    """The models of the Table 1 grids: every model registered with ``table1=True``, in
+    registration order (the paper's row order; :mod:`sieoug_recbole.models`)."""
+    import sieoug_recbole  # noqa: F401  (registers the models)
+    from sieoug_recbole.registry import table1_models as registered
+
+    return registered()
+
+
 DEFAULT_SEEDS = [2022, 2023, 2024]
 FAMILY_PREFIX = "SIEOUG"  # SIEOUG and its variants; every other model is a baseline
 

@@ -131,10 +131,10 @@ def select(records, grid_specs=None, include_sweeps=False, models=None):
 def order_models(models, prefix=FAMILY_PREFIX):
     """Table order: baselines (paper order, then others as first seen), then the SIEOUG
     family (variants, then SIEOUG itself last)."""
-    from sieoug_recbole.benchmark.grid import TABLE1_MODELS
+    from sieoug_recbole.benchmark.grid import table1_models
 
     seen = list(dict.fromkeys(models))
-    rank = {m: i for i, m in enumerate(TABLE1_MODELS)}
+    rank = {m: i for i, m in enumerate(table1_models())}
 
     def sort_key(model):
         ours = model == prefix
