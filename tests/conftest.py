@@ -32,6 +32,7 @@ def fast_config(synthetic_dir, tmp_path):
         "show_progress": False,
         "state": "ERROR",
         "embedding_size": 16,
+        "stopping_min_epochs": 0,  # short runs on the small pair: early stopping as soon as it triggers
     }
 
 

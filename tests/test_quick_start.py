@@ -112,7 +112,7 @@ def test_resume_continues_after_the_checkpoint_epoch(fast_config):
     two_phases = make_config("LightGCN", [SYNTHETIC_YAML],
                              dict(fast_config, train_epochs=["SOURCE:1", "TARGET:2"]))
     with pytest.raises(NotImplementedError, match="one-phase train_epochs schedule"):
-        build(two_phases)[-1].resume_checkpoint(first["saved_model_file"])
+        build_run(two_phases)[-1].resume_checkpoint(first["saved_model_file"])
 
 
 def test_an_override_key_nothing_reads_is_warned_about(fast_config, monkeypatch):

@@ -70,7 +70,7 @@ def test_target_selection_scores_both_domains_at_the_targets_epoch(fast_config, 
 
 
 def test_early_stopping_waits_for_both_domains_and_the_minimum(fast_config, tmp_path):
-    result = _run(fast_config, tmp_path, train_epochs=["BOTH:40"], stopping_step=1)
+    result = _run(fast_config, tmp_path, train_epochs=["BOTH:40"], stopping_step=1, stopping_min_epochs=0)
     history = result["valid_history"]
 
     def stale_at(values):  # evaluations since the last improvement (ties improve), per evaluation
