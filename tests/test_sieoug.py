@@ -254,7 +254,8 @@ def test_same_seed_same_metrics_and_checkpoint_reload(sieoug_config):
     second = sieoug_recbole.run("SIEOUG", [SYNTHETIC_YAML], dict(sieoug_config), verbose=False)
     assert first["test_result"] == second["test_result"]
     # (keep_checkpoints: latest, the default: the second run's checkpoint replaced the first's)
-    assert not os.path.exists(first["saved_model_file"]) and os.path.exists(second["saved_model_file"])
+    folder = os.path.dirname(second["saved_model_file"])
+    assert [f for f in os.listdir(folder) if f.endswith(".pth")] == [os.path.basename(second["saved_model_file"])]
     config, model, _, _, _, test_data = sieoug_recbole.load_data_and_model(second["saved_model_file"])
     from recbole_cdr.utils import get_trainer
 

@@ -21,7 +21,7 @@ from recbole.utils import InputType
 from recbole_cdr.model.crossdomain_recommender import CrossDomainRecommender
 
 from sieoug_recbole.config_checks import (FRAMEWORK_CHECKS, TRAINING_PHASES, ConfigError, check_config, choice,
-                                          integer, number)
+                                          integer, model_config_checks, number)
 from sieoug_recbole.guidance import GUIDANCE_CHECKS, UserGuidance
 from sieoug_recbole.id_layout import DOMAINS, LAYOUTS, IdLayout, IdRanges
 from sieoug_recbole.trainer import SELECTIONS
@@ -35,11 +35,13 @@ PHASE_DOMAINS = {"BOTH": DOMAINS, "SOURCE": ("source",), "TARGET": ("target",), 
 COMMON_KEYS = ("embedding_size", "n_layers", "reg_weight", "train_epochs")
 
 
-def check_common_keys(config):
-    """A clear error for a bad value of a key in :data:`COMMON_KEYS` (where it is set; an
-    OVERLAP phase in ``train_epochs`` too: our models do not train in it), and for dynamic
-    negative sampling."""
-    check_config(config, {key: FRAMEWORK_CHECKS[key] for key in COMMON_KEYS})
+def check_model_keys(config, model_class):
+    """A clear error for a bad value of a key in :data:`COMMON_KEYS` or in the model's
+    ``config_checks`` (where it is set; an OVERLAP phase in ``train_epochs`` too: our models
+    do not train in it), and for dynamic negative sampling. ``make_config`` runs the same
+    checks when the config is read; a model built from a config made elsewhere (RecBole-CDR's
+    own ``run_recbole_cdr``) gets them here."""
+    check_config(config, {**{key: FRAMEWORK_CHECKS[key] for key in COMMON_KEYS}, **model_config_checks(model_class)})
     dynamic = (config.final_config_dict.get("train_neg_sample_args") or {}).get("dynamic", "none")
     if dynamic not in ("none", None):
         raise ValueError(
@@ -68,7 +70,7 @@ class CrossDomainModel(CrossDomainRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        check_common_keys(config)
+        check_model_keys(config, type(self))
         self.phase = "BOTH"
         self.layout = IdLayout(IdRanges.of(dataset), config["id_layout"] or "local")
         self.n_users = {d: self.layout.size("user", d) for d in DOMAINS}

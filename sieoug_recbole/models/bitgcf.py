@@ -16,20 +16,26 @@ Trained with BPR in both domains plus an L2 penalty on the batch's ego embedding
 """
 import torch
 
-from sieoug_recbole.checks import number_in_range
+from sieoug_recbole.config_checks import number
 from sieoug_recbole.models.base import BPRDomainLoss, CrossDomainModel, DOMAINS, domain_id_embeddings
 from sieoug_recbole.models.lightgcn import domain_adjacencies
 
 
 class BiTGCF(BPRDomainLoss, CrossDomainModel):
+    """BiTGCF: per-domain LightGCN whose overlapped users exchange features after every layer.
+
+    Reference: Liu et al., "Cross Domain Recommendation via Bi-directional Transfer Graph
+    Collaborative Filtering Networks", CIKM 2020.
+    """
+
+    config_checks = {"transfer_lambda": number(0, 1)}
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.embedding_size = config["embedding_size"]
         self.n_layers = config["n_layers"]
-        self.transfer_lambda = number_in_range(config["transfer_lambda"], "config key 'transfer_lambda'", 0, 1)
+        self.transfer_lambda = config["transfer_lambda"]
         self.reg_weight = config["reg_weight"]
-        if not 0 <= self.transfer_lambda <= 1:
-            raise ValueError(f"transfer_lambda must be in [0, 1], got {self.transfer_lambda}")
         self.user_embedding, self.item_embedding = domain_id_embeddings(self.layout, self.embedding_size)
         self.adjacency = domain_adjacencies(self, dataset)
         self._step = None  # both domains' representations of the current training step

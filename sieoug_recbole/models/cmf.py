@@ -11,15 +11,22 @@ feedback we use BPR on the framework's triples in each domain, weighted alpha (t
 """
 from torch import nn
 
-from sieoug_recbole.checks import number_in_range
+from sieoug_recbole.config_checks import number
 from sieoug_recbole.models.base import DOMAINS, CrossDomainModel, bpr_loss, keep_domain_rows, l2_penalty
 
 
 class CMF(CrossDomainModel):
+    """CMF: both domains' interactions factorised with one shared user factor table.
+
+    Reference: Singh & Gordon, "Relational Learning via Collective Matrix Factorization", KDD 2008.
+    """
+
+    config_checks = {"alpha": number(0, 1)}
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.embedding_size = config["embedding_size"]
-        self.alpha = number_in_range(config["alpha"], "config key 'alpha'", 0, 1)
+        self.alpha = config["alpha"]
         self.reg_weight = config["reg_weight"]
         # shared U over the joint user ids (every user is in it once), V per domain
         self.user_embedding = nn.Embedding(self.layout.ranges.total("user"), self.embedding_size)

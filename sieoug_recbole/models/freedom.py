@@ -16,6 +16,7 @@ Per domain (no transfer between domains):
 import torch
 from torch import nn
 
+from sieoug_recbole.config_checks import boolean, integer, number
 from sieoug_recbole.graph import propagate
 from sieoug_recbole.models.base import (DOMAINS, CrossDomainModel, bpr_loss, domain_id_embeddings,
                                          l2_penalty)
@@ -32,6 +33,9 @@ class FREEDOM(EdgePruning, CrossDomainModel):
     Multimodal Recommendation", ACM MM 2023 (code: github.com/enoche/FREEDOM).
     """
 
+    config_checks = {"n_item_layers": integer(0), "knn_k": integer(1), "include_self": boolean(),
+                     "prune_ratio": number(0, 0.99), "feature_loss_weight": number(0)}
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.embedding_size = config["embedding_size"]
@@ -41,8 +45,6 @@ class FREEDOM(EdgePruning, CrossDomainModel):
         self.include_self = config["include_self"]
         self.feature_loss_weight = config["feature_loss_weight"]
         self.reg_weight = config["reg_weight"]
-        if not 0 <= config["prune_ratio"] < 1:
-            raise ValueError(f"prune_ratio must be in [0, 1), got {config['prune_ratio']}")
 
         d = self.embedding_size
         self.user_embedding, self.item_embedding = domain_id_embeddings(self.layout, d)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sieoug_recbole.checks import integer_in_range, number_in_range
+from sieoug_recbole.config_checks import boolean, integer, number, optional
 from sieoug_recbole.graph import propagate
 from sieoug_recbole.models.base import BPRDomainLoss, CrossDomainModel, DOMAINS, domain_id_embeddings
 from sieoug_recbole.models.lightgcn import domain_adjacencies, lightgcn_propagation
@@ -31,6 +31,16 @@ from sieoug_recbole.models.mm_graph import (DomainModalities, knn_edge_values, k
 
 
 class LATTICE(BPRDomainLoss, CrossDomainModel):
+    """LATTICE: item-item graphs learned from the modality features on top of a LightGCN backbone.
+
+    Reference: Zhang et al., "Mining Latent Structures for Multimedia Recommendation", ACM MM 2021
+    (code: github.com/CRIPAC-DIG/LATTICE).
+    """
+
+    config_checks = {"n_item_layers": integer(0), "knn_k": integer(1), "include_self": boolean(),
+                     "init_graph_weight": number(0, 1), "learn_graph": boolean(),
+                     "feat_embed_dim": optional(integer(1)), "graph_refresh_steps": integer(0)}
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.embedding_size = config["embedding_size"]
@@ -38,11 +48,9 @@ class LATTICE(BPRDomainLoss, CrossDomainModel):
         self.n_item_layers = config["n_item_layers"]
         self.knn_k = config["knn_k"]
         self.include_self = config["include_self"]
-        self.init_graph_weight = number_in_range(config["init_graph_weight"], "config key 'init_graph_weight'", 0, 1)
+        self.init_graph_weight = config["init_graph_weight"]
         self.learn_graph = config["learn_graph"]
-        self.graph_refresh_steps = integer_in_range(
-            config["graph_refresh_steps"], "LATTICE config key 'graph_refresh_steps' (0: once per epoch, "
-            "n: every n training steps)", 0)
+        self.graph_refresh_steps = config["graph_refresh_steps"]
         self.reg_weight = config["reg_weight"]
 
         d = self.embedding_size

@@ -89,6 +89,12 @@ class EdgePruning:
 
 
 class LightGCN(BPRDomainLoss, CrossDomainModel):
+    """LightGCN, one per domain (no transfer).
+
+    Reference: He et al., "LightGCN: Simplifying and Powering Graph Convolution Network for
+    Recommendation", SIGIR 2020.
+    """
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.embedding_size = config["embedding_size"]

@@ -19,12 +19,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sieoug_recbole.config_checks import choice, integer, list_of, optional
 from sieoug_recbole.models.base import DOMAINS, CrossDomainModel, keep_domain_rows, l2_penalty
 
 LOSS_TYPES = ("bpr", "bce")
 
 
 class NeuMF(CrossDomainModel):
+    """NeuMF: a GMF tower and an MLP tower fused by one output layer, one per domain.
+
+    Reference: He et al., "Neural Collaborative Filtering", WWW 2017.
+    """
+
+    config_checks = {"mlp_embedding_size": integer(1), "mlp_hidden_size": list_of(integer(1)),
+                     "loss_type": choice(*LOSS_TYPES), "score_chunk": optional(integer(1))}
     supports_guidance = False  # scores are not dot products of user and item vectors
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -34,10 +42,6 @@ class NeuMF(CrossDomainModel):
         self.reg_weight = config["reg_weight"]
         self.loss_type = config["loss_type"]
         self.score_chunk = int(config["score_chunk"] or 1 << 22)
-        if self.loss_type not in LOSS_TYPES:
-            raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
-        if not self.mlp_hidden_size:
-            raise ValueError("mlp_hidden_size needs at least one layer")
 
         d, dm = self.embedding_size, self.mlp_embedding_size
         n_users, n_items = self.layout.ranges.total("user"), self.layout.ranges.total("item")

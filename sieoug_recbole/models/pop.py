@@ -7,7 +7,10 @@ from sieoug_recbole.models.base import DOMAINS, CrossDomainModel
 
 
 class Pop(CrossDomainModel):
+    """Most popular items first, the same ranking for every user of a domain (no reference: a floor)."""
+
     supports_guidance = False  # no user vectors: every user gets the same ranking
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         for domain in DOMAINS:

@@ -32,7 +32,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sieoug_recbole.checks import positive_number
 from sieoug_recbole.config_checks import boolean, check_within_items, choice, integer, number, optional
 from sieoug_recbole.domain_data import domain_features
 from sieoug_recbole.graph import SparseOperator, propagate
@@ -64,9 +63,9 @@ class SIEOUG(EdgePruning, CrossDomainModel):
         self.embedding_size = config["embedding_size"]
         self.n_layers = config["n_layers"]
         self.reg_weight = config["reg_weight"]
-        self.temperature = positive_number(config["temperature"], "config key 'temperature'")
-        self.score = _choice(config, "score", SCORES)
-        self.negatives = _choice(config, "negatives", NEGATIVES)
+        self.temperature = config["temperature"]
+        self.score = config["score"]
+        self.negatives = config["negatives"]
         self.use_item_graph = config["use_item_graph"]
         self.use_hypergraph = config["use_hypergraph"]
 
@@ -246,16 +245,6 @@ class StepRepresentations:
         views = [lightgcn_rows] + [view[view_rows] for view in self._views]
         weights = self.model.view_attention(self.domain, views)
         return sum(w.unsqueeze(-1) * v for w, v in zip(weights.unbind(-1), views))
-
-
-def _choice(config, key, allowed, default=None):
-    """``config[key]`` (``default`` where it is ~), which must be one of ``allowed``."""
-    value = config[key]
-    if value is None and default is not None:
-        value = default
-    if value not in allowed:
-        raise ValueError(f"config key '{key}' must be one of {allowed}, got {value!r}")
-    return value
 
 
 SIEOUG_O = forced_variant(SIEOUG, "SIEOUG-O", "SIEOUG without cross-domain guidance (lambda = 0).",
