@@ -7,7 +7,8 @@ Named configurations (a tag each: a model and its overrides) run through the ben
 a pair (default: the demo Food-Kitchen pair at K_u = 10%, where the paper reports guidance's
 largest gain), each with the hidden-link diagnostics on (link_file: auto, every 10 epochs).
 Every run: at most 200 epochs, per-domain selection, early stopping after 10 evaluations without
-improvement in either domain, not before epoch 30. ``summary`` prints, per tag and over the seeds
+improvement in either domain, not before epoch 30 (stage D: Table 1's 30 and 50: the BPR baselines
+peak late). ``summary`` prints, per tag and over the seeds
 run, the validation NDCG@10 of both domains (what a choice goes by), its paired difference from
 SIEOUG-O with the p-value, the best epochs, and the link statistics at the target's best epoch
 (the plan's top-10 rate of a de-linked user's true counterpart against chance, for batch and
@@ -25,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COMMON = {"train_epochs": ["BOTH:200"], "stopping_step": 10, "stopping_min_epochs": 30,
           "link_file": "auto", "link_diagnostics_every": 10}
 GLOBAL = {"ot_scope": "global"}
+TABLE_PROTOCOL = {"stopping_step": 30, "stopping_min_epochs": 50}  # (benchmarks/table1.yaml's)
 
 # stage -> {tag: (model, overrides)}; B and C vary one thing at a time from SIEOUG's defaults
 STAGES = {
@@ -62,6 +64,14 @@ STAGES = {
         "O_lr5e-4": ("SIEOUG-O", {"learning_rate": 5e-4}),
         "O_temp0.5": ("SIEOUG-O", {"temperature": 0.5}),
     },
+    "D": {  # guidance on the BPR baselines (LightGCN+GOUM): its weight and similarity, Table 1's protocol
+        "L": ("LightGCN", TABLE_PROTOCOL),
+        "L_goum": ("LightGCN+GOUM", TABLE_PROTOCOL),
+        "L_goum_lambda0.1": ("LightGCN+GOUM", {**TABLE_PROTOCOL, "guide_lambda": 0.1}),
+        "L_goum_cos": ("LightGCN+GOUM", {**TABLE_PROTOCOL, "guide_similarity": "cosine"}),
+        "L_goum_cos_lambda0.1": ("LightGCN+GOUM", {**TABLE_PROTOCOL, "guide_similarity": "cosine",
+                                                   "guide_lambda": 0.1}),
+    },
 }
 CONFIGS = {tag: entry for stage in STAGES.values() for tag, entry in stage.items()}
 TASK = {"label": "food_kitchen_demo", "k_u": 0.1, "config_files": ["properties/food_kitchen_demo_ku10.yaml"]}
@@ -95,7 +105,8 @@ def summary(records, baseline_tag="O"):
             by_tag.setdefault(tag, {})[record["seed"]] = record
     valid = {tag: {seed: {d: r["metrics"][d]["valid"]["ndcg@10"] for d in ("target", "source")}
                    for seed, r in runs.items()} for tag, runs in by_tag.items()}
-    lines = ["| tag | seeds | valid NDCG@10 target | vs O (p) | valid NDCG@10 source | vs O (p) | best epoch t / s | "
+    lines = [f"| tag | seeds | valid NDCG@10 target | vs {baseline_tag} (p) | valid NDCG@10 source | vs {baseline_tag} (p) | "
+             "best epoch t / s | "
              "top-10 of hidden links: batch (chance) | global (chance) |", "|" + "---|" * 9]
     for tag in [t for t in CONFIGS if t in by_tag]:
         runs = by_tag[tag]
@@ -130,13 +141,14 @@ def main(argv=None):
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--results", default="benchmarks/results/guidance_study/runs.jsonl")
     parser.add_argument("--task", help="label:K_u=yaml (default: the demo pair at K_u = 10%%)")
+    parser.add_argument("--baseline", default="O", help="summary: the tag the others are paired against (default O)")
     args = parser.parse_args(argv)
     sys.argv = sys.argv[:1]
     from sieoug_recbole.benchmark.grid import parse_task
     from sieoug_recbole.benchmark.records import load_records
 
     if args.command == "summary":
-        print(summary(load_records(args.results)))
+        print(summary(load_records(args.results), args.baseline))
         return
     tags = ([t.strip() for t in args.tags.split(",")] if args.tags
             else [t for s in (args.stage or ["A"]) for t in STAGES[s]])
