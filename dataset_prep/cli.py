@@ -90,8 +90,13 @@ def build_parser():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="<subcommand>")
     sub.required = True
+    for add_subcommand in (_add_convert, _add_amazon, _add_download_images, _add_food_kitchen,
+                           _add_paper_task, _add_pack_food_kitchen):
+        add_subcommand(sub)
+    return parser
 
-    # ---- convert
+
+def _add_convert(sub):
     p = sub.add_parser(
         "convert", help="generic two-domain tables -> framework input",
         description="Convert the generic tables of two domains (interactions: user, item, "
@@ -108,7 +113,13 @@ def build_parser():
                        help=f"{role} item table (item column + text / image path columns)")
     p.add_argument("--modality", action="append", default=[], metavar="NAME=ENCODER:COLUMN[:OPTS]",
                    help="an item feature modality (repeatable; see below)")
-    g = p.add_argument_group("columns")
+    _add_column_options(p.add_argument_group("columns"))
+    _add_filter_options(p.add_argument_group("filters (applied in this order)"))
+    _add_overlap_options(p.add_argument_group("overlap"))
+    _add_common_output(p, "properties/<name>.yaml")
+
+
+def _add_column_options(g):
     g.add_argument("--user-col", default="user", help="user column (default: user)")
     g.add_argument("--item-col", default="item", help="item column of the interactions (default: item)")
     g.add_argument("--rating-col", default=None,
@@ -119,7 +130,9 @@ def build_parser():
                    help="item column of the item tables (default: --item-col)")
     g.add_argument("--sep", default=None,
                    help="field separator (default: tab for .tsv/.txt, comma for .csv)")
-    g = p.add_argument_group("filters (applied in this order)")
+
+
+def _add_filter_options(g):
     g.add_argument("--rating-threshold", type=_float_or_none, default=4.0, metavar="R",
                    help="rows with rating < R are dropped (paper: 4; 'none' disables; ignored "
                         "without a rating column)")
@@ -140,7 +153,9 @@ def build_parser():
                         "0 or 1 disables)")
     g.add_argument("--source-kcore", type=int, default=None, metavar="K", help="override for the source")
     g.add_argument("--target-kcore", type=int, default=None, metavar="K", help="override for the target")
-    g = p.add_argument_group("overlap")
+
+
+def _add_overlap_options(g):
     g.add_argument("--overlap-ratio", type=_ratio, default=1.0, metavar="K_u",
                    help="share of the common users that keep one identity (default 1.0); the "
                         "others are de-linked")
@@ -148,9 +163,9 @@ def build_parser():
                    help="domain whose tokens of de-linked users get the suffix (default: target)")
     g.add_argument("--delink-suffix", default="~t",
                    help="suffix of de-linked user tokens (default: ~t)")
-    _add_common_output(p, "properties/<name>.yaml")
 
-    # ---- amazon
+
+def _add_amazon(sub):
     p = sub.add_parser(
         "amazon", help="Amazon 2018 review/metadata dumps -> generic tables",
         description="Read Amazon review dumps (json lines, optionally .gz: reviewerID, asin, "
@@ -173,7 +188,8 @@ def build_parser():
     p.add_argument("--compress", action="store_true", help="write .tsv.gz")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    # ---- download-images
+
+def _add_download_images(sub):
     p = sub.add_parser(
         "download-images", help="download item images (resumable)",
         description="Download the image URL of each row of an item table into a folder and "
@@ -193,7 +209,8 @@ def build_parser():
     p.add_argument("--limit", type=int, default=None, help="try at most this many downloads")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    # ---- food-kitchen
+
+def _add_food_kitchen(sub):
     p = sub.add_parser(
         "food-kitchen", help="the shipped Amazon Food <-> Kitchen pair -> a ready pair",
         description="Build a pair from the shipped real Food-Kitchen tables (text only: item "
@@ -235,7 +252,10 @@ def build_parser():
     _add_common_output(p, "properties/<name>.yaml")
     p.set_defaults(seed=None)
 
-    # ---- paper-task
+
+def _add_paper_task(sub):
+    from dataset_prep.tasks import TASKS
+
     p = sub.add_parser(
         "paper-task", help="the yaml and recipe of a paper task (Amazon 2018)",
         description="Write the yaml of one of the paper's tasks (Amazon 2018 categories):\n"
@@ -252,8 +272,6 @@ def build_parser():
                "# properties/clothes_sports_ku10.yaml\n"
                "  python -m dataset_prep paper-task food_kitchen --print-recipe",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    from dataset_prep.tasks import TASKS
-
     p.add_argument("task", choices=tuple(TASKS))
     p.add_argument("--overlap-ratio", type=_ratio, default=0.5, metavar="K_u",
                    help="share of common users keeping one identity (default 0.5; the pair is "
@@ -267,40 +285,34 @@ def build_parser():
     p.add_argument("--print-recipe", action="store_true",
                    help="print the commands that build the data (one a line), write nothing")
 
-    # ---- pack-food-kitchen
+
+def _add_pack_food_kitchen(sub):
     p = sub.add_parser(
         "pack-food-kitchen", help="(maintainers) rebuild the shipped Food-Kitchen tables",
         description="Rebuild dataset_prep/data/food_kitchen/ from the original slice "
                     "(interactions.tsv, food_items.tsv, kitchen_items.tsv).")
     p.add_argument("--src", required=True, help="folder of the original slice")
     p.add_argument("--dest", default=None, help="output folder (default: the shipped folder)")
-    return parser
 
 
-def _props(value):
-    return "" if value is not None and str(value).lower() == "none" else value
-
-
-def _cache(value):
+def _none_off(value):
+    """An option's value with 'none' (any case) read as '' (the feature off)."""
     return "" if value is not None and str(value).lower() == "none" else value
 
 
 def _run_convert(args, argv):
     from dataset_prep.convert import ConvertConfig, DomainInput, convert
 
-    def opt(value):
-        return "" if value is not None and str(value).lower() == "none" else value
-
     cfg = ConvertConfig(
         name=args.name, out_dir=args.out, modalities=args.modality,
-        user_col=args.user_col, item_col=args.item_col, rating_col=opt(args.rating_col),
-        time_col=opt(args.time_col), item_table_col=args.item_table_col, sep=args.sep,
+        user_col=args.user_col, item_col=args.item_col, rating_col=_none_off(args.rating_col),
+        time_col=_none_off(args.time_col), item_table_col=args.item_table_col, sep=args.sep,
         rating_threshold=args.rating_threshold, keep_below_threshold=args.keep_below_threshold,
         kcore=args.kcore, source_kcore=args.source_kcore, target_kcore=args.target_kcore,
         common_users_only=args.common_users_only, overlap_ratio=args.overlap_ratio,
         seed=args.seed, delink_domain=args.delink_domain, delink_suffix=args.delink_suffix,
         subset_users=args.subset_users, subset_single_users=args.subset_single_users,
-        strict=args.strict, cache_dir=_cache(args.cache_dir), properties_path=_props(args.properties),
+        strict=args.strict, cache_dir=_none_off(args.cache_dir), properties_path=_none_off(args.properties),
         yaml_data_path=args.yaml_data_path, progress=not args.quiet,
         command="python -m dataset_prep " + shlex.join(argv))
     convert(DomainInput(args.source, args.source_inter, args.source_items),
@@ -330,8 +342,8 @@ def _run_food_kitchen(args):
     name = args.name
     if name is None and args.preset and _same_settings(settings, preset_settings):
         name = args.preset  # a preset with other settings gets the name of those (build's default)
-    fk.build(out_dir=args.out, name=name, properties_path=_props(args.properties),
-             cache_dir=_cache(args.cache_dir), progress=not args.quiet, **settings)
+    fk.build(out_dir=args.out, name=name, properties_path=_none_off(args.properties),
+             cache_dir=_none_off(args.cache_dir), progress=not args.quiet, **settings)
 
 
 def main(argv=None):

@@ -363,24 +363,7 @@ def convert(source, target, cfg):
 
 def _convert(source, target, cfg):
     doms = {"source": source, "target": target}
-    for role, dom in doms.items():
-        if not _DOMAIN_RE.match(dom.name or ""):
-            raise PrepError(f"{role} domain name {dom.name!r} must be letters, digits, _ or -")
-    if source.name == target.name:
-        raise PrepError(f"the two domains need different names (both are {source.name!r})")
-    filtering.check_overlap_ratio(cfg.overlap_ratio)
-    cfg.overlap_ratio = float(cfg.overlap_ratio)
-    for opt in ("kcore", "source_kcore", "target_kcore", "subset_users", "subset_single_users", "seed"):
-        value = getattr(cfg, opt)
-        if value is None and opt != "seed":
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise PrepError(f"--{opt.replace('_', '-')} must be an integer >= 0, got {value!r}")
-    specs = [s if hasattr(s, "encoder") else parse_modality(s) for s in cfg.modalities]
-    names = [s.name for s in specs]
-    if len(set(names)) != len(names):
-        raise PrepError(f"--modality names must be unique, got {names}")
-
+    specs = _check_inputs(doms, cfg)
     summary = {"version": SUMMARY_VERSION, "name": cfg.name, "command": cfg.command,
                "params": _params(cfg, doms, specs), "recipe": cfg.recipe, "domains": {},
                "overlap": {}}
@@ -394,7 +377,40 @@ def _convert(source, target, cfg):
 
     frames = _filter(frames, items, doms, cfg, drops, summary)
     frames, links = _apply_overlap(frames, doms, cfg, summary)
+    datasets = _write_datasets(doms, frames, items, links, specs, drops, summary, cfg)
+    summary["modalities"] = [s.name for s in specs]
+    _write_properties_and_summary(summary, datasets, cfg)
+    _log(cfg, format_summary(summary))
+    return summary
 
+
+def _check_inputs(doms, cfg):
+    """Check the domain names and the numeric options (``cfg.overlap_ratio`` becomes a float);
+    return the parsed modality specs."""
+    for role, dom in doms.items():
+        if not _DOMAIN_RE.match(dom.name or ""):
+            raise PrepError(f"{role} domain name {dom.name!r} must be letters, digits, _ or -")
+    if doms["source"].name == doms["target"].name:
+        raise PrepError(f"the two domains need different names (both are {doms['source'].name!r})")
+    filtering.check_overlap_ratio(cfg.overlap_ratio)
+    cfg.overlap_ratio = float(cfg.overlap_ratio)
+    for opt in ("kcore", "source_kcore", "target_kcore", "subset_users", "subset_single_users", "seed"):
+        value = getattr(cfg, opt)
+        if value is None and opt != "seed":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise PrepError(f"--{opt.replace('_', '-')} must be an integer >= 0, got {value!r}")
+    specs = [s if hasattr(s, "encoder") else parse_modality(s) for s in cfg.modalities]
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise PrepError(f"--modality names must be unique, got {names}")
+    return specs
+
+
+def _write_datasets(doms, frames, items, links, specs, drops, summary, cfg):
+    """Write each domain's atomic and feature files into a staging folder, then swap them in
+    place of the old ones, with the links file; fill the domains' summaries. Returns
+    {role: dataset name}."""
     cache_dir = cfg.cache_dir
     if cache_dir is None:
         cache_dir = os.path.join(cfg.out_dir, ".cache", "dataset_prep")
@@ -431,8 +447,11 @@ def _convert(source, target, cfg):
         summary["overlap"]["links_file"] = write_links(links_path(cfg.out_dir, cfg.name), links)  # (diagnostics only)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    return datasets
 
-    summary["modalities"] = names
+
+def _write_properties_and_summary(summary, datasets, cfg):
+    """The dataset yaml (unless turned off), then the summary file, which marks the pair built."""
     props = cfg.properties_path
     if props is None:
         props = os.path.join("properties", f"{cfg.name}.yaml")
@@ -451,8 +470,6 @@ def _convert(source, target, cfg):
         json.dump(summary, f, indent=2, sort_keys=False)
         f.write("\n")
     os.replace(tmp, path)
-    _log(cfg, format_summary(summary))
-    return summary
 
 
 def summary_path(out_dir, name):
