@@ -490,6 +490,67 @@ def test_report_compares_on_the_seeds_both_models_have():
     assert table["compare"][column]["gain_best"] is None
 
 
+OTHERS = {"NeuMF": [0.05, 0.06, 0.07], "LightGCN": [0.10, 0.12, 0.14], "LATTICE": [0.16, 0.15, 0.17],
+          "FREEDOM": [0.20, 0.22, 0.21]}  # target HR@10 per seed (1, 2, 3); no SIEOUG
+
+
+def test_report_of_a_grid_without_sieoug_compares_the_chosen_ours(tmp_path):
+    lines = [_record(model, seed, v, task="mytask", k_u=None)
+             for model, values in OTHERS.items() for seed, v in zip((1, 2, 3), values)]
+    results = tmp_path / "others.jsonl"
+    _write(results, lines)
+    out = tmp_path / "report"
+    assert main(["report", "--results", str(results), "--out", str(out), "--ours", "FREEDOM",
+                 "--reference", "NeuMF", "--title", "Other models"]) == 0
+    markdown = (out / "report.md").read_text()
+    assert markdown.startswith("# Other models\n") and "## mytask" in markdown
+    assert "| Model | food (target) HR@10 | food (target) NDCG@10 |" in markdown  # no K_u
+    assert "Models outside the FREEDOM family are the baselines." in markdown
+    # ours is the last row, and never its own baseline although it has the best mean
+    assert markdown.index("| LATTICE |") < markdown.index("| FREEDOM |")
+    assert "FREEDOM against the baselines (mytask)" in markdown
+    with open(out / "report.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    header, by_name = rows[0], {row[0]: row for row in rows[1:]}
+    col = header.index("mytask target HR@10 mean")
+    assert by_name["FREEDOM"][col] == "0.210000*"
+    assert by_name["best baseline"][col] == "LATTICE"
+    assert float(by_name["FREEDOM gain over best baseline (%)"][col]) == pytest.approx(
+        100 * (0.21 - 0.16) / 0.16, abs=1e-3)
+    assert float(by_name["FREEDOM gain over NeuMF (%)"][col]) == pytest.approx(
+        100 * (0.21 - 0.06) / 0.06, abs=1e-3)
+    assert float(by_name["p paired t-test vs best baseline"][col]) == pytest.approx(
+        stats.ttest_rel(OTHERS["FREEDOM"], OTHERS["LATTICE"]).pvalue, rel=1e-5)
+    assert by_name["paper FREEDOM gain over NeuMF (%)"][col] == ""  # not a paper task
+    # with the default ours (SIEOUG, absent) every model is a baseline and nothing is compared
+    table = build_report(lines, metrics=("hit@10",))
+    column = ("mytask", None, "target", "hit@10")
+    assert table["compare"][column]["best_baseline"] == "FREEDOM"
+    assert table["compare"][column]["gain_best"] is None
+    from sieoug_recbole.benchmark.report import render_markdown
+
+    assert "(SIEOUG has no runs here: no comparison with the baselines.)" in render_markdown(table)
+
+
+def test_report_of_a_sweep_grid_leaves_the_sweep_runs_out(tmp_path, capsys):
+    grid = tmp_path / "sweep.yaml"
+    grid.write_text("models: [LightGCN, SIEOUG]\ntasks: [{label: syn, k_u: 0.5, yaml: y.yaml}]\n"
+                    "seeds: [1, 2]\nsweep: {guide_lambda: [0.2, 1.0]}\n")
+    lines = [_record("LightGCN", seed, v, task="syn", k_u=0.5) for seed, v in ((1, 0.1), (2, 0.2))]
+    lines += [_record("SIEOUG", seed, 0.3, task="syn", k_u=0.5, overrides={"guide_lambda": lam},
+                      sweep={"guide_lambda": lam}) for seed in (1, 2) for lam in (0.2, 1.0)]
+    results = tmp_path / "sweep.jsonl"
+    _write(results, lines)
+    args = ["report", "--results", str(results), "--out", str(tmp_path / "r"), "--grid", str(grid)]
+    assert main(args) == 0  # LightGCN ran once per seed, unswept: its row renders
+    markdown = (tmp_path / "r" / "report.md").read_text()
+    assert "| LightGCN | **0.1500 ± 0.0707** |" in markdown and "| SIEOUG |" not in markdown
+    assert main(args + ["--include-sweeps"]) == 2  # two runs of SIEOUG per seed in a cell
+    assert "two runs of SIEOUG on syn K_u=0.5 seed 1" in capsys.readouterr().err
+    assert main(args + ["--models", "SIEOUG"]) == 2
+    assert "sweep runs are left out of tables" in capsys.readouterr().err
+
+
 def test_select_prefers_grid_specs_and_warns_on_mixed_overrides(capsys):
     runs = [_record("A", 1, 0.1), _record("A", 2, 0.1), _record("A", 1, 0.5, overrides={"x": 1})]
     chosen = R.select(runs)

@@ -257,9 +257,12 @@ def _selected_runs(args):
 def cmd_report(args):
     from sieoug_recbole.benchmark.report import write_report
 
-    _, runs, models = _selected_runs(args)
+    records, runs, models = _selected_runs(args)
     if not runs:
-        raise G.GridError("no finished run matches")
+        sweeps = not args.include_sweeps and any(r.get("sweep") for r in records)
+        raise G.GridError("no finished run matches" + (
+            " (sweep runs are left out of tables: plot them with 'plot --sensitivity KEY')"
+            if sweeps else ""))
     _, markdown = write_report(runs, args.out, title=args.title, metrics=tuple(_comma_list([args.metrics])),
                                split=args.split, ours=args.ours, reference=args.reference,
                                models=models)
@@ -276,7 +279,7 @@ def cmd_plot(args):
     os.makedirs(args.out, exist_ok=True)
     written = []
     if not args.no_ku:
-        written += plots.plot_k_u(runs, args.out, metrics, args.split)
+        written += plots.plot_k_u(runs, args.out, metrics, args.split, prefix=G.family_of(args.ours))
     if not args.no_curves:
         written += plots.plot_curves(runs, args.out, ours=args.ours, metrics=metrics,
                                      select_metric=args.curve_metric, split=args.split,
@@ -339,10 +342,13 @@ def build_parser():
         add_grid_options(p, for_run=False)
         p.add_argument("--metrics", default="hit@10,ndcg@10")
         p.add_argument("--split", default="test", choices=["test", "valid"])
-        p.add_argument("--ours", default=G.FAMILY_PREFIX, help="the model compared with the best baseline")
+        p.add_argument("--ours", default=G.FAMILY_PREFIX,
+                       help="the model compared with the best baseline; the baselines are the "
+                            f"models outside its family (default: {G.FAMILY_PREFIX}; see docs/benchmark.md)")
         p.add_argument("--include-sweeps", action="store_true", help="let sweep runs into the table")
         if name == "report":
-            p.add_argument("--reference", default="LightGCN", help="the other model SIEOUG's gain is given over")
+            p.add_argument("--reference", default="LightGCN",
+                           help="the other model the gain of --ours is given over (default: LightGCN)")
             p.add_argument("--title", default="Table 1")
             p.set_defaults(func=cmd_report)
         else:

@@ -301,3 +301,10 @@ def run_id(spec):
 def is_family(model, prefix=FAMILY_PREFIX):
     """SIEOUG and its variants (SIEOUG-O, -M, -G)."""
     return model == prefix or model.startswith(prefix + "-")
+
+
+def family_of(ours):
+    """The family whose models are not baselines of ``ours`` (the model a report's gains and
+    paired tests are about): SIEOUG's (SIEOUG, SIEOUG-*) for ours in it, else ``ours`` and its
+    ``<ours>-*`` variants."""
+    return FAMILY_PREFIX if is_family(ours) else ours

@@ -2,7 +2,7 @@
 
 - :func:`plot_k_u`: metric vs K_u, one line per model, error bars = std over seeds; one figure
   per task, a row per domain and a column per metric (``ku_<task>.png``).
-- :func:`plot_curves`: validation metrics per epoch of SIEOUG and the best baseline, mean over
+- :func:`plot_curves`: validation metrics per epoch of ours and the best baseline, mean over
   seeds with a ±std band (paper Fig. 6; ``curves_<task>_ku<K_u>.png``). The trainer validates
   the target domain only, so these are target-domain curves.
 - :func:`plot_sensitivity`: metric vs one config key over runs that set it (paper Fig. 7-8,
@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 
-from sieoug_recbole.benchmark.grid import FAMILY_PREFIX, is_family, norm_k_u, overrides_hash
+from sieoug_recbole.benchmark.grid import FAMILY_PREFIX, family_of, is_family, norm_k_u, overrides_hash
 from sieoug_recbole.benchmark.records import finished, order_models
 from sieoug_recbole.benchmark.report import DOMAINS, k_u_label, metric_label, value_of
 
@@ -101,9 +101,12 @@ def _histories(runs, model, metric):
 
 
 def plot_curves(runs, out, ours=FAMILY_PREFIX, metrics=("hit@10", "ndcg@10"), select_metric="ndcg@10",
-                split="test", models=None, prefix=FAMILY_PREFIX):
+                split="test", models=None, prefix=None):
     """Validation metrics per epoch of ``ours`` and the best baseline (by mean target-domain
-    ``select_metric`` on ``split``) for each (task, K_u); ``models`` replaces that choice."""
+    ``select_metric`` on ``split``; baselines: the models outside the family ``prefix``, by
+    default :func:`~sieoug_recbole.benchmark.grid.family_of` ``ours``) for each (task, K_u);
+    ``models`` replaces that choice."""
+    prefix = family_of(ours) if prefix is None else prefix
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 

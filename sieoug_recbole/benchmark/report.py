@@ -1,5 +1,5 @@
-"""Table 1 from the results file: mean ± std over seeds, best per column, SIEOUG's gains and
-paired tests against the best baseline.
+"""A results grid as tables (Table 1's layout by default): mean ± std over seeds, best per
+column, the gains of ``ours`` and paired tests against the best baseline.
 
 Rows are models; columns are (task, K_u, domain) x metric, as in the paper (one table per
 task, K_u ascending, the target domain then the source domain). Statistics:
@@ -7,16 +7,17 @@ task, K_u ascending, the target domain then the source domain). Statistics:
 - mean and sample standard deviation (ddof = 1) over the seeds of a cell; a cell with one
   seed shows its mean only;
 - best per column: the highest mean (ties all marked), bold in Markdown, ``*`` in CSV;
-- every comparison of ``ours`` (SIEOUG) with another model uses the seeds both have: the
-  relative gain ``100 * (ours - base) / base`` on the two models' means over those seeds, and
-  the paired tests ``scipy.stats.ttest_rel`` (two-sided, needs 2 seeds) and
+- every comparison of ``ours`` (default SIEOUG) with another model uses the seeds both have:
+  the relative gain ``100 * (ours - base) / base`` on the two models' means over those seeds,
+  and the paired tests ``scipy.stats.ttest_rel`` (two-sided, needs 2 seeds) and
   ``scipy.stats.wilcoxon`` (from 6 seeds on). A baseline with fewer seeds is thus compared on
   its own seeds, never its one-seed value against ours' three-seed mean;
-- best baseline per column: among models outside the SIEOUG family, the one ours gains least
-  over (the best mean, when every model has ours' seeds; the best mean outright when ours has
-  no run in the column);
-- gains over the reference (LightGCN) and over the best baseline; where a column maps onto
-  the paper's Table 1 the paper's own gains over the same models are shown beside them.
+- best baseline per column: among models outside ours' family (``family_of``: SIEOUG and
+  SIEOUG-* for ours in it, else ours and ``<ours>-*``), the one ours gains least over (the best
+  mean, when every model has ours' seeds; the best mean outright when ours has no run in the
+  column);
+- gains over the reference (default LightGCN) and over the best baseline; where a column maps
+  onto the paper's Table 1 the paper's own gains over the same models are shown beside them.
 """
 import csv
 import math
@@ -25,7 +26,7 @@ import warnings
 
 import numpy as np
 
-from sieoug_recbole.benchmark.grid import FAMILY_PREFIX, GridError, is_family, norm_k_u
+from sieoug_recbole.benchmark.grid import FAMILY_PREFIX, GridError, family_of, is_family, norm_k_u
 from sieoug_recbole.benchmark.paper import paper_value
 from sieoug_recbole.benchmark.records import order_models
 
@@ -98,12 +99,31 @@ def same_seed_gain(ours, base):
 
 
 def build_report(runs, metrics=("hit@10", "ndcg@10"), split="test", ours=FAMILY_PREFIX,
-          reference="LightGCN", models=None, prefix=FAMILY_PREFIX):
+                 reference="LightGCN", models=None, prefix=None):
     """The report as data: {'models', 'columns', 'cells', 'compare', 'domains'}.
 
+    ``ours`` is the model the gains and paired tests are about, ``reference`` the other model
+    its gain is given over; the baselines are the models outside the family ``prefix`` (that
+    model and its ``<prefix>-*`` variants; default: :func:`family_of` ``ours``).
     ``columns``: [(task, k_u, domain, metric)]; ``cells[(model, column)]``: {n, mean, std,
     values {seed: value}, best}; ``compare[column]``: best baseline, tests and gains.
     """
+    prefix = family_of(ours) if prefix is None else prefix
+    tasks, values, domain_names, columns = _collect(runs, metrics, split)
+    found = list(dict.fromkeys(m for m, _ in values))
+    ordered = [m for m in models if m in found] if models else order_models(found, prefix)
+    cells = _cells(columns, ordered, values)
+    compare = {column: _compare(column, cells, ordered, ours, reference, prefix, domain_names)
+               for column in columns}
+    return {"models": ordered, "columns": columns, "cells": cells, "compare": compare,
+            "domain_names": domain_names, "ours": ours, "reference": reference, "split": split,
+            "metrics": list(metrics), "tasks": tasks, "family": prefix}
+
+
+def _collect(runs, metrics, split):
+    """The runs' values: (tasks in order, {(model, column): {seed: value}}, {(task, k_u,
+    domain): dataset name}, columns). Columns: per task, K_u ascending (None first), the
+    domains with values, then the metrics."""
     tasks, k_us, present = [], {}, {}
     domain_names = {}
     values = {}
@@ -134,11 +154,12 @@ def build_report(runs, metrics=("hit@10", "ndcg@10"), split="test", ours=FAMILY_
             for domain in DOMAINS:
                 if domain in present.get(task, ()):
                     columns.extend((task, k_u, domain, m) for m in metrics)
-    found = list(dict.fromkeys(m for m, _ in values))
-    if models:
-        ordered = [m for m in models if m in found]
-    else:
-        ordered = order_models(found, prefix)
+    return tasks, values, domain_names, columns
+
+
+def _cells(columns, ordered, values):
+    """{(model, column): {n, mean, std, values, best}}; best: the highest mean of the column
+    (ties all marked)."""
     cells = {}
     for column in columns:
         for model in ordered:
@@ -151,44 +172,45 @@ def build_report(runs, metrics=("hit@10", "ndcg@10"), split="test", ours=FAMILY_
             for model in ordered:
                 mean = cells[(model, column)]["mean"]
                 cells[(model, column)]["best"] = mean is not None and mean >= top - TIE
-    compare = {}
-    for column in columns:
-        task, k_u, domain, metric = column
-        baselines = [(cells[(m, column)]["mean"], m) for m in ordered
-                     if not is_family(m, prefix) and cells[(m, column)]["mean"] is not None]
-        ours_cell = cells.get((ours, column))
-        entry = {"best_baseline": None, "best_baseline_mean": None, "gain_best": None,
-                 "gain_reference": None, "tests": {"n": 0, "t_p": None, "wilcoxon_p": None},
-                 "paper_gain_reference": None, "paper_gain_best": None}
-        has_ours = bool(ours_cell and ours_cell["values"])
-        gains = ({m: same_seed_gain(ours_cell["values"], cells[(m, column)]["values"])
-                  for _, m in baselines} if has_ours else {})
-        comparable = [m for _, m in baselines if gains.get(m) is not None]
-        if comparable:  # the baseline ours gains least over; first listed wins ties
-            best_model = min(comparable, key=gains.get)
-        elif baselines:
-            best_model = max(baselines, key=lambda x: x[0])[1]  # first listed wins ties
-        if baselines:
-            entry["best_baseline"] = best_model
-            entry["best_baseline_mean"] = cells[(best_model, column)]["mean"]
-        if has_ours:
-            if entry["best_baseline"]:
-                entry["gain_best"] = gains.get(entry["best_baseline"])
-                entry["tests"] = paired_tests(ours_cell["values"],
-                                              cells[(entry["best_baseline"], column)]["values"])
-            ref = cells.get((reference, column))
-            if ref and ref["values"]:
-                entry["gain_reference"] = same_seed_gain(ours_cell["values"], ref["values"])
-        dataset = domain_names.get((task, k_u, domain))
-        paper_ours = paper_value(task, dataset, k_u, ours, metric)
-        entry["paper_gain_reference"] = gain(paper_ours, paper_value(task, dataset, k_u, reference, metric))
+    return cells
+
+
+def _compare(column, cells, ordered, ours, reference, prefix, domain_names):
+    """One column's comparison of ``ours``: the best baseline, the paired tests against it,
+    the gains over it and over ``reference``, and the paper's gains over the same models."""
+    task, k_u, domain, metric = column
+    baselines = [(cells[(m, column)]["mean"], m) for m in ordered
+                 if not is_family(m, prefix) and cells[(m, column)]["mean"] is not None]
+    ours_cell = cells.get((ours, column))
+    entry = {"best_baseline": None, "best_baseline_mean": None, "gain_best": None,
+             "gain_reference": None, "tests": {"n": 0, "t_p": None, "wilcoxon_p": None},
+             "paper_gain_reference": None, "paper_gain_best": None}
+    has_ours = bool(ours_cell and ours_cell["values"])
+    gains = ({m: same_seed_gain(ours_cell["values"], cells[(m, column)]["values"])
+              for _, m in baselines} if has_ours else {})
+    comparable = [m for _, m in baselines if gains.get(m) is not None]
+    if comparable:  # the baseline ours gains least over; first listed wins ties
+        best_model = min(comparable, key=gains.get)
+    elif baselines:
+        best_model = max(baselines, key=lambda x: x[0])[1]  # first listed wins ties
+    if baselines:
+        entry["best_baseline"] = best_model
+        entry["best_baseline_mean"] = cells[(best_model, column)]["mean"]
+    if has_ours:
         if entry["best_baseline"]:
-            entry["paper_gain_best"] = gain(
-                paper_ours, paper_value(task, dataset, k_u, entry["best_baseline"], metric))
-        compare[column] = entry
-    return {"models": ordered, "columns": columns, "cells": cells, "compare": compare,
-            "domain_names": domain_names, "ours": ours, "reference": reference, "split": split,
-            "metrics": list(metrics), "tasks": tasks}
+            entry["gain_best"] = gains.get(entry["best_baseline"])
+            entry["tests"] = paired_tests(ours_cell["values"],
+                                          cells[(entry["best_baseline"], column)]["values"])
+        ref = cells.get((reference, column))
+        if ref and ref["values"]:
+            entry["gain_reference"] = same_seed_gain(ours_cell["values"], ref["values"])
+    dataset = domain_names.get((task, k_u, domain))
+    paper_ours = paper_value(task, dataset, k_u, ours, metric)
+    entry["paper_gain_reference"] = gain(paper_ours, paper_value(task, dataset, k_u, reference, metric))
+    if entry["best_baseline"]:
+        entry["paper_gain_best"] = gain(
+            paper_ours, paper_value(task, dataset, k_u, entry["best_baseline"], metric))
+    return entry
 
 
 # --------------------------------------------------------------------------------- rendering
@@ -232,7 +254,7 @@ def render_markdown(table, title="Table 1"):
     ours, reference = table["ours"], table["reference"]
     lines = [f"# {title}", "",
              f"Mean ± std over seeds ({table['split']} split; std with ddof=1), best per column "
-             f"in **bold**. Models outside the {FAMILY_PREFIX} family are the baselines.", ""]
+             f"in **bold**. Models outside the {table['family']} family are the baselines.", ""]
     for task in table["tasks"]:
         columns = [c for c in table["columns"] if c[0] == task]
         if not columns:
