@@ -19,6 +19,7 @@ LEARNING = {
     "NeuMF": ({"train_epochs": ["BOTH:30"], "embedding_size": 32}, 0.06),      # ~0.25
     "LATTICE": ({"train_epochs": ["BOTH:15"]}, 0.15),                          # ~0.38
     "FREEDOM": ({"train_epochs": ["BOTH:25"]}, 0.15),                          # ~0.37
+    "LGMRec": ({"train_epochs": ["BOTH:10"]}, 0.15),                           # ~0.37
     "CMF": ({"train_epochs": ["BOTH:40"], "embedding_size": 32, "reg_weight": 1e-2}, 0.08),  # ~0.29
     "BiTGCF": ({"train_epochs": ["BOTH:25"]}, 0.15),                           # ~0.38
     "ETL": ({"train_epochs": ["BOTH:40"]}, 0.08),                              # ~0.29

@@ -15,6 +15,7 @@ from sieoug_recbole.models.duration import DURation
 from sieoug_recbole.models.etl import ETL
 from sieoug_recbole.models.freedom import FREEDOM
 from sieoug_recbole.models.lattice import LATTICE
+from sieoug_recbole.models.lgmrec import LGMRec
 from sieoug_recbole.models.lightgcn import LightGCN
 from sieoug_recbole.models.motkd import MOTKD
 from sieoug_recbole.models.neumf import NeuMF
@@ -26,10 +27,10 @@ from sieoug_recbole.registry import register_model
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 # (model class, in Table 1) in the paper's row order: single-domain, cross-domain, SIEOUG
-MODELS = [(Pop, False), (NeuMF, True), (LightGCN, True), (LATTICE, True), (FREEDOM, True), (CMF, True),
-          (BiTGCF, True), (ETL, True), (DURation, True), (CLDTCDR, True), (MOTKD, True)]
+MODELS = [(Pop, False), (NeuMF, True), (LightGCN, True), (LATTICE, True), (FREEDOM, True), (LGMRec, True),
+          (CMF, True), (BiTGCF, True), (ETL, True), (DURation, True), (CLDTCDR, True), (MOTKD, True)]
 # baselines that also run with GOUM's guidance (the paper's Fig. 5 extension): "<Name>+GOUM"
-GUIDED = [LightGCN, LATTICE, FREEDOM]
+GUIDED = [LightGCN, LATTICE, FREEDOM, LGMRec]
 
 
 def _yaml(name):
