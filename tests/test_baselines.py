@@ -22,6 +22,8 @@ LEARNING = {
     "LGMRec": ({"train_epochs": ["BOTH:10"]}, 0.15),                           # ~0.37
     "CMF": ({"train_epochs": ["BOTH:40"], "embedding_size": 32, "reg_weight": 1e-2}, 0.08),  # ~0.29
     "BiTGCF": ({"train_epochs": ["BOTH:25"]}, 0.15),                           # ~0.38
+    "DisenCDR": ({"train_epochs": ["BOTH:20"], "embedding_size": 32, "n_layers": 1}, 0.08),  # ~0.27
+    "VDEA": ({"train_epochs": ["BOTH:15"], "embedding_size": 32, "global_users": 64}, 0.15),  # ~0.35
     "ETL": ({"train_epochs": ["BOTH:40"]}, 0.08),                              # ~0.29
     "DURation": ({"train_epochs": ["BOTH:25"], "tower_layers": 1, "distribution_weight": 0.1,
                   "correlation_weight": 0.1}, 0.1),                            # ~0.35

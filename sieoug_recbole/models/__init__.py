@@ -11,6 +11,7 @@ from sieoug_recbole.models.base import forced_variant
 from sieoug_recbole.models.bitgcf import BiTGCF
 from sieoug_recbole.models.cl_dtcdr import CLDTCDR
 from sieoug_recbole.models.cmf import CMF
+from sieoug_recbole.models.disencdr import DisenCDR
 from sieoug_recbole.models.duration import DURation
 from sieoug_recbole.models.etl import ETL
 from sieoug_recbole.models.freedom import FREEDOM
@@ -22,13 +23,15 @@ from sieoug_recbole.models.neumf import NeuMF
 from sieoug_recbole.models.pop import Pop
 from sieoug_recbole.models.sieoug import SIEOUG
 from sieoug_recbole.models.sieoug import VARIANTS as SIEOUG_VARIANTS
+from sieoug_recbole.models.vdea import VDEA
 from sieoug_recbole.registry import register_model
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 # (model class, in Table 1) in the paper's row order: single-domain, cross-domain, SIEOUG
 MODELS = [(Pop, False), (NeuMF, True), (LightGCN, True), (LATTICE, True), (FREEDOM, True), (LGMRec, True),
-          (CMF, True), (BiTGCF, True), (ETL, True), (DURation, True), (CLDTCDR, True), (MOTKD, True)]
+          (CMF, True), (BiTGCF, True), (DisenCDR, True), (VDEA, True), (ETL, True),
+          (DURation, True), (CLDTCDR, True), (MOTKD, True)]
 # baselines that also run with GOUM's guidance (the paper's Fig. 5 extension): "<Name>+GOUM"
 GUIDED = [LightGCN, LATTICE, FREEDOM, LGMRec]
 
