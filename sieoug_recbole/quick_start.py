@@ -30,6 +30,7 @@ from sieoug_recbole.checkpoint import load_checkpoint
 from sieoug_recbole.config_checks import (FRAMEWORK_CHECKS, ConfigError, check_config, check_values,
                                           model_config_checks)
 from sieoug_recbole.dual_domain import evaluate_source
+from sieoug_recbole.jsonable import jsonable
 from sieoug_recbole.progress import EpochProgress, report_data_ready, report_model_built, show_progress_only
 from sieoug_recbole.registry import get_model_class
 
@@ -308,11 +309,6 @@ def build_run(config, logger=None):
     return dataset, train_data, valid_data, test_data, model, trainer
 
 
-def plain(result):
-    """A metric dict (or None) with plain float values."""
-    return None if result is None else {k: float(v) for k, v in result.items()}
-
-
 def run(model=None, config_file_list=None, config_dict=None, saved=True, verbose=True, progress_only=False):
     """Train on the configured pair, pick the best epoch on validation, test it.
 
@@ -376,7 +372,7 @@ def _run(config, verbose, keep_checkpoint, progress_only=False):
         links = {"history": trainer.link_history, "best": trainer.measure_links("best")}
     by_domain = None
     if config["dual_domain_eval"]:  # score the source hold-out with the source's selected weights
-        by_domain = {"target": {"valid": plain(best_valid_result), "test": plain(test_result)},
+        by_domain = {"target": {"valid": jsonable(best_valid_result), "test": jsonable(test_result)},
                      "source": source_metrics(trainer, model_obj, dataset, config)}
         logger.info(set_color("source-domain test result", "yellow") + f": {by_domain['source']['test']}")
     selection = getattr(trainer, "selection", {})
@@ -388,8 +384,8 @@ def _run(config, verbose, keep_checkpoint, progress_only=False):
         "link_diagnostics": links,
         "best_valid_score": float(best_valid_score),
         "valid_score_bigger": config["valid_metric_bigger"],
-        "best_valid_result": plain(best_valid_result),
-        "test_result": plain(test_result),
+        "best_valid_result": jsonable(best_valid_result),
+        "test_result": jsonable(test_result),
         "saved_model_file": trainer.saved_model_file if keep_checkpoint else None,
         "valid_history": trainer.valid_history,
         "epoch_stats": trainer.epoch_stats,
@@ -405,7 +401,7 @@ def source_metrics(trainer, model, dataset, config):
     if selection is None:
         return {s: evaluate_source(model, dataset, s, config["topk"], config["metrics"]) for s in ("valid", "test")}
     trainer.load_domain_weights("source")
-    return {"valid": plain(selection.result),
+    return {"valid": jsonable(selection.result),
             "test": evaluate_source(model, dataset, "test", config["topk"], config["metrics"])}
 
 

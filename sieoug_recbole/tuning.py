@@ -20,6 +20,8 @@ import os
 import time
 import traceback
 
+from sieoug_recbole.jsonable import jsonable
+
 SPACE_TYPES = {"choice": 1, "uniform": 2, "quniform": 3, "loguniform": 2}  # type -> values it takes
 
 
@@ -99,19 +101,11 @@ def check_search(space, overrides, config_files):
         raise TuningError(f"key(s) {', '.join(both)} are both searched and overridden: drop one")
 
 
-def _plain(value):
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value.item() if hasattr(value, "item") else value
-
-
 def train_trial(model, config_files, overrides, params, saved=False):
     """Train one trial here (quiet, selection on validation); its outcome as a dict."""
     from sieoug_recbole.quick_start import run
 
-    result = run(model, config_files, {**overrides, **_plain(params)}, saved=saved, verbose=False)
+    result = run(model, config_files, {**overrides, **jsonable(params)}, saved=saved, verbose=False)
     return {"best_valid_score": result["best_valid_score"],
             "valid_score_bigger": bool(result["valid_score_bigger"]),
             "best_valid_result": result["best_valid_result"], "test_result": result["test_result"],
@@ -122,7 +116,7 @@ def trial_line(search, number, params, status, outcome=None, error=None, seconds
     """One line of the output file (see docs/tuning.md)."""
     line = {"search": search["id"], "tool": search["tool"], "trial": number, "model": search["model"],
             "config_files": search["config_files"], "overrides": search["overrides"],
-            "params": _plain(params), "status": status}
+            "params": jsonable(params), "status": status}
     line.update(outcome or {})
     if error is not None:
         line["error"] = error
@@ -179,7 +173,7 @@ class _Trials:
             return {"status": hyperopt.STATUS_FAIL}
         line = record(self.search, trial_line(self.search, number, params, "ok", outcome,
                                               seconds=time.time() - started))
-        print(f"trial {number}: {_plain(params)} -> valid {line['best_valid_score']:.4f}")
+        print(f"trial {number}: {jsonable(params)} -> valid {line['best_valid_score']:.4f}")
         score = outcome["best_valid_score"]
         return {"loss": -score if outcome["valid_score_bigger"] else score, "status": hyperopt.STATUS_OK}
 

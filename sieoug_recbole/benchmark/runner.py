@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from sieoug_recbole.benchmark.grid import load_yaml, overrides_hash, run_id, run_key
 from sieoug_recbole.benchmark.lifeline import parent_env
 from sieoug_recbole.benchmark.records import append_record, latest_by_key, load_records
+from sieoug_recbole.jsonable import jsonable
 
 SPEC_FIELDS = ("model", "task", "k_u", "config_files", "seed", "overrides")
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
@@ -90,21 +91,6 @@ def _git_commit():
         return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def _plain(value):
-    """A config value as JSON (tuples, numpy scalars and the like made plain)."""
-    try:
-        json.dumps(value)
-        return value
-    except TypeError:
-        if isinstance(value, dict):
-            return {str(k): _plain(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [_plain(v) for v in value]
-        if hasattr(value, "item"):
-            return value.item()
-        return str(value)
 
 
 def epoch_summary(valid_history, best_valid_score, valid_metric, train_modes, epoch_num,
@@ -210,9 +196,9 @@ def _resolved(config, model):
         if yaml_file:
             with open(yaml_file, encoding="utf-8") as f:
                 keys += [k for k in (load_yaml(f) or {}) if k not in keys]
-    resolved = {k: _plain(config[k]) for k in keys if k in config.final_config_dict}
+    resolved = {k: jsonable(config[k]) for k in keys if k in config.final_config_dict}
     forced = getattr(get_model_class(model), "forced_config", {})
-    resolved.update({k: _plain(v) for k, v in forced.items()})
+    resolved.update({k: jsonable(v) for k, v in forced.items()})
     return resolved
 
 
@@ -246,8 +232,8 @@ def _train(spec, config_dict, verbose):
         "best_valid_score": result["best_valid_score"], "valid_metric": valid_metric,
         **summary, "eval_step": eval_step,
         "selection": result.get("selection"), "best_epoch_by_domain": result.get("best_epoch_by_domain"),
-        "valid_history": result["valid_history"], "epoch_stats": _plain(result["epoch_stats"]),
-        "guidance": result.get("guidance"), "link_diagnostics": _plain(result.get("link_diagnostics")),
+        "valid_history": result["valid_history"], "epoch_stats": jsonable(result["epoch_stats"]),
+        "guidance": result.get("guidance"), "link_diagnostics": jsonable(result.get("link_diagnostics")),
         "domains": domains, "resolved_config": resolved,
         "wall_time_s": round(wall, 3), "process_time_s": None, "run_dir": None,
         "versions": produced_by, "host": socket.gethostname(), "device": device, "threads": None,

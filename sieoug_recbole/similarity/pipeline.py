@@ -14,6 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from sieoug_recbole.checks import integer_in_range, positive_number
+from sieoug_recbole.jsonable import jsonable
 
 from ._inputs import as_feature_matrix
 from .clustering import sishe
@@ -49,16 +50,6 @@ def _cache_key(features, params):
         h.update(b"\0mod\0" + header.encode() + b"\0")
         h.update(memoryview(np.ascontiguousarray(x)).cast("B"))
     return h.hexdigest()
-
-
-def _to_jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_to_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
 
 
 def _atomic_write(path, writer):
@@ -148,7 +139,7 @@ def _compute(feats, params, key, progress):
     finally:
         bar.close()
     info["density"] = {"A": A.nnz / float(n * n), "gamma": gamma.nnz / float(n * params["n_clusters"])}
-    return ItemStructure(A, gamma, _to_jsonable(info))
+    return ItemStructure(A, gamma, jsonable(info))
 
 
 def build_item_structure(features, z=5, mu=0.1, eta=0.1, n_clusters=15, seed=0,
