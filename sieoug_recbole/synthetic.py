@@ -116,15 +116,6 @@ def generate_pair(out_dir, name="synthetic", n_common=500, n_source_only=150, n_
     return summary
 
 
-def ensure_pair(out_dir, name="synthetic", **kwargs):
-    """Generate the pair unless both ``.inter`` files already exist; return the out dir."""
-    present = all(os.path.isfile(os.path.join(out_dir, f"{name}_{d}", f"{name}_{d}.inter"))
-                  for d in ("source", "target"))
-    if not present:
-        generate_pair(out_dir, name=name, **kwargs)
-    return out_dir
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="dataset", help="output folder (default: dataset)")

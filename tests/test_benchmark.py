@@ -663,29 +663,6 @@ def test_convergence_table_compares_long_runs_with_the_capped_ones(tmp_path, mon
                            f"(n = 3, p = {p:.3f})")
 
 
-def test_rerun_compare_pairs_one_models_runs_seed_by_seed(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(os.path.join(REPO, "benchmarks"))
-    import rerun_compare as C
-
-    old_path, new_path = tmp_path / "old.jsonl", tmp_path / "new.jsonl"
-    for seed, (old_hr, new_hr) in enumerate([(0.20, 0.21), (0.22, 0.22), (0.24, 0.23)], start=1):
-        stats = lambda its: [{"phase": "BOTH", "epoch": 0, "goum_iterations": its}]  # noqa: E731
-        R.append_record(str(old_path), dict(_record("SIEOUG", seed, old_hr, 0.05), best_epoch=30 + seed,
-                                            epoch_stats=stats(60.0)))
-        R.append_record(str(new_path), dict(_record("SIEOUG", seed, new_hr, 0.05), best_epoch=30 + seed,
-                                            epoch_stats=stats(12.0)))
-        R.append_record(str(old_path), _record("FREEDOM", seed, 0.5, 0.05))  # another model: ignored
-    R.append_record(str(old_path), dict(_record("SIEOUG", 4, 0.9, 0.05), best_epoch=1))  # not in new: left out
-    lines = C.table(C.by_cell(str(old_path), "SIEOUG", "food_kitchen"),
-                    C.by_cell(str(new_path), "SIEOUG", "food_kitchen"), "old", "new")
-    old_row, new_row = lines[2].split(" | "), lines[3].split(" | ")
-    assert old_row[:3] == ["| 10%", "old", "3"] and new_row[:3] == ["| 10%", "new", "3"]
-    assert old_row[3] == f"0.2200 ± {np.std([0.20, 0.22, 0.24], ddof=1):.4f}"
-    assert new_row[3] == f"0.2200 ± {np.std([0.21, 0.22, 0.23], ddof=1):.4f}"
-    assert old_row[-2:] == ["60.0", "31, 32, 33 |"] and new_row[-2] == "12.0"
-    assert lines[-1] == "- K_u = 10%: largest change of a test metric of one seed 0.0100"
-
-
 def test_model_epoch_variant_rows_parse_label_model_and_overrides(monkeypatch):
     monkeypatch.syspath_prepend(os.path.join(REPO, "benchmarks"))
     import model_epoch as E
