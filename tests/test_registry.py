@@ -120,3 +120,20 @@ def test_the_readme_model_example_trains(fast_config, tmp_path, monkeypatch):
     result = sieoug_recbole.run("MF", [SYNTHETIC_YAML], fast_config, verbose=False)
     assert set(result["metrics_by_domain"]) == {"source", "target"}
     assert result["test_result"]["hit@10"] > 0
+
+
+def test_the_model_writing_api_is_public():
+    """What a model file needs comes from the package itself (the objects of models.base)."""
+    from sieoug_recbole import (BPRDomainLoss, CrossDomainModel, domain_id_embeddings, forced_variant,
+                                keep_domain_rows, register_model)
+    from sieoug_recbole import registry
+    from sieoug_recbole.models import base
+
+    assert (CrossDomainModel, BPRDomainLoss, domain_id_embeddings, keep_domain_rows, forced_variant) == (
+        base.CrossDomainModel, base.BPRDomainLoss, base.domain_id_embeddings, base.keep_domain_rows,
+        base.forced_variant)
+    assert register_model is registry.register_model
+    assert {"CrossDomainModel", "BPRDomainLoss", "domain_id_embeddings", "keep_domain_rows",
+            "forced_variant", "register_model"} <= set(sieoug_recbole.__all__)
+    variant = forced_variant(CrossDomainModel, "Forced", "doc", __name__, guide_lambda=0)
+    assert issubclass(variant, CrossDomainModel) and variant.forced_config == {"guide_lambda": 0}
