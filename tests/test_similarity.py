@@ -1,6 +1,7 @@
 """Tests for sieoug_recbole.similarity (paper Sec 3.1, Appendix A)."""
 
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -180,6 +181,48 @@ def test_knn_faiss_backend_or_clear_import_error():
     assert recall > 0.9
 
 
+
+def test_knn_faiss_recall_on_planted_clusters():
+    pytest.importorskip("faiss")
+    # 10 clusters; within a cluster items vary along 4 latent directions plus small noise
+    # (embeddings have such local structure; on isotropic noise any index must scan most items)
+    rng = np.random.default_rng(4)
+    labels = rng.integers(10, size=3000)
+    x = (2.0 * rng.standard_normal((10, 32))[labels] + rng.standard_normal((3000, 4)) @ rng.standard_normal((4, 32))
+         + 0.3 * rng.standard_normal((3000, 32))).astype(np.float32)
+    exact = knn_graph(x, 5, backend="exact")
+    approx = knn_graph(x, 5, backend="faiss")
+    assert np.all(np.diff(approx.indptr) == 5) and np.all(approx.diagonal() == 0)
+    recall = approx.multiply(exact).sum() / exact.sum()
+    print(f"faiss recall@5 on 3,000 planted points: {recall:.4f}")
+    assert recall >= 0.95
+
+
+def test_knn_auto_backend_follows_the_threshold(monkeypatch):
+    from sieoug_recbole.similarity import knn
+
+    used = []
+    monkeypatch.setattr(knn, "_knn_exact", lambda x, *a: used.append("exact") or (np.zeros(0, int), np.zeros(0, int)))
+    monkeypatch.setattr(knn, "_knn_faiss", lambda x, *a: used.append("faiss") or (np.zeros(0, int), np.zeros(0, int)))
+    monkeypatch.setattr(knn, "FAISS_MIN_ITEMS", 50)
+    monkeypatch.setattr(knn, "faiss_available", lambda: True)
+    x = np.random.default_rng(0).standard_normal((60, 4))
+    knn_graph(x[:50], 3)  # at the threshold: exact
+    knn_graph(x, 3)  # above: faiss
+    knn_graph(x, 3, backend="exact")  # an explicit choice wins
+    assert used == ["exact", "faiss", "exact"]
+    # above the threshold without faiss: exact, and one warning that names the install
+    used.clear()
+    monkeypatch.setattr(knn, "faiss_available", lambda: False)
+    monkeypatch.setattr(knn, "_warned_no_faiss", False)
+    with pytest.warns(RuntimeWarning, match=r"pip install -e \.\[faiss\]"):
+        knn_graph(x, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        knn_graph(x, 3)  # no second warning
+    assert used == ["exact", "exact"]
+    assert knn.choose_backend(50) == "exact" and knn.choose_backend(51) == "exact"
+
 # ----------------------------------------------------------------------------- risgf
 def test_risgf_single_graph_is_returned():
     g = sp.random(40, 40, density=0.1, random_state=0, format="csr")
@@ -338,6 +381,35 @@ def test_sishe_inner_solver_with_hard_rows_and_ties():
     assert np.abs(fast - ref).max() < 1e-6
 
 
+
+def test_transport_sparse_costs_equal_dense_costs():
+    # off the pattern a sparse Y is 0: the plan equals the one for the dense Y with zeros
+    rng = np.random.default_rng(6)
+    for n, k, density in [(400, 9, 0.15), (300, 40, 0.02), (50, 5, 0.0)]:
+        y = -3 * sp.random(n, k, density=density, random_state=rng, format="csr")
+        sparse = regularised_transport(y, 0.1, tol=1e-10)
+        dense = regularised_transport(y.toarray(), 0.1, tol=1e-10)
+        assert sp.issparse(sparse.gamma) and isinstance(dense.gamma, np.ndarray)
+        assert np.abs(sparse.gamma.toarray() - dense.gamma).max() < 1e-12
+        alternating = regularised_transport(y, 0.1, tol=1e-10, max_iter=100000, method="alternating")
+        assert np.abs(alternating.gamma.toarray() - dense.gamma).max() < 1e-8
+        g = sparse.gamma.toarray()
+        assert g.min() >= 0 and np.abs(g.sum(1) - 1).max() < 1e-9 and np.abs(g.sum(0) - n / k).max() < 1e-8
+        # Eq 8 with the returned duals
+        eq8 = np.maximum(sparse.f[:, None] + sparse.g[None, :] - y.toarray(), 0) / 0.1
+        assert np.abs(eq8 - g).max() < 1e-9
+
+
+def test_transport_input_errors():
+    with pytest.raises(ValueError, match="Y"):
+        regularised_transport(np.ones(4), 0.1)
+    with pytest.raises(ValueError, match="Y"):
+        regularised_transport(np.array([[0.0, np.inf]]), 0.1)
+    with pytest.raises(ValueError, match="f and g"):
+        regularised_transport(np.zeros((3, 2)), 0.1, f=np.zeros(2))
+    with pytest.raises(ValueError, match="method"):
+        regularised_transport(np.zeros((3, 2)), 0.1, method="sinkhorn")
+
 def test_sishe_k_equal_one_and_n():
     a = sp.random(20, 20, density=0.3, random_state=0, format="csr")
     g1 = sishe(a, 1, 0.1)
@@ -446,6 +518,20 @@ def test_cache_key_covers_every_input():
     keys.add(pipeline._cache_key(reshaped, params))
     assert len(keys) == 12
 
+
+def test_build_item_structure_records_the_resolved_knn_backend(monkeypatch, tmp_path):
+    from sieoug_recbole.similarity import knn
+
+    feats, _ = planted(120, 4, d=8, seed=1)
+    kw = dict(z=4, n_clusters=4, progress=False, cache_dir=str(tmp_path))
+    exact = build_item_structure(feats, **kw)
+    assert exact.info["params"]["knn_backend"] == "exact" and "knn_faiss" not in exact.info["params"]
+    pytest.importorskip("faiss")
+    monkeypatch.setattr(knn, "FAISS_MIN_ITEMS", 100)
+    approx = build_item_structure(feats, **kw)
+    assert approx.info["params"]["knn_backend"] == "faiss"
+    assert approx.info["params"]["knn_faiss"]["version"]
+    assert approx.info["cache_key"] != exact.info["cache_key"] and approx.info["cache_hit"] is False
 
 def test_build_item_structure_errors():
     with pytest.raises(ValueError, match="features"):

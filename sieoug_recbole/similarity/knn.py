@@ -14,8 +14,25 @@ from ._inputs import as_feature_matrix
 # default number of float entries of one similarity block (block_size rows x N columns)
 BLOCK_ELEMENTS = 1 << 25
 
+#: backend='auto' uses faiss (when installed) above this many items, the exact search below
+FAISS_MIN_ITEMS = 50_000
+#: faiss settings (see faiss_settings): IVF cells scanned per query = max(MIN_PROBE,
+#: cells / PROBE_DIVISOR); dimensions per 4-bit PQ sub-vector; k-means sample and
+#: iterations of the cells; candidates per wanted neighbour re-ranked exactly
+FAISS_LISTS_PER_SQRT_N = 4
+FAISS_MIN_PROBE = 16
+FAISS_PROBE_DIVISOR = 32
+FAISS_PQ_SUBVECTOR_DIM = 4
+FAISS_TRAIN_POINTS_PER_LIST = 16
+FAISS_KMEANS_ITER = 10
+FAISS_CANDIDATES_PER_NEIGHBOUR = 16
+#: queries per faiss search call (bounds the candidate arrays' memory)
+FAISS_QUERY_BLOCK = 1 << 16
 
-def knn_graph(features, k, include_self=False, block_size=None, backend="exact"):
+_warned_no_faiss = False
+
+
+def knn_graph(features, k, include_self=False, block_size=None, backend="auto"):
     """Directed top-``k`` cosine-similarity graph of the rows of ``features`` (Eq 1-2).
 
     ``S_ij = exp(cos(x_i, x_j))`` is monotone in the cosine, so the top-k of S are the
@@ -36,17 +53,19 @@ def knn_graph(features, k, include_self=False, block_size=None, backend="exact")
     block_size : int or None
         Rows per similarity block (memory ``O(block_size * N)``; never an N x N matrix).
         None picks about 2**25 / N rows.
-    backend : {'exact', 'faiss'}
-        'exact' (default): blocked exact search.  'faiss': approximate HNSW search (needs the
-        optional extra ``pip install sieoug-recbole[faiss]``); ties are then not guaranteed
-        to follow the rule below.
+    backend : {'auto', 'exact', 'faiss'}
+        'exact': blocked exact search.  'faiss': approximate search (inverted file over
+        product-quantised codes, then exact re-ranking of the candidates by the same rules;
+        needs the optional extra ``pip install -e .[faiss]``).  'auto' (default): faiss
+        above ``FAISS_MIN_ITEMS`` items when faiss is installed, exact otherwise (see
+        ``choose_backend``).
 
     Returns
     -------
     scipy.sparse.csr_matrix (N, N), float32, value 1.0 on each edge, sorted indices.
 
-    Rules (exact backend)
-    ---------------------
+    Rules (exact backend; the faiss backend applies them to the candidates it finds)
+    ---------------------------------------------------------------------------------
     * Self-edges are excluded by default: every modality agrees on ``i ~ i`` (cosine 1),
       so after fusion a self-loop is a constant identity in A, which (a) spends one of the
       z slots on no information, (b) adds the residual connection that the layer mean of
@@ -72,12 +91,14 @@ def knn_graph(features, k, include_self=False, block_size=None, backend="exact")
     else:
         block_size = integer_in_range(block_size, "block_size", 1)
     block_size = min(block_size, n)
+    if backend not in ("auto", "exact", "faiss"):
+        raise ValueError(f"backend must be 'auto', 'exact' or 'faiss', got {backend!r}")
+    if backend == "auto":
+        backend = choose_backend(n)
     if backend == "exact":
         rows, cols = _knn_exact(x, k, bool(include_self), block_size)
-    elif backend == "faiss":
-        rows, cols = _knn_faiss(x, k, bool(include_self))
     else:
-        raise ValueError(f"backend must be 'exact' or 'faiss', got {backend!r}")
+        rows, cols = _knn_faiss(x, k, bool(include_self))
     data = np.ones(len(rows), dtype=np.float32)
     g = sp.csr_matrix((data, (rows, cols)), shape=(n, n))
     g.sum_duplicates()
@@ -158,39 +179,140 @@ def _knn_exact(x, k, include_self, block_size):
     return rows, cols
 
 
-def _knn_faiss(x, k, include_self):
+def faiss_available():
+    """True when the optional faiss package can be imported."""
     try:
         import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def choose_backend(n_items):
+    """The backend ``knn_graph(backend='auto')`` uses for ``n_items`` items.
+
+    'faiss' above ``FAISS_MIN_ITEMS`` items when faiss is installed, else 'exact'.  Above
+    the threshold without faiss, a warning (once per process) names the install command.
+    """
+    global _warned_no_faiss
+    if n_items <= FAISS_MIN_ITEMS:
+        return "exact"
+    if faiss_available():
+        return "faiss"
+    if not _warned_no_faiss:
+        _warned_no_faiss = True
+        warnings.warn(
+            f"knn_graph: {n_items} items is above FAISS_MIN_ITEMS = {FAISS_MIN_ITEMS}, where the "
+            "approximate faiss search is much faster than the exact one (quadratic in N), but "
+            "faiss is not installed; using the exact search. Install it with "
+            "`pip install -e .[faiss]`.", RuntimeWarning, stacklevel=3)
+    return "exact"
+
+
+def faiss_settings(n_items, dim, k):
+    """The faiss search's settings for ``n_items`` non-zero rows of dimension ``dim``.
+
+    An inverted file of ``lists`` k-means cells (about 4 sqrt(N); k-means of ``kmeans_iter``
+    iterations on ``train_points`` rows) over 4-bit product-quantised codes (fast-scan) of
+    ``pq_subvectors`` sub-vectors; each query scans its ``probe`` nearest cells, and its
+    ``candidates`` best codes are re-ranked with exact float32 cosines.
+    """
+    lists = max(1, min(int(FAISS_LISTS_PER_SQRT_N * np.sqrt(n_items)), n_items // 8))
+    return {"lists": lists, "probe": min(lists, max(FAISS_MIN_PROBE, lists // FAISS_PROBE_DIVISOR)),
+            "pq_subvectors": -(-dim // FAISS_PQ_SUBVECTOR_DIM),
+            "train_points": min(n_items, FAISS_TRAIN_POINTS_PER_LIST * lists),
+            "kmeans_iter": FAISS_KMEANS_ITER,
+            "candidates": min(n_items, FAISS_CANDIDATES_PER_NEIGHBOUR * (k + 1))}
+
+
+def faiss_signature():
+    """faiss's version and the constants of faiss_settings: what a faiss graph depends on
+    besides the features (part of build_item_structure's cache key)."""
+    import faiss
+
+    return {"version": faiss.__version__, "lists_per_sqrt_n": FAISS_LISTS_PER_SQRT_N,
+            "min_probe": FAISS_MIN_PROBE, "probe_divisor": FAISS_PROBE_DIVISOR,
+            "pq_subvector_dim": FAISS_PQ_SUBVECTOR_DIM, "train_points_per_list": FAISS_TRAIN_POINTS_PER_LIST,
+            "kmeans_iter": FAISS_KMEANS_ITER, "candidates_per_neighbour": FAISS_CANDIDATES_PER_NEIGHBOUR}
+
+
+def _import_faiss():
+    try:
+        import faiss
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
             "knn_graph(backend='faiss') needs faiss; install the optional extra with "
-            "`pip install sieoug-recbole[faiss]` (or use backend='exact')"
+            "`pip install -e .[faiss]` (`pip install sieoug-recbole[faiss]`), or use backend='exact'"
         ) from exc
-    n, d = x.shape
-    norms = np.linalg.norm(x.astype(np.float64), axis=1)
+    return faiss
+
+
+def _unit_rows(x, ids, inv_norms, width):
+    """Rows ``ids`` of x scaled to unit length, float32, zero-padded to ``width`` columns."""
+    out = np.zeros((len(ids), width), dtype=np.float32)
+    out[:, : x.shape[1]] = x[ids] * inv_norms[ids, None]
+    return out
+
+
+def _faiss_index(faiss, x, nz, inv_norms, settings):
+    """Inner-product index over the unit rows ``nz`` of x (faiss ids 0..len(nz)-1): an IVF +
+    PQ fast-scan index proposes candidates, a flat float32 copy re-ranks them exactly."""
+    width = FAISS_PQ_SUBVECTOR_DIM * settings["pq_subvectors"]
+    index = faiss.index_factory(
+        width, f"IVF{settings['lists']},PQ{settings['pq_subvectors']}x4fs,RFlat", faiss.METRIC_INNER_PRODUCT)
+    ivf = faiss.downcast_index(faiss.downcast_index(index).base_index)
+    ivf.cp.min_points_per_centroid = 1  # the sample sizes are chosen in faiss_settings
+    ivf.cp.niter = settings["kmeans_iter"]
+    ivf.pq.cp.min_points_per_centroid = 1
+    ivf.pq.cp.max_points_per_centroid = 64  # 1,024 points train each 16-centroid sub-quantizer
+    ivf.pq.cp.niter = settings["kmeans_iter"]
+    rng = np.random.default_rng(0)
+    sample = np.sort(rng.choice(len(nz), settings["train_points"], replace=False))
+    index.train(_unit_rows(x, nz[sample], inv_norms, width))
+    for start in range(0, len(nz), FAISS_QUERY_BLOCK):
+        index.add(_unit_rows(x, nz[start:start + FAISS_QUERY_BLOCK], inv_norms, width))
+    ivf.nprobe = settings["probe"]
+    return index
+
+
+def _knn_faiss(x, k, include_self):
+    """Approximate top-k by faiss; among equal scores the lower index first (as exact)."""
+    faiss = _import_faiss()
+    n = x.shape[0]
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
     nz = np.flatnonzero(norms > 0)
-    xn = np.ascontiguousarray((x[nz] / norms[nz, None]).astype(np.float32))
+    inv_norms = np.zeros(n)
+    inv_norms[nz] = 1.0 / norms[nz]
     want = k - 1 if include_self else k
     out_rows, out_cols = [], []
     if include_self:
         out_rows.append(np.arange(n, dtype=np.int64))
         out_cols.append(np.arange(n, dtype=np.int64))
     if want > 0 and len(nz) > 1:
-        index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = 80
-        index.hnsw.efSearch = max(64, 4 * (want + 1))
-        index.add(xn)
-        q = min(want + 1, len(nz))
-        for start in range(0, len(nz), 8192):
-            dist, ids = index.search(xn[start:start + 8192], q)
-            for r in range(dist.shape[0]):
-                me = start + r
-                m = (ids[r] >= 0) & (ids[r] != me)
-                cand, sim = ids[r][m], dist[r][m]
-                order = np.lexsort((cand, -sim))[:want]
-                out_rows.append(np.full(len(order), nz[me], dtype=np.int64))
-                out_cols.append(nz[cand[order]].astype(np.int64))
+        settings = faiss_settings(len(nz), x.shape[1], want)
+        index = _faiss_index(faiss, x, nz, inv_norms, settings)
+        params = faiss.SearchParametersIVF(nprobe=settings["probe"])
+        refine = faiss.IndexRefineSearchParameters(
+            k_factor=settings["candidates"] / (want + 1), base_index_params=params)
+        width = FAISS_PQ_SUBVECTOR_DIM * settings["pq_subvectors"]
+        for start in range(0, len(nz), FAISS_QUERY_BLOCK):
+            ids = np.arange(start, min(start + FAISS_QUERY_BLOCK, len(nz)))
+            score, found = index.search(_unit_rows(x, nz[ids], inv_norms, width), want + 1, params=refine)
+            rows, cols = _best_found(ids, score, found, want)
+            out_rows.append(nz[rows])
+            out_cols.append(nz[cols])
+        del index
     rows = np.concatenate(out_rows) if out_rows else np.zeros(0, np.int64)
     cols = np.concatenate(out_cols) if out_cols else np.zeros(0, np.int64)
     return rows, cols
 
+
+def _best_found(ids, score, found, want):
+    """Per query (local id ``ids[r]``), the first ``want`` results other than itself and -1,
+    by score, then lower id; returns (local rows, local columns)."""
+    score = np.where((found < 0) | (found == ids[:, None]), -np.inf, score)
+    order = np.lexsort((found, -score), axis=1)[:, :want]
+    cols = np.take_along_axis(found, order, axis=1)
+    keep = np.take_along_axis(score, order, axis=1) > -np.inf
+    rows = np.broadcast_to(ids[:, None], cols.shape)
+    return rows[keep].astype(np.int64), cols[keep].astype(np.int64)

@@ -19,21 +19,22 @@ from sieoug_recbole.jsonable import jsonable
 from ._inputs import as_feature_matrix
 from .clustering import sishe
 from .fusion import risgf
-from .knn import knn_graph
+from .knn import choose_backend, faiss_signature, knn_graph
 
 #: bump when anything that changes the cached arrays changes (algorithm, defaults, layout)
-CACHE_FORMAT_VERSION = 2
+CACHE_FORMAT_VERSION = 3
 
 ItemStructure = namedtuple("ItemStructure", ["A", "gamma", "info"])
 ItemStructure.__doc__ = """Result of build_item_structure: ``A`` (N, N) csr fused item graph,
 ``gamma`` (N, K) csr clustering, ``info`` dict (timings, sishe history, densities, cache)."""
 
 # fixed knobs of the pipeline that are not arguments of build_item_structure; part of the key
+# ('auto' is replaced by the backend it resolves to, see _resolved_params)
 _PIPELINE_DEFAULTS = {
-    "knn_backend": "exact",
+    "knn_backend": "auto",
     "risgf_max_iter": 100,
     "risgf_tol": 1e-6,
-    "sishe_max_iter": 100,
+    "sishe_max_iter": 300,
     "sishe_tol": 1e-6,
     "sishe_inner_max_iter": 2000,
     "sishe_init": "spectral",
@@ -63,6 +64,17 @@ def _atomic_write(path, writer):
         if os.path.exists(tmp):
             os.remove(tmp)
 
+
+
+def _resolved_params(params, n):
+    """params with the kNN backend that 'auto' picks for N items; a faiss build also records
+    faiss's version and search settings (they change the graph)."""
+    params = dict(params)
+    if params["knn_backend"] == "auto":
+        params["knn_backend"] = choose_backend(n)
+    if params["knn_backend"] == "faiss":
+        params["knn_faiss"] = faiss_signature()
+    return params
 
 
 def _load_cached(paths, key):
@@ -170,6 +182,7 @@ def build_item_structure(features, z=5, mu=0.1, eta=0.1, n_clusters=15, seed=0,
               "n_clusters": integer_in_range(n_clusters, "n_clusters", 1, n),
               "seed": integer_in_range(seed, "seed", 0), "include_self": bool(include_self),
               **_PIPELINE_DEFAULTS}
+    params = _resolved_params(params, n)
     if cache_dir is None:
         return _compute(feats, params, None, progress)
     # hash the caller's arrays as given (dtype included), not the converted copies
