@@ -64,6 +64,17 @@ STAGES = {
         "O_lr5e-4": ("SIEOUG-O", {"learning_rate": 5e-4}),
         "O_temp0.5": ("SIEOUG-O", {"temperature": 0.5}),
     },
+    "E": {  # three seeds under Table 1's protocol: edge pruning (C's winner) with and without guidance
+        "O_table": ("SIEOUG-O", TABLE_PROTOCOL),
+        "S_table": ("SIEOUG", TABLE_PROTOCOL),
+        "S_eps0.3_table": ("SIEOUG", {**TABLE_PROTOCOL, "ot_eps": 0.3}),
+        "O_prune0.8_table": ("SIEOUG-O", {**TABLE_PROTOCOL, "prune_ratio": 0.8}),
+        "S_prune0.8_table": ("SIEOUG", {**TABLE_PROTOCOL, "prune_ratio": 0.8}),
+        "S_prune0.8_eps0.3_table": ("SIEOUG", {**TABLE_PROTOCOL, "prune_ratio": 0.8, "ot_eps": 0.3}),
+        "S_prune0.8_lambda0.2_table": ("SIEOUG", {**TABLE_PROTOCOL, "prune_ratio": 0.8, "guide_lambda": 0.2}),
+        "O_prune0.9_table": ("SIEOUG-O", {**TABLE_PROTOCOL, "prune_ratio": 0.9}),
+        "S_prune0.9_table": ("SIEOUG", {**TABLE_PROTOCOL, "prune_ratio": 0.9}),
+    },
     "D": {  # guidance on the BPR baselines (LightGCN+GOUM): its weight and similarity, Table 1's protocol
         "L": ("LightGCN", TABLE_PROTOCOL),
         "L_goum": ("LightGCN+GOUM", TABLE_PROTOCOL),
