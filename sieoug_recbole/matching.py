@@ -424,6 +424,34 @@ def _goum_solve(Q, eps, max_iter, tol, method="newton", gauge="shift", init=None
     return plan, info
 
 
+def _check_goum_args(cost, guide, eps, max_iter, tol):
+    """Validate :func:`goum`'s arguments; returns ``(eps, max_iter, tol)`` as numbers."""
+    _check_matrix("cost", cost)
+    eps = positive_number(eps, "eps")
+    if guide is not None:
+        if not isinstance(guide, torch.Tensor) or guide.dtype != torch.bool:
+            raise ValueError("guide must be a bool tensor or None")
+        if guide.shape != cost.shape:
+            raise ValueError(f"guide shape {tuple(guide.shape)} does not match cost shape {tuple(cost.shape)}")
+        if guide.device != cost.device:
+            raise ValueError(f"guide is on {guide.device}, cost on {cost.device}")
+    try:
+        if isinstance(max_iter, bool):
+            raise TypeError
+        max_iter = operator.index(max_iter)
+    except TypeError:
+        raise ValueError(f"max_iter must be an int >= 1, got {max_iter!r}") from None
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be an int >= 1, got {max_iter!r}")
+    try:
+        tol = float(tol)
+    except (TypeError, ValueError):
+        raise ValueError(f"tol must be a number > 0, got {tol!r}") from None
+    if not tol > 0:
+        raise ValueError(f"tol must be > 0, got {tol!r}")
+    return eps, max_iter, tol
+
+
 def goum(cost, guide, eps, max_iter=1000, tol=1e-6, return_info=False, init=None):
     """Guidance-based Optimal User Matching (Eq 17, 22, 25-28).
 
@@ -477,29 +505,7 @@ def goum(cost, guide, eps, max_iter=1000, tol=1e-6, return_info=False, init=None
             bool tensor of cost's shape and device, max_iter < 1, tol not > 0, or cost / eps
             not representable in the compute dtype.
     """
-    _check_matrix("cost", cost)
-    eps = positive_number(eps, "eps")
-    if guide is not None:
-        if not isinstance(guide, torch.Tensor) or guide.dtype != torch.bool:
-            raise ValueError("guide must be a bool tensor or None")
-        if guide.shape != cost.shape:
-            raise ValueError(f"guide shape {tuple(guide.shape)} does not match cost shape {tuple(cost.shape)}")
-        if guide.device != cost.device:
-            raise ValueError(f"guide is on {guide.device}, cost on {cost.device}")
-    try:
-        if isinstance(max_iter, bool):
-            raise TypeError
-        max_iter = operator.index(max_iter)
-    except TypeError:
-        raise ValueError(f"max_iter must be an int >= 1, got {max_iter!r}") from None
-    if max_iter < 1:
-        raise ValueError(f"max_iter must be an int >= 1, got {max_iter!r}")
-    try:
-        tol = float(tol)
-    except (TypeError, ValueError):
-        raise ValueError(f"tol must be a number > 0, got {tol!r}") from None
-    if not tol > 0:
-        raise ValueError(f"tol must be > 0, got {tol!r}")
+    eps, max_iter, tol = _check_goum_args(cost, guide, eps, max_iter, tol)
     with torch.no_grad():
         Q = cost.detach()
         if guide is not None:
