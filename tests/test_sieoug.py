@@ -281,7 +281,8 @@ def test_guidance_helps_on_planted_sparse_target(tmp_path):
         config = {"data_path": str(out) + "/", "checkpoint_dir": str(tmp_path / "saved"),
                   "show_progress": False, "state": "ERROR", "learning_rate": 0.003,
                   "stopping_step": 10, "train_epochs": ["BOTH:80"], "embedding_size": 32,
-                  "n_clusters": 8, "graph_cache_dir": str(tmp_path / "graphs")}
+                  "n_clusters": 8, "graph_cache_dir": str(tmp_path / "graphs"),
+                  "prune_ratio": 0.0}  # the guidance mechanism alone, on the full user-item graph
         for model in ndcg:
             result = sieoug_recbole.run(model, [SYNTHETIC_YAML], dict(config), verbose=False)
             ndcg[model].append(result["test_result"]["ndcg@10"])
@@ -325,7 +326,7 @@ def test_sieoug_can_prune_its_user_item_graph_as_freedom_does(sieoug_config):
         assert model.user_item_graph(domain) is model.pruned_adjacency[domain]
     model.eval()
     assert all(model.user_item_graph(d) is model.adjacency[d] for d in ("source", "target"))
-    unpruned, _, _, _ = build_on_synthetic("SIEOUG-O", sieoug_config)  # (the default: no pruning)
+    unpruned, _, _, _ = build_on_synthetic("SIEOUG-O", {**sieoug_config, "prune_ratio": 0.0})  # 0 = off
     unpruned.train()
     unpruned.calculate_loss(batch)
     assert not unpruned.pruned_adjacency and unpruned.user_item_graph("target") is unpruned.adjacency["target"]
