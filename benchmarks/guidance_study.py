@@ -12,7 +12,8 @@ peak late). ``summary`` prints, per tag and over the seeds
 run, the validation NDCG@10 of both domains (what a choice goes by), its paired difference from
 SIEOUG-O with the p-value, the best epochs, and the link statistics at the target's best epoch
 (the plan's top-10 rate of a de-linked user's true counterpart against chance, for batch and
-whole-population matching); test metrics are left out on purpose.
+whole-population matching); then, for each pair of settings that differ only in guidance
+(GUIDANCE_PAIRS), the paired difference guidance on minus off. Test metrics are left out on purpose.
 """
 import argparse
 import json
@@ -107,6 +108,33 @@ def _paired(values, baseline):
     return float(np.mean(diff)), float(stats.ttest_rel([values[s] for s in seeds], [baseline[s] for s in seeds]).pvalue)
 
 
+#: guidance on against off under the same settings (paired over the seeds both ran)
+GUIDANCE_PAIRS = [("S_batch", "O"), ("S_table", "O_table"), ("S_prune0.8_table", "O_prune0.8_table"),
+                  ("S_prune0.9_table", "O_prune0.9_table"), ("L_goum", "L")]
+
+
+def guidance_pairs(records):
+    """Markdown table: validation NDCG@10 with guidance minus without, per pair of GUIDANCE_PAIRS."""
+    valid = {}
+    for record in records:
+        tag = (record.get("sweep") or {}).get("study")
+        if tag and record.get("status") == "ok":
+            valid.setdefault(tag, {})[record["seed"]] = {d: record["metrics"][d]["valid"]["ndcg@10"]
+                                                         for d in ("target", "source")}
+    lines = ["| with guidance | without | seeds | target: difference (p) | source: difference (p) |",
+             "|---|---|---|---|---|"]
+    for on, off in GUIDANCE_PAIRS:
+        if on not in valid or off not in valid:
+            continue
+        seeds = sorted(set(valid[on]) & set(valid[off]))
+        cells = [on, off, str(len(seeds))]
+        for domain in ("target", "source"):
+            diff, p = _paired({s: valid[on][s][domain] for s in seeds}, {s: valid[off][s][domain] for s in seeds})
+            cells.append(f"{diff:+.4f} ({p:.2g})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def summary(records, baseline_tag="O"):
     """Markdown table, one row per tag (see the module doc)."""
     by_tag = {}
@@ -159,7 +187,10 @@ def main(argv=None):
     from sieoug_recbole.benchmark.records import load_records
 
     if args.command == "summary":
-        print(summary(load_records(args.results), args.baseline))
+        records = load_records(args.results)
+        print(summary(records, args.baseline))
+        print()
+        print(guidance_pairs(records))
         return
     tags = ([t.strip() for t in args.tags.split(",")] if args.tags
             else [t for s in (args.stage or ["A"]) for t in STAGES[s]])
