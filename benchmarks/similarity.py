@@ -25,9 +25,15 @@ the step) and the process's high-water mark during the step.
 ``--n`` mode: the steps of ``build_item_structure`` (z = 5, mu = 0.1, eta = 0.1, K = G,
 its fixed knobs, kNN backend 'auto' unless ``--backend``) for each data set in a fresh
 subprocess: time per step, the process's peak RSS during the build (the features, which
-the caller holds, included), SISHE's iterations, the planted-group NMI, the share of kNN
-edges between groups, and, for a faiss build, recall@z on 2,000 random rows against
-their exact neighbours among all N items.
+the caller holds, included), SISHE's iterations and the rule that stopped it, the
+planted-group NMI, the share of kNN edges between groups, and, for a faiss build, its
+settings and recall@z on 2,000 random rows against their exact neighbours among all N
+items; then one line per K (build minutes, peak GB, NMI) beside the goal for 10^6 items
+(<= 15 min and <= 8 GB per build on 2 cores).
+
+``--recall`` mode: per data set and modality the exact and the faiss kNN graph of the
+same N items (time, faiss settings, recall@z of the faiss edges), then the lowest recall
+against the goal of 0.95.
 """
 
 from __future__ import annotations
@@ -215,14 +221,17 @@ def table_worker(n, z, seed):
     _, info3 = step("RISGF M=3", lambda: sim.risgf(graphs + [noisy], 0.1, return_info=True))
     rows[-1]["note"] = f"iters={info3['iterations']}, union nnz={info3['union_nnz']}"
     gamma, hist = step("SISHE K=15", lambda: sim.sishe(a2, 15, 0.1, seed=0, return_history=True))
-    rows[-1]["note"] = (f"outer={hist['iterations']}, converged={hist['converged']}, "
+    rows[-1]["note"] = (f"outer={hist['iterations']}, stopped={hist['stopped']}, "
                         f"NMI={nmi(gamma, labels):.4f}, density={gamma.nnz / (n * 15):.3f}")
     return {"n": n, "rows": rows, "proc_peak_mb": max(r["proc_peak_mb"] for r in rows),
             "torch_threads": torch.get_num_threads()}
 
 
 def recall_worker(n, z, seed):
+    import torch
+
     from sieoug_recbole import similarity as sim
+    from sieoug_recbole.similarity.knn import faiss_settings
 
     out = []
     for groups in DATASETS:
@@ -234,15 +243,18 @@ def recall_worker(n, z, seed):
             approx = sim.knn_graph(feats[name], z, backend="faiss")
             t2 = time.perf_counter()
             out.append({"groups": groups, "modality": f"{name} d={d}", "exact_s": t1 - t0, "faiss_s": t2 - t1,
-                        "recall": edge_recall(approx, exact), "cross": cross_group_share(exact, labels)})
-    return out
+                        "recall": edge_recall(approx, exact), "cross": cross_group_share(exact, labels),
+                        "settings": faiss_settings(n, d, z)})
+    return {"rows": out, "torch_threads": torch.get_num_threads()}
 
 
 def structure_worker(n, groups, z, seed, backend):
     """The steps of build_item_structure (same functions, order and fixed knobs), timed one
     by one; the kNN graphs are kept for the recall check."""
+    import torch
+
     from sieoug_recbole.similarity import knn_graph, risgf, sishe
-    from sieoug_recbole.similarity.knn import choose_backend
+    from sieoug_recbole.similarity.knn import choose_backend, faiss_settings
     from sieoug_recbole.similarity.pipeline import _PIPELINE_DEFAULTS as knobs
 
     t0 = time.perf_counter()
@@ -265,14 +277,19 @@ def structure_worker(n, groups, z, seed, backend):
     timings["sishe"] = time.perf_counter() - t0
     peak_build = _status_kb("VmHWM") / 1024.0
     c = a.tocoo()
-    out = {"n": n, "groups": groups, "backend": backend, "features_s": t_features,
+    obj = hist["objective"]
+    out = {"n": n, "groups": groups, "backend": backend, "features_s": t_features, "z": z,
+           "modalities": [f"{name} d={d}" for name, d, _ in MODALITIES], "threads": torch.get_num_threads(),
            "rss_features_mb": rss_features, "peak_mb": peak_build, "timings": timings,
            "sishe_iterations": hist["iterations"], "sishe_converged": hist["converged"],
+           "sishe_stopped": hist["stopped"], "sishe_last_gains": [obj[i - 1] - obj[i] for i in range(max(1, len(obj) - 3), len(obj))],
+           "sishe_objective": obj[-1],
            "nmi": nmi(gamma, labels), "gamma_density": gamma.nnz / (n * groups),
            "cross": {name: cross_group_share(g, labels) for name, g in graphs.items()},
            "A_cross_weight": float(c.data[labels[c.row] != labels[c.col]].sum() / c.data.sum())}
     if backend == "faiss":
         out["sampled_recall"] = {name: sampled_recall(graphs[name], feats[name], z) for name in graphs}
+        out["faiss_settings"] = {f"{name} d={d}": faiss_settings(n, d, z) for name, d, _ in MODALITIES}
     return out
 
 
@@ -287,31 +304,53 @@ def print_table(out):
               f"{r['proc_peak_mb']:8.0f} | {r['note']}")
 
 
-def print_recall(rows, n):
-    print(f"\n## recall@z of knn_graph(backend='faiss') against the exact graph, N = {n:,}")
-    print("| groups | modality | exact s | faiss s | recall@5 | cross-group edges (exact) |")
-    print("|---|---|---|---|---|---|")
+def print_recall(out, n, z):
+    rows = out["rows"]
+    print(f"\n## recall@{z} of knn_graph(backend='faiss') against the exact graph, N = {n:,} "
+          f"(torch / faiss threads {out['torch_threads']})")
+    print(f"| groups | modality | exact s | faiss s | recall@{z} | cross-group edges (exact) | faiss settings |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
+        settings = ", ".join(f"{k} {v}" for k, v in r["settings"].items())
         print(f"| {r['groups']} | {r['modality']} | {r['exact_s']:.1f} | {r['faiss_s']:.1f} | "
-              f"{r['recall']:.4f} | {r['cross']:.3f} |")
+              f"{r['recall']:.4f} | {r['cross']:.3f} | {settings} |")
+    worst = min(r["recall"] for r in rows)
+    print(f"\nlowest recall@{z}: {worst:.4f} (goal >= 0.95: {'met' if worst >= 0.95 else 'NOT met'})")
 
 
 def print_structure(out):
     t = out["timings"]
     total = sum(t.values())
-    print(f"\n## N = {out['n']:,}, K = {out['groups']} planted groups, kNN backend {out['backend']}")
+    print(f"\n## N = {out['n']:,}, K = {out['groups']} planted groups, kNN backend {out['backend']}, z = {out['z']}, "
+          f"modalities {' and '.join(out['modalities'])} (float32), mu = eta = 0.1, {out['threads']} threads")
+    for name, st in out.get("faiss_settings", {}).items():
+        print(f"faiss settings {name}: " + ", ".join(f"{k} {v}" for k, v in st.items()))
     print(f"features: {out['features_s']:.1f} s to generate, {out['rss_features_mb']:.0f} MB resident before the build")
     for name, sec in t.items():
         print(f"  {name:<14} {sec:8.1f} s")
     print(f"  {'total':<14} {total:8.1f} s  ({total / 60:.1f} min)")
     print(f"peak RSS during the build (features included): {out['peak_mb']:.0f} MB")
-    print(f"SISHE: {out['sishe_iterations']} iterations, converged={out['sishe_converged']}, "
-          f"gamma density {out['gamma_density']:.4f}")
+    print(f"SISHE: {out['sishe_iterations']} iterations, stopped by {out['sishe_stopped']} "
+          f"(converged={out['sishe_converged']}), final J {out['sishe_objective']:.6g}, last decreases of J "
+          + ", ".join(f"{g:.3g}" for g in out["sishe_last_gains"]) + f"; gamma density {out['gamma_density']:.4f}")
     print(f"NMI(argmax gamma, planted groups) = {out['nmi']:.4f}; share of kNN edges between groups "
           + ", ".join(f"{k} {v:.3f}" for k, v in out["cross"].items())
           + f"; of A's weight {out['A_cross_weight']:.3f}")
     for name, r in out.get("sampled_recall", {}).items():
         print(f"recall@5 of the {name} graph on 2,000 random rows vs their exact neighbours: {r:.4f}")
+
+
+def print_structure_summary(done):
+    """One line per K: the whole build's time and peak memory against the 10^6-item goal."""
+    if not done:
+        return
+    print(f"\n## summary, N = {done[0]['n']:,}, z = {done[0]['z']}, {' and '.join(done[0]['modalities'])}; "
+          "goal for N = 10^6 on 2 cores: <= 15 min and <= 8 GB per build")
+    print("| K | kNN backend | build min | peak RSS GB | NMI | SISHE iterations | stopped by |")
+    print("|---|---|---|---|---|---|---|")
+    for out in done:
+        print(f"| {out['groups']} | {out['backend']} | {sum(out['timings'].values()) / 60:.2f} | "
+              f"{out['peak_mb'] / 1024:.2f} | {out['nmi']:.4f} | {out['sishe_iterations']} | {out['sishe_stopped']} |")
 
 
 def run_worker(args, extra):
@@ -349,15 +388,18 @@ def main():
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, load average at start "
           f"{os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
     if args.n is not None:
+        done = []
         for groups in DATASETS:
             out = run_worker(args, ["--worker", f"structure:{args.n}:{groups}:{args.backend}"])
             if out:
                 print_structure(out)
+                done.append(out)
             sys.stdout.flush()
+        print_structure_summary(done)
     elif args.recall is not None:
         out = run_worker(args, ["--worker", f"recall:{args.recall}"])
         if out:
-            print_recall(out, args.recall)
+            print_recall(out, args.recall, args.z)
     else:
         for n in [int(s) for s in args.sizes.split(",") if s.strip()]:
             out = run_worker(args, ["--worker", f"table:{n}"])

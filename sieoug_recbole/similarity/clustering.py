@@ -1,4 +1,34 @@
-"""SISHE: balanced sparse soft clustering of the items (SIEOUG Eq 6-10, Algorithm 1)."""
+"""SISHE: balanced sparse soft clustering of the items (SIEOUG Eq 6-10, Algorithm 1).
+
+Objective and safeguard.  The outer update of ``sishe`` (linearise, then solve the
+transport problem for G) is the conditional-gradient (majorise-minimise) step of ``J(gamma) = -trace(gamma^T A gamma) + eta ||gamma||^2`` (Eq 6's regulariser
+with the 1/2 dropped: with ``Y = -A gamma`` and ``eta/2`` in Eq 7, Eq 6's printed 1/2
+cannot also hold, since the gradient of Eq 6's first term is ``-2 A_s gamma``); the step
+direction ``G - gamma`` is a descent direction of J.  A kNN graph is not positive
+semi-definite, so the full step can overshoot and increase J; we therefore take the
+exact line search on the segment ``gamma + t (G - gamma)``, t in (0, 1] (J is quadratic
+in t, closed form).  J is thus non-increasing.  The segment stays feasible because the
+feasible set is convex.
+
+Stopping rule (``_stopping_rule``; the reason is ``history['stopped']``): 'step_tol' when
+the step changes gamma by less than ``tol`` (max abs, after the line search; also when
+the transport solution itself is within ``tol`` of gamma), 'objective_tol' when J falls
+by less than ``tol * max(1, |J|)``, 'no_descent' when the direction is not a descent
+direction (round-off only), 'max_iter' after ``max_iter`` outer iterations
+(``converged`` is False only then).  The update moves an item towards the clusters of
+its graph neighbours, so a change of clusters spreads one kNN hop per iteration; a
+start far from a local optimum (e.g. on a graph that mixes two unrelated cluster
+structures) can need well over 100 iterations, hence the default cap of 300.
+
+Initialisation.  Algorithm 1 starts from ``gamma = 1/K``: that is a fixed point (then
+Y_ij = -(A_s 1)_i / K is the same in every column, so the transport solution is the
+uniform gamma again) and nothing is ever clustered.  ``init='spectral'`` (default)
+breaks the symmetry with a seeded spectral-like start (``spectral.spectral_start``:
+subspace iteration on the normalised graph, then seeded k-means; only used to form the
+first Y).
+``init='random'`` uses a seeded random row-stochastic matrix; ``init='uniform'``
+reproduces Algorithm 1's start (returns the uniform gamma; for demonstration).
+"""
 
 from __future__ import annotations
 
@@ -44,29 +74,8 @@ def sishe(A, n_clusters, eta, seed=0, max_iter=300, tol=1e-6, inner_max_iter=200
     (the quadratic regulariser yields exact zeros; gamma has about one entry per row), so
     an iteration costs about O(nnz(A_s) + N log K), never O(N K) memory.
 
-    Objective and safeguard.  This update is the conditional-gradient (majorise-minimise)
-    step of ``J(gamma) = -trace(gamma^T A gamma) + eta ||gamma||^2`` (Eq 6's regulariser
-    with the 1/2 dropped: with ``Y = -A gamma`` and ``eta/2`` in Eq 7, Eq 6's printed 1/2
-    cannot also hold, since the gradient of Eq 6's first term is ``-2 A_s gamma``); the step
-    direction ``G - gamma`` is a descent direction of J.  A kNN graph is not positive
-    semi-definite, so the full step can overshoot and increase J; we therefore take the
-    exact line search on the segment ``gamma + t (G - gamma)``, t in (0, 1] (J is quadratic
-    in t, closed form).  J is thus non-increasing.  The segment stays feasible because the
-    feasible set is convex.  Outer iterations stop when the step changes gamma by less than
-    ``tol`` (max abs) or J by less than ``tol * max(1, |J|)``.  The update moves an item
-    towards the clusters of its graph neighbours, so a change of clusters spreads one kNN
-    hop per iteration; a start far from a local optimum (e.g. on a graph that mixes two
-    unrelated cluster structures) can need well over 100 iterations, hence the default cap
-    of 300.
-
-    Initialisation.  Algorithm 1 starts from ``gamma = 1/K``: that is a fixed point (then
-    Y_ij = -(A_s 1)_i / K is the same in every column, so the transport solution is the
-    uniform gamma again) and nothing is ever clustered.  ``init='spectral'`` (default)
-    breaks the symmetry with a seeded spectral-like start (``spectral.spectral_start``:
-    subspace iteration on the normalised graph, then seeded k-means; only used to form the
-    first Y).
-    ``init='random'`` uses a seeded random row-stochastic matrix; ``init='uniform'``
-    reproduces Algorithm 1's start (returns the uniform gamma; for demonstration).
+    The objective, the line search, the stopping rule and the start are described in
+    the module docstring.
 
     Parameters
     ----------
@@ -86,7 +95,7 @@ def sishe(A, n_clusters, eta, seed=0, max_iter=300, tol=1e-6, inner_max_iter=200
     ``(gamma, history)`` where history has ``objective`` (J per iteration, starting with the
     first iterate), ``trace`` (trace(gamma^T A gamma)), ``step`` (line-search t),
     ``inner_iterations``, ``marginal_error`` (per iteration and ``final_marginal_error``),
-    ``iterations`` and ``converged``.
+    ``iterations``, ``stopped`` (the stopping rule that ended it) and ``converged``.
     """
     A = as_square_csr(A)
     n = A.shape[0]
@@ -101,19 +110,19 @@ def sishe(A, n_clusters, eta, seed=0, max_iter=300, tol=1e-6, inner_max_iter=200
     ag = (As @ gamma).tocsr()
     hist = _History(eta)
     obj = hist.record(gamma, ag, 1.0, it_in, err)
-    converged = False
+    stopped = "max_iter"
     for _ in range(max_iter):
         cand, f, g, it_in, err = regularised_transport(-ag, eta, f, g, tol, inner_max_iter)
-        step = _line_search(As, gamma, ag, cand, eta, tol)
+        d = _direction(gamma, cand, tol)
+        step = None if d is None else _line_search(As, gamma, ag, d, eta)
         if step is None:
-            converged = True
+            stopped = "step_tol" if d is None else "no_descent"
             break
         gamma, ag, t, moved = step
         new_obj = hist.record(gamma, ag, t, it_in, marginal_error(gamma, n / k))
-        small_gain = obj - new_obj <= tol * max(1.0, abs(new_obj))
+        stopped = _stopping_rule(moved, obj - new_obj, new_obj, tol) or "max_iter"
         obj = new_obj
-        if moved < tol or small_gain:
-            converged = True
+        if stopped != "max_iter":
             break
 
     out = gamma.tocsr()
@@ -121,7 +130,7 @@ def sishe(A, n_clusters, eta, seed=0, max_iter=300, tol=1e-6, inner_max_iter=200
     out.sort_indices()
     if not return_history:
         return out
-    return out, hist.finish(converged, marginal_error(gamma, n / k), init)
+    return out, hist.finish(stopped, marginal_error(gamma, n / k), init)
 
 
 def _checked_arguments(n, n_clusters, eta, tol, max_iter, inner_max_iter, init):
@@ -149,18 +158,24 @@ def _start(As, k, init, rng):
     return sp.csr_matrix(np.full((n, k), 1.0 / k))
 
 
-def _line_search(As, gamma, ag, cand, eta, tol):
-    """Exact line search of J on ``gamma + t (cand - gamma)``, t in (0, 1].
-
-    J is quadratic in t: ``J(gamma + t d) = J + t slope + t^2 curv``.  Returns
-    ``(gamma, A_s gamma, t, t * max|d|)``, or None when ``cand`` is (numerically) ``gamma`` or
-    ``d`` is not a descent direction (only possible through round-off).
-    """
+def _direction(gamma, cand, tol):
+    """The step direction ``cand - gamma`` (csr, round-off pruned), or None when the
+    transport solution is within ``tol`` of gamma (max abs)."""
     d = (cand - gamma).tocsr()
     d.data[np.abs(d.data) < _NEGLIGIBLE] = 0.0
     d.eliminate_zeros()
     if d.nnz == 0 or float(np.abs(d.data).max()) < tol:
         return None
+    return d
+
+
+def _line_search(As, gamma, ag, d, eta):
+    """Exact line search of J on ``gamma + t d``, t in (0, 1].
+
+    J is quadratic in t: ``J(gamma + t d) = J + t slope + t^2 curv``.  Returns
+    ``(gamma, A_s gamma, t, t * max|d|)``, or None when ``d`` is not a descent direction
+    (only possible through round-off).
+    """
     ad = As @ d
     slope = 2.0 * (-_inner(d, ag) + eta * _inner(gamma, d))  # <grad J, d>
     curv = -_inner(d, ad) + eta * float(d.data @ d.data)
@@ -175,6 +190,23 @@ def _line_search(As, gamma, ag, cand, eta, tol):
     return gamma, ag, t, t * float(np.abs(d.data).max())
 
 
+def _stopping_rule(moved, gain, objective, tol):
+    """'step_tol' when the step changed gamma by less than ``tol`` (max abs), 'objective_tol'
+    when J fell by less than ``tol * max(1, |J|)``, else None (go on)."""
+    if moved < tol:
+        return "step_tol"
+    if gain <= tol * max(1.0, abs(objective)):
+        return "objective_tol"
+    return None
+
+
+def sishe_objective(gamma, ag, eta):
+    """SISHE's ``J = -trace(gamma^T A_s gamma) + eta ||gamma||^2`` from gamma and
+    ``ag = A_s gamma``; returns (J, trace)."""
+    tr = _inner(gamma, ag)
+    return -tr + eta * float(gamma.data @ gamma.data), tr
+
+
 class _History:
     """Per-iteration record of SISHE: J, trace, step, inner iterations, marginal error."""
 
@@ -184,13 +216,12 @@ class _History:
 
     def record(self, gamma, ag, step, inner_iterations, error):
         """Append one iteration; returns its objective J."""
-        tr = _inner(gamma, ag)
-        obj = -tr + self.eta * float(gamma.data @ gamma.data)
+        obj, tr = sishe_objective(gamma, ag, self.eta)
         for key, value in (("objective", obj), ("trace", tr), ("step", step),
                            ("inner_iterations", inner_iterations), ("marginal_error", error)):
             self.data[key].append(value)
         return obj
 
-    def finish(self, converged, final_error, init):
-        return {**self.data, "iterations": len(self.data["objective"]), "converged": converged,
-                "final_marginal_error": final_error, "init": init}
+    def finish(self, stopped, final_error, init):
+        return {**self.data, "iterations": len(self.data["objective"]), "stopped": stopped,
+                "converged": stopped != "max_iter", "final_marginal_error": final_error, "init": init}
