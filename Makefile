@@ -23,6 +23,8 @@ demo: install
 	$(BIN)/python run_sieoug.py
 
 test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
 clean:

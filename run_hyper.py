@@ -10,33 +10,47 @@ A params file has one line per parameter, as in RecBole:
 Any other ``--key=value`` overrides the config of every trial (as in run_sieoug.py). Each trial
 is appended to ``--output_file`` as a JSON line when it ends (docs/tuning.md).
 """
+
 import argparse
 import os
 import sys
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description="Hyperparameter search over a RecBole params file.",
-                                     allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        description="Hyperparameter search over a RecBole params file.", allow_abbrev=False
+    )
     parser.add_argument("--model", required=True, help="registered model name")
     parser.add_argument("--config_files", default=None, help="space-separated yaml files")
     parser.add_argument("--params_file", required=True, help="search space, RecBole's format")
     parser.add_argument("--algo", choices=["exhaustive", "tpe"], default="exhaustive")
     parser.add_argument("--max_evals", type=int, default=10, help="trials for tpe")
-    parser.add_argument("--output_file", default="hyper_result.jsonl",
-                        help="JSON lines, one per trial, appended as each trial ends")
-    parser.add_argument("--tool", choices=["hyperopt", "ray"], default="hyperopt",
-                        help="hyperopt: RecBole's HyperTuning here, one trial at a time; "
-                             "ray: Ray Tune (HyperOpt search), trials in parallel")
+    parser.add_argument(
+        "--output_file", default="hyper_result.jsonl", help="JSON lines, one per trial, appended as each trial ends"
+    )
+    parser.add_argument(
+        "--tool",
+        choices=["hyperopt", "ray"],
+        default="hyperopt",
+        help="hyperopt: RecBole's HyperTuning here, one trial at a time; "
+        "ray: Ray Tune (HyperOpt search), trials in parallel",
+    )
     ray = parser.add_argument_group("--tool ray")
-    ray.add_argument("--address", help="a Ray cluster's head HOST:PORT, or auto (the one `ray start` "
-                                       "runs here); default: a new Ray instance on this machine")
+    ray.add_argument(
+        "--address",
+        help="a Ray cluster's head HOST:PORT, or auto (the one `ray start` "
+        "runs here); default: a new Ray instance on this machine",
+    )
     ray.add_argument("--cpus_per_trial", type=float, default=1.0)
     ray.add_argument("--gpus_per_trial", type=float, default=0.0)
-    ray.add_argument("--asha", action="store_true",
-                     help="end trials whose validation falls behind (ASHA; stopped trials have no test result)")
-    ray.add_argument("--asha_grace_period", type=int, default=1,
-                     help="validations a trial runs before ASHA may stop it")
+    ray.add_argument(
+        "--asha",
+        action="store_true",
+        help="end trials whose validation falls behind (ASHA; stopped trials have no test result)",
+    )
+    ray.add_argument(
+        "--asha_grace_period", type=int, default=1, help="validations a trial runs before ASHA may stop it"
+    )
     args, words = parser.parse_known_args(argv)
     return parser, args, words
 
@@ -74,8 +88,18 @@ def main(argv=None):
         if args.tool == "ray":
             from sieoug_recbole.tuning_ray import search_ray
 
-            lines = search_ray(search, args.params_file, space, args.algo, args.max_evals, args.address,
-                               args.cpus_per_trial, args.gpus_per_trial, args.asha, args.asha_grace_period)
+            lines = search_ray(
+                search,
+                args.params_file,
+                space,
+                args.algo,
+                args.max_evals,
+                args.address,
+                args.cpus_per_trial,
+                args.gpus_per_trial,
+                args.asha,
+                args.asha_grace_period,
+            )
         else:
             lines = tuning.search_hyperopt(search, args.params_file, args.algo, args.max_evals)
     except (tuning.TuningError, *input_errors()) as error:
@@ -86,8 +110,7 @@ def main(argv=None):
     print(f"{len(lines)} trial(s), {failed} failed -> {args.output_file}")
     best = tuning.best_line(lines)
     if best is None:
-        parser.exit(1, f"{parser.prog}: no trial finished ({failed} failed; their errors are in "
-                       f"{args.output_file})\n")
+        parser.exit(1, f"{parser.prog}: no trial finished ({failed} failed; their errors are in {args.output_file})\n")
     print("best params:", best["params"])
     print("best valid result:", best["best_valid_result"])
     print("its test result:", best["test_result"])

@@ -4,11 +4,13 @@
     python run_sieoug.py --model=LightGCN --config_files="a.yaml b.yaml" --learning_rate=0.01
 
 Any other ``--key=value`` overrides the config exactly as in RecBole. With no arguments it
-runs the demo: SIEOUG on the shipped real Food-Kitchen demo pair (built on first use). ``--result_file PATH`` writes the metrics as JSON.
+runs the demo: SIEOUG on the shipped real Food-Kitchen demo pair (built on first use).
+``--result_file PATH`` writes the metrics as JSON.
 The console shows a few progress lines and the result; ``--verbose`` adds the config dump,
 RecBole's per-epoch logging and progress bars (RecBole's log file under log/ always has them).
 A bad config value, yaml file or dataset file is one error line (exit status 2).
 """
+
 import argparse
 import json
 import os
@@ -24,10 +26,14 @@ def parse_args(argv):
     parser.add_argument("--model", "-m", default=None, help="registered model name")
     parser.add_argument("--config_files", default=None, help="space-separated yaml files")
     parser.add_argument("--result_file", default=None, help="write a JSON of the results here")
-    parser.add_argument("--dual_domain", action="store_true",
-                        help="also hold out and score the source domain (metrics of both domains)")
-    parser.add_argument("--verbose", action="store_true",
-                        help="log everything on the console too: the config, RecBole's epochs, progress bars")
+    parser.add_argument(
+        "--dual_domain", action="store_true", help="also hold out and score the source domain (metrics of both domains)"
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="log everything on the console too: the config, RecBole's epochs, progress bars",
+    )
     args, overrides = parser.parse_known_args(argv)
     bad = [arg for arg in overrides if not (arg.startswith("--") and "=" in arg)]
     if bad:
@@ -59,8 +65,9 @@ def main(argv=None):
     config_dict = {"dual_domain_eval": True} if args.dual_domain else None
     start = time.time()
     try:
-        result = sieoug_recbole.run(model=args.model, config_file_list=config_files, config_dict=config_dict,
-                                    progress_only=not args.verbose)
+        result = sieoug_recbole.run(
+            model=args.model, config_file_list=config_files, config_dict=config_dict, progress_only=not args.verbose
+        )
     except input_errors() as error:  # a bad config value or file, missing data: the message says what and how
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     result["seconds"] = round(time.time() - start, 1)

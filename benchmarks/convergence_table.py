@@ -9,6 +9,7 @@ of both domains, and target NDCG@10 of the capped runs of the same seeds. Below 
 first model (default SIEOUG) against each other one, the relative difference of the means
 and a paired t-test over the seeds both have, at the long cap.
 """
+
 import argparse
 
 from sieoug_recbole.benchmark.grid import norm_k_u
@@ -30,10 +31,12 @@ def runs_of(paths, task, k_u):
 def table(long_runs, capped_runs, ours="SIEOUG", split="test"):
     """The Markdown lines of the table and of the comparison."""
     models = order_models(list(long_runs))
-    lines = ["| Model | seeds | best epoch / epochs run | " +
-             " | ".join(f"{d} {m.replace('hit', 'HR').replace('ndcg', 'NDCG')}" for d, m in COLUMNS) +
-             " | target NDCG@10 at the short cap (same seeds) |",
-             "|---|---:|---|" + "---:|" * (len(COLUMNS) + 1)]
+    lines = [
+        "| Model | seeds | best epoch / epochs run | "
+        + " | ".join(f"{d} {m.replace('hit', 'HR').replace('ndcg', 'NDCG')}" for d, m in COLUMNS)
+        + " | target NDCG@10 at the short cap (same seeds) |",
+        "|---|---:|---|" + "---:|" * (len(COLUMNS) + 1),
+    ]
     for model in models:
         runs = long_runs[model]
         seeds = sorted(runs)
@@ -41,7 +44,9 @@ def table(long_runs, capped_runs, ours="SIEOUG", split="test"):
         cells = [mean_std_text(cell_stats([value_of(runs[s], d, split, m) for s in seeds])) for d, m in COLUMNS]
         capped = capped_runs.get(model, {})
         short = [value_of(capped[s], "target", split, "ndcg@10") for s in seeds if s in capped]
-        short_cell = mean_std_text(cell_stats(short)) + ("" if len(short) == len(seeds) else f" ({len(short)} of the seeds)")
+        short_cell = mean_std_text(cell_stats(short)) + (
+            "" if len(short) == len(seeds) else f" ({len(short)} of the seeds)"
+        )
         lines.append(f"| {model} | {len(seeds)} | {epochs} | " + " | ".join(cells) + f" | {short_cell} |")
     comparison = []
     if ours in long_runs:

@@ -15,8 +15,8 @@ SIEOUG-O with the p-value, the best epochs, and the link statistics at the targe
 whole-population matching); then, for each pair of settings that differ only in guidance
 (GUIDANCE_PAIRS), the paired difference guidance on minus off. Test metrics are left out on purpose.
 """
+
 import argparse
-import json
 import os
 import sys
 
@@ -24,8 +24,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-COMMON = {"train_epochs": ["BOTH:200"], "stopping_step": 10, "stopping_min_epochs": 30,
-          "link_file": "auto", "link_diagnostics_every": 10}
+COMMON = {
+    "train_epochs": ["BOTH:200"],
+    "stopping_step": 10,
+    "stopping_min_epochs": 30,
+    "link_file": "auto",
+    "link_diagnostics_every": 10,
+}
 GLOBAL = {"ot_scope": "global"}
 TABLE_PROTOCOL = {"stopping_step": 30, "stopping_min_epochs": 50}  # (benchmarks/table1.yaml's)
 
@@ -81,8 +86,10 @@ STAGES = {
         "L_goum": ("LightGCN+GOUM", TABLE_PROTOCOL),
         "L_goum_lambda0.1": ("LightGCN+GOUM", {**TABLE_PROTOCOL, "guide_lambda": 0.1}),
         "L_goum_cos": ("LightGCN+GOUM", {**TABLE_PROTOCOL, "guide_similarity": "cosine"}),
-        "L_goum_cos_lambda0.1": ("LightGCN+GOUM", {**TABLE_PROTOCOL, "guide_similarity": "cosine",
-                                                   "guide_lambda": 0.1}),
+        "L_goum_cos_lambda0.1": (
+            "LightGCN+GOUM",
+            {**TABLE_PROTOCOL, "guide_similarity": "cosine", "guide_lambda": 0.1},
+        ),
     },
 }
 CONFIGS = {tag: entry for stage in STAGES.values() for tag, entry in stage.items()}
@@ -91,10 +98,19 @@ TASK = {"label": "food_kitchen_demo", "k_u": 0.1, "config_files": ["properties/f
 
 def specs_of(tags, seeds, task):
     """One harness spec per (tag, seed); tagged as a sweep so that Table 1 reports skip them."""
-    return [{"model": CONFIGS[tag][0], "task": task["label"], "k_u": task["k_u"],
-             "config_files": list(task["config_files"]), "seed": int(seed),
-             "overrides": {**COMMON, **CONFIGS[tag][1]}, "sweep": {"study": tag}}
-            for seed in seeds for tag in tags]
+    return [
+        {
+            "model": CONFIGS[tag][0],
+            "task": task["label"],
+            "k_u": task["k_u"],
+            "config_files": list(task["config_files"]),
+            "seed": int(seed),
+            "overrides": {**COMMON, **CONFIGS[tag][1]},
+            "sweep": {"study": tag},
+        }
+        for seed in seeds
+        for tag in tags
+    ]
 
 
 def _paired(values, baseline):
@@ -109,8 +125,13 @@ def _paired(values, baseline):
 
 
 #: guidance on against off under the same settings (paired over the seeds both ran)
-GUIDANCE_PAIRS = [("S_batch", "O"), ("S_table", "O_table"), ("S_prune0.8_table", "O_prune0.8_table"),
-                  ("S_prune0.9_table", "O_prune0.9_table"), ("L_goum", "L")]
+GUIDANCE_PAIRS = [
+    ("S_batch", "O"),
+    ("S_table", "O_table"),
+    ("S_prune0.8_table", "O_prune0.8_table"),
+    ("S_prune0.9_table", "O_prune0.9_table"),
+    ("L_goum", "L"),
+]
 
 
 def guidance_pairs(records):
@@ -119,10 +140,13 @@ def guidance_pairs(records):
     for record in records:
         tag = (record.get("sweep") or {}).get("study")
         if tag and record.get("status") == "ok":
-            valid.setdefault(tag, {})[record["seed"]] = {d: record["metrics"][d]["valid"]["ndcg@10"]
-                                                         for d in ("target", "source")}
-    lines = ["| with guidance | without | seeds | target: difference (p) | source: difference (p) |",
-             "|---|---|---|---|---|"]
+            valid.setdefault(tag, {})[record["seed"]] = {
+                d: record["metrics"][d]["valid"]["ndcg@10"] for d in ("target", "source")
+            }
+    lines = [
+        "| with guidance | without | seeds | target: difference (p) | source: difference (p) |",
+        "|---|---|---|---|---|",
+    ]
     for on, off in GUIDANCE_PAIRS:
         if on not in valid or off not in valid:
             continue
@@ -142,11 +166,17 @@ def summary(records, baseline_tag="O"):
         tag = (record.get("sweep") or {}).get("study")
         if tag and record.get("status") == "ok":
             by_tag.setdefault(tag, {})[record["seed"]] = record
-    valid = {tag: {seed: {d: r["metrics"][d]["valid"]["ndcg@10"] for d in ("target", "source")}
-                   for seed, r in runs.items()} for tag, runs in by_tag.items()}
-    lines = [f"| tag | seeds | valid NDCG@10 target | vs {baseline_tag} (p) | valid NDCG@10 source | vs {baseline_tag} (p) | "
-             "best epoch t / s | "
-             "top-10 of hidden links: batch (chance) | global (chance) |", "|" + "---|" * 9]
+    valid = {
+        tag: {seed: {d: r["metrics"][d]["valid"]["ndcg@10"] for d in ("target", "source")} for seed, r in runs.items()}
+        for tag, runs in by_tag.items()
+    }
+    lines = [
+        f"| tag | seeds | valid NDCG@10 target | vs {baseline_tag} (p) | "
+        f"valid NDCG@10 source | vs {baseline_tag} (p) | "
+        "best epoch t / s | "
+        "top-10 of hidden links: batch (chance) | global (chance) |",
+        "|" + "---|" * 9,
+    ]
     for tag in [t for t in CONFIGS if t in by_tag]:
         runs = by_tag[tag]
         cells = [tag, str(len(runs))]
@@ -158,8 +188,12 @@ def summary(records, baseline_tag="O"):
                 cells.append(f"{diff:+.4f} ({p:.2g})")
             else:
                 cells.append("")
-        cells.append(", ".join(f"{r.get('best_epoch_by_domain', {}).get('target')}/"
-                               f"{r.get('best_epoch_by_domain', {}).get('source')}" for r in runs.values()))
+        cells.append(
+            ", ".join(
+                f"{r.get('best_epoch_by_domain', {}).get('target')}/{r.get('best_epoch_by_domain', {}).get('source')}"
+                for r in runs.values()
+            )
+        )
         best = [((r.get("link_diagnostics") or {}).get("best") or {}) for r in runs.values()]
         for scope in ("batch", "global"):
             top, chance = [b.get(f"{scope}_top10") for b in best], [b.get(f"{scope}_chance_top10") for b in best]
@@ -192,8 +226,11 @@ def main(argv=None):
         print()
         print(guidance_pairs(records))
         return
-    tags = ([t.strip() for t in args.tags.split(",")] if args.tags
-            else [t for s in (args.stage or ["A"]) for t in STAGES[s]])
+    tags = (
+        [t.strip() for t in args.tags.split(",")]
+        if args.tags
+        else [t for s in (args.stage or ["A"]) for t in STAGES[s]]
+    )
     unknown = [t for t in tags if t not in CONFIGS]
     if unknown:
         parser.error(f"unknown tags {unknown}; known: {list(CONFIGS)}")

@@ -113,10 +113,16 @@ def main(argv=None):
     ap.add_argument("--tol", type=float, default=1e-6)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--pot-max-iter", default=None,
-                    help="POT numItermax: one int for all sizes, or n:cap pairs (default 256:5000,1024:500,4096:50)")
-    ap.add_argument("--plain", action="store_true",
-                    help="also run the paper's plain fixed-point iteration (shift and literal pinning)")
+    ap.add_argument(
+        "--pot-max-iter",
+        default=None,
+        help="POT numItermax: one int for all sizes, or n:cap pairs (default 256:5000,1024:500,4096:50)",
+    )
+    ap.add_argument(
+        "--plain",
+        action="store_true",
+        help="also run the paper's plain fixed-point iteration (shift and literal pinning)",
+    )
     ap.add_argument("--plain-max-iter", type=int, default=5000)
     ap.add_argument("--save", default=None, help="also write the output to this file")
     args = ap.parse_args(argv)
@@ -138,19 +144,25 @@ def main(argv=None):
         lines.append(s)
 
     out(f"# benchmarks/matching.py {' '.join(argv if argv is not None else sys.argv[1:])}")
-    out(f"# python {platform.python_version()}, torch {torch.__version__}, POT {ot.__version__}, "
+    out(
+        f"# python {platform.python_version()}, torch {torch.__version__}, POT {ot.__version__}, "
         f"{os.cpu_count()} CPUs ({platform.machine()}); float64; tol {args.tol:g}; "
-        f"POT numItermax caps {', '.join(f'{n}:{cap.get(n, 10000)}' for n in sizes)} (eps=0.1 runs: 10000)")
-    out("# time = best of repeats, ms; err = max abs marginal error of the returned plan (float64);"
-        " '>' = did not reach tol within the cap")
+        f"POT numItermax caps {', '.join(f'{n}:{cap.get(n, 10000)}' for n in sizes)} (eps=0.1 runs: 10000)"
+    )
+    out(
+        "# time = best of repeats, ms; err = max abs marginal error of the returned plan (float64);"
+        " '>' = did not reach tol within the cap"
+    )
 
     # warm-up (library loading, first-touch allocations)
     c, g = make_problem(64, seed=123)
     goum(c, g, 0.1)
     run_pot(c.masked_fill(g, 0.0), 0.1, 1e-6, 1000, 1)
 
-    header = (f"{'thr':>3} {'n':>5} {'eps':>5} | {'goum ms':>9} {'it':>4} {'err':>8} | "
-              f"{'POT ms':>9} {'it':>6} {'err':>8} | {'goum/POT':>9}")
+    header = (
+        f"{'thr':>3} {'n':>5} {'eps':>5} | {'goum ms':>9} {'it':>4} {'err':>8} | "
+        f"{'POT ms':>9} {'it':>6} {'err':>8} | {'goum/POT':>9}"
+    )
     for nt in threads:
         torch.set_num_threads(nt)
         out()
@@ -170,13 +182,17 @@ def main(argv=None):
                     tp = min(tp, tp2)
                 ratio = tg / tp
                 rs = f"{ratio:.3f}" if okp else f"<{ratio:.3f}"
-                out(f"{nt:>3} {n:>5} {eps:>5g} | {fmt_time(tg, okg):>9} {ig:>4} {eg:>8.1e} | "
-                    f"{fmt_time(tp, okp):>9} {ip:>6} {ep:>8.1e} | {rs:>9}")
+                out(
+                    f"{nt:>3} {n:>5} {eps:>5g} | {fmt_time(tg, okg):>9} {ig:>4} {eg:>8.1e} | "
+                    f"{fmt_time(tp, okp):>9} {ip:>6} {ep:>8.1e} | {rs:>9}"
+                )
                 if args.plain:
                     for gauge in ("shift", "literal"):
                         tq, iq, eq, okq = run_plain(cost, guide, eps, args.tol, args.plain_max_iter, gauge)
-                        out(f"{'':>3} {'':>5} {'':>5} | plain fixed-point iteration, {gauge:<7} pinning: "
-                            f"{fmt_time(tq, okq)} ms, {iq} it, err {eq:.1e}")
+                        out(
+                            f"{'':>3} {'':>5} {'':>5} | plain fixed-point iteration, {gauge:<7} pinning: "
+                            f"{fmt_time(tq, okq)} ms, {iq} it, err {eq:.1e}"
+                        )
     if args.save:
         os.makedirs(os.path.dirname(os.path.abspath(args.save)), exist_ok=True)
         with open(args.save, "w") as fh:

@@ -13,6 +13,7 @@ the lower bound of SIEOUG's epoch (its LightGCN branch of Eq 11 alone, at D = 12
     python benchmarks/model_epoch.py --config_files properties/food_kitchen_ku10.yaml --epochs 3 \
         --variant "SIEOUG, Eq 11 only=SIEOUG:use_item_graph=False,use_hypergraph=False,guide_lambda=0"
 """
+
 import argparse
 import statistics
 import tempfile
@@ -24,6 +25,7 @@ import torch
 def build_model(name, config_files, overrides):
     """(construction seconds, train loader in BOTH mode, trainer) of one model."""
     from recbole_cdr.data.dataloader import CrossDomainDataLoaderState
+
     from sieoug_recbole.quick_start import build_run, make_config
 
     config = make_config(name, config_files, dict(overrides))
@@ -75,14 +77,27 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch_size", type=int, default=256)
-    parser.add_argument("--embedding_size", type=int, default=None,
-                        help="one embedding size for every model (default: each model's yaml; "
-                             "SIEOUG 128, LightGCN 64)")
+    parser.add_argument(
+        "--embedding_size",
+        type=int,
+        default=None,
+        help="one embedding size for every model (default: each model's yaml; SIEOUG 128, LightGCN 64)",
+    )
     parser.add_argument("--gpu", action="store_true", help="train on the GPU (RecBole's use_gpu)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a config override for every model (VALUE read as yaml), e.g. ot_device=model")
-    parser.add_argument("--variant", action="append", default=[], metavar="LABEL=MODEL:KEY=VALUE,...",
-                        help="one more row: MODEL with these overrides, shown as LABEL")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override for every model (VALUE read as yaml), e.g. ot_device=model",
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL=MODEL:KEY=VALUE,...",
+        help="one more row: MODEL with these overrides, shown as LABEL",
+    )
     args = parser.parse_args(argv)
     import sys
 
@@ -90,8 +105,13 @@ def main(argv=None):
     import sieoug_recbole  # noqa: F401
 
     torch.set_num_threads(args.threads)
-    overrides = {"show_progress": False, "state": "ERROR", "train_batch_size": args.batch_size,
-                 "torch_num_threads": args.threads, "use_gpu": args.gpu}
+    overrides = {
+        "show_progress": False,
+        "state": "ERROR",
+        "train_batch_size": args.batch_size,
+        "torch_num_threads": args.threads,
+        "use_gpu": args.gpu,
+    }
     if args.embedding_size:
         overrides["embedding_size"] = args.embedding_size
     from sieoug_recbole.benchmark.grid import GridError, parse_assignment
@@ -118,17 +138,24 @@ def main(argv=None):
             get_model_class(name)  # the registry's own check, as in run_sieoug.py
         except ValueError as error:
             parser.error(str(error))
-    models = {label: build_model(name, args.config_files.split(),  # an empty graph cache each
-                                 dict(overrides, **own, graph_cache_dir=tempfile.mkdtemp(prefix="graphs-")))
-              for label, name, own in rows}
+    models = {
+        label: build_model(
+            name,
+            args.config_files.split(),  # an empty graph cache each
+            dict(overrides, **own, graph_cache_dir=tempfile.mkdtemp(prefix="graphs-")),
+        )
+        for label, name, own in rows
+    }
     times = time_epochs(models, args.epochs)
     median = {name: statistics.median(t) for name, t in times.items()}
     base = median.get("LightGCN")
     size = f"embedding size {args.embedding_size}" if args.embedding_size else "each model's embedding size"
     size += "".join(f", {item}" for item in args.set)
     device = torch.cuda.get_device_name() if args.gpu and torch.cuda.is_available() else "CPU"
-    print(f"# {args.config_files}, {device}, batch {args.batch_size}, {size}, torch threads {args.threads}, "
-          f"median of {args.epochs} epochs, the models taking turns epoch by epoch")
+    print(
+        f"# {args.config_files}, {device}, batch {args.batch_size}, {size}, torch threads {args.threads}, "
+        f"median of {args.epochs} epochs, the models taking turns epoch by epoch"
+    )
     print("| model | build s (graphs for SIEOUG) | epoch s (median) | batches | epoch / LightGCN |")
     print("|---|---:|---:|---:|---:|")
     for name, (built, train_data, _) in models.items():

@@ -9,6 +9,7 @@ best in either domain, not before ``--min-epochs``) would have stopped each run 
 domain would then have selected, also printed: the figure behind the
 protocol's patience and minimum epochs (docs/results.md, "Protocol").
 """
+
 import argparse
 import json
 
@@ -59,19 +60,22 @@ def main(argv=None):
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
     for axis in axes:
         axis.set_prop_cycle(color=plt.get_cmap("tab20").colors)
-    stops = [stop_epoch([domain_curve(r, d) for d in ("target", "source")], args.patience, args.min_epochs)
-             for r in records]
+    stops = [
+        stop_epoch([domain_curve(r, d) for d in ("target", "source")], args.patience, args.min_epochs) for r in records
+    ]
     for axis, domain in zip(axes, ("target", "source")):
         for record, stop in zip(records, stops):
             curve = domain_curve(record, domain)
             if not curve:
                 continue
             selected = last_improvements(curve)[stop - 1]
-            line, = axis.plot(range(1, len(curve) + 1), curve, lw=1.1, label=record["model"])
+            (line,) = axis.plot(range(1, len(curve) + 1), curve, lw=1.1, label=record["model"])
             axis.plot([selected], [curve[selected - 1]], "o", color=line.get_color(), ms=4)
-            print(f"{domain:6s} {record['model']:14s} seed {record['seed']}: best {max(curve):.4f} at "
-                  f"{curve.index(max(curve)) + 1}; the rule stops at {stop}, selects {selected} "
-                  f"({curve[selected - 1]:.4f})")
+            print(
+                f"{domain:6s} {record['model']:14s} seed {record['seed']}: best {max(curve):.4f} at "
+                f"{curve.index(max(curve)) + 1}; the rule stops at {stop}, selects {selected} "
+                f"({curve[selected - 1]:.4f})"
+            )
         axis.set_title(f"{domain} (dots: epoch selected under patience {args.patience}, min {args.min_epochs})")
         axis.set_xlabel("epoch")
         axis.set_ylabel("validation NDCG@10")

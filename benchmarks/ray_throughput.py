@@ -11,6 +11,7 @@ Every Ray address is on loopback. Each run uses one torch thread (``--threads 1`
 an otherwise idle machine: the figures say how much CPU the grid got, and each line gives the
 machine's load average.
 """
+
 import argparse
 import os
 import sys
@@ -32,17 +33,40 @@ def run_grid(workers, runs, epochs, data_dir, folder):
     from sieoug_recbole.benchmark.cli import main
     from sieoug_recbole.benchmark.records import load_records
 
-    cluster = Cluster(initialize_head=True, connect=False,
-                      head_node_args={"num_cpus": workers, "include_dashboard": False})
+    cluster = Cluster(
+        initialize_head=True, connect=False, head_node_args={"num_cpus": workers, "include_dashboard": False}
+    )
     results = os.path.join(folder, f"workers{workers}.jsonl")
     try:
         started = time.time()
-        code = main(["run", "--models", "LightGCN", "--task",
-                     f"syn:0.5={os.path.join(REPO, 'properties', 'synthetic.yaml')}",
-                     "--seeds", ",".join(str(s) for s in range(1, runs + 1)), "--epochs", str(epochs),
-                     "--set", f"data_path={data_dir}{os.sep}", "--set", "stopping_step=1000",
-                     "--results", results, "--no-progress", "--threads", "1",
-                     "--backend", "ray", "--address", cluster.address, "--cpus-per-run", "1"])
+        code = main(
+            [
+                "run",
+                "--models",
+                "LightGCN",
+                "--task",
+                f"syn:0.5={os.path.join(REPO, 'properties', 'synthetic.yaml')}",
+                "--seeds",
+                ",".join(str(s) for s in range(1, runs + 1)),
+                "--epochs",
+                str(epochs),
+                "--set",
+                f"data_path={data_dir}{os.sep}",
+                "--set",
+                "stopping_step=1000",
+                "--results",
+                results,
+                "--no-progress",
+                "--threads",
+                "1",
+                "--backend",
+                "ray",
+                "--address",
+                cluster.address,
+                "--cpus-per-run",
+                "1",
+            ]
+        )
         wall = time.time() - started
     finally:
         if ray.is_initialized():
@@ -62,8 +86,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     from sieoug_recbole.synthetic import generate_pair
 
-    lines = [f"grid: LightGCN x {args.runs} seeds on the synthetic pair, {args.epochs} epochs a run, "
-             f"1 torch thread a run, {os.cpu_count()} CPU cores"]
+    lines = [
+        f"grid: LightGCN x {args.runs} seeds on the synthetic pair, {args.epochs} epochs a run, "
+        f"1 torch thread a run, {os.cpu_count()} CPU cores"
+    ]
     with tempfile.TemporaryDirectory(prefix="ray_throughput_") as folder:
         data_dir = os.path.join(folder, "data")
         generate_pair(data_dir, name="synthetic", seed=0)
@@ -73,11 +99,13 @@ def main(argv=None):
             wall, records = run_grid(workers, args.runs, args.epochs, data_dir, folder)
             walls[workers] = wall
             per_run = sorted(r["process_time_s"] for r in records)
-            lines.append(f"{workers} Ray worker(s): {wall:.1f} s for {args.runs} runs = "
-                         f"{60 * args.runs / wall:.2f} runs/min (a run's worker process: "
-                         f"{per_run[0]:.1f}-{per_run[-1]:.1f} s; training {min(r['wall_time_s'] for r in records):.1f}-"
-                         f"{max(r['wall_time_s'] for r in records):.1f} s; load average of the machine "
-                         f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after)")
+            lines.append(
+                f"{workers} Ray worker(s): {wall:.1f} s for {args.runs} runs = "
+                f"{60 * args.runs / wall:.2f} runs/min (a run's worker process: "
+                f"{per_run[0]:.1f}-{per_run[-1]:.1f} s; training {min(r['wall_time_s'] for r in records):.1f}-"
+                f"{max(r['wall_time_s'] for r in records):.1f} s; load average of the machine "
+                f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after)"
+            )
     lines.append(f"speed-up with 2 workers: {walls[1] / walls[2]:.2f}x")
     text = "\n".join(lines)
     print(text)

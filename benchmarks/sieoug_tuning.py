@@ -1,7 +1,8 @@
 """The validation study behind SIEOUG.yaml's loss and view defaults (docs/sieoug_tuning.md).
 
     python benchmarks/sieoug_tuning.py --out benchmarks/results/sieoug_tuning.jsonl
-    python benchmarks/sieoug_tuning.py --out benchmarks/results/sieoug_tuning.jsonl --plot benchmarks/results/sieoug_tuning.png
+    python benchmarks/sieoug_tuning.py --out benchmarks/results/sieoug_tuning.jsonl \
+        --plot benchmarks/results/sieoug_tuning.png
 
 One run per named configuration on the demo Food-Kitchen pair (K_u = 0.5, seed 2022), at most
 25 epochs, early stopping after 6 evaluations without a better validation NDCG@10 (the
@@ -13,6 +14,7 @@ Both CPU cores: ``--jobs 2`` runs two configurations at a time, one torch thread
 the benchmark harness (``sieoug_recbole.benchmark``: a worker process per run, full run records
 in ``--records``, finished runs kept).
 """
+
 import argparse
 import json
 import os
@@ -21,21 +23,25 @@ import sys
 # tag -> (model, overrides); the yaml's defaults at the time of the study were the first row's
 STUDY = {
     "lgcn": ("LightGCN", {}),
-    "O_default": ("SIEOUG-O", {"score": "cosine", "temperature": 0.2, "negatives": "both",
-                               "learn_hyper_weight": True}),
-    "O_cos_both_noviews": ("SIEOUG-O", {"score": "cosine", "temperature": 0.2, "negatives": "both",
-                                        "use_item_graph": False, "use_hypergraph": False}),
-    "O_cos_sampled_t02": ("SIEOUG-O", {"score": "cosine", "temperature": 0.2, "negatives": "sampled",
-                                       "learn_hyper_weight": True}),
+    "O_default": ("SIEOUG-O", {"score": "cosine", "temperature": 0.2, "negatives": "both", "learn_hyper_weight": True}),
+    "O_cos_both_noviews": (
+        "SIEOUG-O",
+        {"score": "cosine", "temperature": 0.2, "negatives": "both", "use_item_graph": False, "use_hypergraph": False},
+    ),
+    "O_cos_sampled_t02": (
+        "SIEOUG-O",
+        {"score": "cosine", "temperature": 0.2, "negatives": "sampled", "learn_hyper_weight": True},
+    ),
     "O_cos_pool_t02": ("SIEOUG-O", {"score": "cosine", "temperature": 0.2, "learn_hyper_weight": True}),
     "O_cos_pool_t01": ("SIEOUG-O", {"score": "cosine", "temperature": 0.1, "learn_hyper_weight": True}),
     "O_cos_pool_t02_frozenW": ("SIEOUG-O", {"score": "cosine", "temperature": 0.2}),
-    "O_dot_sampled_noviews": ("SIEOUG-O", {"negatives": "sampled", "use_item_graph": False,
-                                           "use_hypergraph": False}),
+    "O_dot_sampled_noviews": ("SIEOUG-O", {"negatives": "sampled", "use_item_graph": False, "use_hypergraph": False}),
     "O_dot_sampled": ("SIEOUG-O", {"negatives": "sampled", "learn_hyper_weight": True}),
     "O_dot_sampled_itemgraph_only": ("SIEOUG-O", {"negatives": "sampled", "use_hypergraph": False}),
-    "O_dot_sampled_hyper_only": ("SIEOUG-O", {"negatives": "sampled", "use_item_graph": False,
-                                              "learn_hyper_weight": True}),
+    "O_dot_sampled_hyper_only": (
+        "SIEOUG-O",
+        {"negatives": "sampled", "use_item_graph": False, "learn_hyper_weight": True},
+    ),
     "O_dot_sampled_hyper_only_frozenW": ("SIEOUG-O", {"negatives": "sampled", "use_item_graph": False}),
     "O_dot_sampled_frozenW": ("SIEOUG-O", {"negatives": "sampled"}),
     "O_dot_pool_frozenW": ("SIEOUG-O", {}),
@@ -62,9 +68,17 @@ def study_specs(tags, config_files):
     specs = []
     for tag in tags:
         model, overrides = STUDY[tag]
-        specs.append({"model": model, "task": TASK["label"], "k_u": TASK["k_u"],
-                      "config_files": list(config_files), "seed": SEED,
-                      "overrides": {**RUN_SETTINGS, **overrides}, "sweep": None})
+        specs.append(
+            {
+                "model": model,
+                "task": TASK["label"],
+                "k_u": TASK["k_u"],
+                "config_files": list(config_files),
+                "seed": SEED,
+                "overrides": {**RUN_SETTINGS, **overrides},
+                "sweep": None,
+            }
+        )
     return specs
 
 
@@ -74,15 +88,22 @@ def study_row(tag, record):
     the best epoch (for the record)."""
     model, overrides = STUDY[tag]
     metrics = record["metrics"]
-    return {"tag": tag, "model": model, "ov": overrides, "best_valid": record["best_valid_score"],
-            "test": metrics["target"]["test"], "src_valid": metrics["source"]["valid"],
-            "hist": [round(h["ndcg@10"], 4) for h in record["valid_history"]],
-            "secs": round(record["wall_time_s"])}
+    return {
+        "tag": tag,
+        "model": model,
+        "ov": overrides,
+        "best_valid": record["best_valid_score"],
+        "test": metrics["target"]["test"],
+        "src_valid": metrics["source"]["valid"],
+        "hist": [round(h["ndcg@10"], 4) for h in record["valid_history"]],
+        "secs": round(record["wall_time_s"]),
+    }
 
 
 def plot(results, png):
     """Validation NDCG@10 per epoch of every configuration, LightGCN dashed."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -105,8 +126,11 @@ def plot(results, png):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="benchmarks/results/sieoug_tuning.jsonl")
-    parser.add_argument("--records", default="results/sieoug_tuning_records.jsonl",
-                        help="the benchmark harness's results file (full run records; finished runs are kept)")
+    parser.add_argument(
+        "--records",
+        default="results/sieoug_tuning_records.jsonl",
+        help="the benchmark harness's results file (full run records; finished runs are kept)",
+    )
     parser.add_argument("--config_files", nargs="+", default=["properties/food_kitchen_demo.yaml"])
     parser.add_argument("--tags", default=",".join(STUDY), help="comma-separated tags to run")
     parser.add_argument("--jobs", type=int, default=2)

@@ -182,12 +182,12 @@ def sampled_recall(graph, x, z, n_queries=2000, seed=0):
     inv = 1.0 / torch.linalg.vector_norm(xt, dim=1).clamp_min(1e-30)
     hits = 0
     for s in range(0, n_queries, 250):
-        q = torch.from_numpy(queries[s:s + 250])
+        q = torch.from_numpy(queries[s : s + 250])
         score = (xt[q] @ xt.T) * inv
         score[torch.arange(len(q)), q] = float("-inf")
         top = torch.topk(score, z, dim=1).indices.numpy()
         for r, i in enumerate(q.numpy()):
-            hits += len(set(top[r]) & set(graph.indices[graph.indptr[i]:graph.indptr[i + 1]]))
+            hits += len(set(top[r]) & set(graph.indices[graph.indptr[i] : graph.indptr[i + 1]]))
     return hits / (n_queries * z)
 
 
@@ -202,8 +202,9 @@ def table_worker(n, z, seed):
 
     def step(name, fn, note=""):
         out, dt, extra, proc, method = measure(fn)
-        rows.append({"step": name, "seconds": dt, "peak_extra_mb": extra, "proc_peak_mb": proc,
-                     "note": note, "method": method})
+        rows.append(
+            {"step": name, "seconds": dt, "peak_extra_mb": extra, "proc_peak_mb": proc, "note": note, "method": method}
+        )
         return out
 
     feats, labels = step(f"features (2 modalities, {n:,} x 15 groups)", lambda: dataset(n, 15, seed))
@@ -221,10 +222,16 @@ def table_worker(n, z, seed):
     _, info3 = step("RISGF M=3", lambda: sim.risgf(graphs + [noisy], 0.1, return_info=True))
     rows[-1]["note"] = f"iters={info3['iterations']}, union nnz={info3['union_nnz']}"
     gamma, hist = step("SISHE K=15", lambda: sim.sishe(a2, 15, 0.1, seed=0, return_history=True))
-    rows[-1]["note"] = (f"outer={hist['iterations']}, stopped={hist['stopped']}, "
-                        f"NMI={nmi(gamma, labels):.4f}, density={gamma.nnz / (n * 15):.3f}")
-    return {"n": n, "rows": rows, "proc_peak_mb": max(r["proc_peak_mb"] for r in rows),
-            "torch_threads": torch.get_num_threads()}
+    rows[-1]["note"] = (
+        f"outer={hist['iterations']}, stopped={hist['stopped']}, "
+        f"NMI={nmi(gamma, labels):.4f}, density={gamma.nnz / (n * 15):.3f}"
+    )
+    return {
+        "n": n,
+        "rows": rows,
+        "proc_peak_mb": max(r["proc_peak_mb"] for r in rows),
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def recall_worker(n, z, seed):
@@ -242,9 +249,17 @@ def recall_worker(n, z, seed):
             t1 = time.perf_counter()
             approx = sim.knn_graph(feats[name], z, backend="faiss")
             t2 = time.perf_counter()
-            out.append({"groups": groups, "modality": f"{name} d={d}", "exact_s": t1 - t0, "faiss_s": t2 - t1,
-                        "recall": edge_recall(approx, exact), "cross": cross_group_share(exact, labels),
-                        "settings": faiss_settings(n, d, z)})
+            out.append(
+                {
+                    "groups": groups,
+                    "modality": f"{name} d={d}",
+                    "exact_s": t1 - t0,
+                    "faiss_s": t2 - t1,
+                    "recall": edge_recall(approx, exact),
+                    "cross": cross_group_share(exact, labels),
+                    "settings": faiss_settings(n, d, z),
+                }
+            )
     return {"rows": out, "torch_threads": torch.get_num_threads()}
 
 
@@ -272,21 +287,42 @@ def structure_worker(n, groups, z, seed, backend):
     a = risgf([graphs[name] for name, _, _ in MODALITIES], 0.1, knobs["risgf_max_iter"], knobs["risgf_tol"])
     timings["risgf"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    gamma, hist = sishe(a, groups, 0.1, seed=0, max_iter=knobs["sishe_max_iter"], tol=knobs["sishe_tol"],
-                        inner_max_iter=knobs["sishe_inner_max_iter"], return_history=True, init=knobs["sishe_init"])
+    gamma, hist = sishe(
+        a,
+        groups,
+        0.1,
+        seed=0,
+        max_iter=knobs["sishe_max_iter"],
+        tol=knobs["sishe_tol"],
+        inner_max_iter=knobs["sishe_inner_max_iter"],
+        return_history=True,
+        init=knobs["sishe_init"],
+    )
     timings["sishe"] = time.perf_counter() - t0
     peak_build = _status_kb("VmHWM") / 1024.0
     c = a.tocoo()
     obj = hist["objective"]
-    out = {"n": n, "groups": groups, "backend": backend, "features_s": t_features, "z": z,
-           "modalities": [f"{name} d={d}" for name, d, _ in MODALITIES], "threads": torch.get_num_threads(),
-           "rss_features_mb": rss_features, "peak_mb": peak_build, "timings": timings,
-           "sishe_iterations": hist["iterations"], "sishe_converged": hist["converged"],
-           "sishe_stopped": hist["stopped"], "sishe_last_gains": [obj[i - 1] - obj[i] for i in range(max(1, len(obj) - 3), len(obj))],
-           "sishe_objective": obj[-1],
-           "nmi": nmi(gamma, labels), "gamma_density": gamma.nnz / (n * groups),
-           "cross": {name: cross_group_share(g, labels) for name, g in graphs.items()},
-           "A_cross_weight": float(c.data[labels[c.row] != labels[c.col]].sum() / c.data.sum())}
+    out = {
+        "n": n,
+        "groups": groups,
+        "backend": backend,
+        "features_s": t_features,
+        "z": z,
+        "modalities": [f"{name} d={d}" for name, d, _ in MODALITIES],
+        "threads": torch.get_num_threads(),
+        "rss_features_mb": rss_features,
+        "peak_mb": peak_build,
+        "timings": timings,
+        "sishe_iterations": hist["iterations"],
+        "sishe_converged": hist["converged"],
+        "sishe_stopped": hist["stopped"],
+        "sishe_last_gains": [obj[i - 1] - obj[i] for i in range(max(1, len(obj) - 3), len(obj))],
+        "sishe_objective": obj[-1],
+        "nmi": nmi(gamma, labels),
+        "gamma_density": gamma.nnz / (n * groups),
+        "cross": {name: cross_group_share(g, labels) for name, g in graphs.items()},
+        "A_cross_weight": float(c.data[labels[c.row] != labels[c.col]].sum() / c.data.sum()),
+    }
     if backend == "faiss":
         out["sampled_recall"] = {name: sampled_recall(graphs[name], feats[name], z) for name in graphs}
         out["faiss_settings"] = {f"{name} d={d}": faiss_settings(n, d, z) for name, d, _ in MODALITIES}
@@ -295,25 +331,33 @@ def structure_worker(n, groups, z, seed, backend):
 
 # ----------------------------------------------------------------------------- printing
 def print_table(out):
-    print(f"\n## N = {out['n']:,}  (process peak RSS {out['proc_peak_mb']:.0f} MB, torch threads "
-          f"{out['torch_threads']}, memory = {out['rows'][0]['method']})")
+    print(
+        f"\n## N = {out['n']:,}  (process peak RSS {out['proc_peak_mb']:.0f} MB, torch threads "
+        f"{out['torch_threads']}, memory = {out['rows'][0]['method']})"
+    )
     print(f"| {'step':<40} | {'time s':>8} | {'peak +MB':>8} | {'proc MB':>8} | notes")
     print(f"|{'-' * 42}|{'-' * 10}|{'-' * 10}|{'-' * 10}|------")
     for r in out["rows"]:
-        print(f"| {r['step']:<40} | {r['seconds']:8.2f} | {r['peak_extra_mb']:8.0f} | "
-              f"{r['proc_peak_mb']:8.0f} | {r['note']}")
+        print(
+            f"| {r['step']:<40} | {r['seconds']:8.2f} | {r['peak_extra_mb']:8.0f} | "
+            f"{r['proc_peak_mb']:8.0f} | {r['note']}"
+        )
 
 
 def print_recall(out, n, z):
     rows = out["rows"]
-    print(f"\n## recall@{z} of knn_graph(backend='faiss') against the exact graph, N = {n:,} "
-          f"(torch / faiss threads {out['torch_threads']})")
+    print(
+        f"\n## recall@{z} of knn_graph(backend='faiss') against the exact graph, N = {n:,} "
+        f"(torch / faiss threads {out['torch_threads']})"
+    )
     print(f"| groups | modality | exact s | faiss s | recall@{z} | cross-group edges (exact) | faiss settings |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         settings = ", ".join(f"{k} {v}" for k, v in r["settings"].items())
-        print(f"| {r['groups']} | {r['modality']} | {r['exact_s']:.1f} | {r['faiss_s']:.1f} | "
-              f"{r['recall']:.4f} | {r['cross']:.3f} | {settings} |")
+        print(
+            f"| {r['groups']} | {r['modality']} | {r['exact_s']:.1f} | {r['faiss_s']:.1f} | "
+            f"{r['recall']:.4f} | {r['cross']:.3f} | {settings} |"
+        )
     worst = min(r["recall"] for r in rows)
     print(f"\nlowest recall@{z}: {worst:.4f} (goal >= 0.95: {'met' if worst >= 0.95 else 'NOT met'})")
 
@@ -321,8 +365,10 @@ def print_recall(out, n, z):
 def print_structure(out):
     t = out["timings"]
     total = sum(t.values())
-    print(f"\n## N = {out['n']:,}, K = {out['groups']} planted groups, kNN backend {out['backend']}, z = {out['z']}, "
-          f"modalities {' and '.join(out['modalities'])} (float32), mu = eta = 0.1, {out['threads']} threads")
+    print(
+        f"\n## N = {out['n']:,}, K = {out['groups']} planted groups, kNN backend {out['backend']}, z = {out['z']}, "
+        f"modalities {' and '.join(out['modalities'])} (float32), mu = eta = 0.1, {out['threads']} threads"
+    )
     for name, st in out.get("faiss_settings", {}).items():
         print(f"faiss settings {name}: " + ", ".join(f"{k} {v}" for k, v in st.items()))
     print(f"features: {out['features_s']:.1f} s to generate, {out['rss_features_mb']:.0f} MB resident before the build")
@@ -330,12 +376,17 @@ def print_structure(out):
         print(f"  {name:<14} {sec:8.1f} s")
     print(f"  {'total':<14} {total:8.1f} s  ({total / 60:.1f} min)")
     print(f"peak RSS during the build (features included): {out['peak_mb']:.0f} MB")
-    print(f"SISHE: {out['sishe_iterations']} iterations, stopped by {out['sishe_stopped']} "
-          f"(converged={out['sishe_converged']}), final J {out['sishe_objective']:.6g}, last decreases of J "
-          + ", ".join(f"{g:.3g}" for g in out["sishe_last_gains"]) + f"; gamma density {out['gamma_density']:.4f}")
-    print(f"NMI(argmax gamma, planted groups) = {out['nmi']:.4f}; share of kNN edges between groups "
-          + ", ".join(f"{k} {v:.3f}" for k, v in out["cross"].items())
-          + f"; of A's weight {out['A_cross_weight']:.3f}")
+    print(
+        f"SISHE: {out['sishe_iterations']} iterations, stopped by {out['sishe_stopped']} "
+        f"(converged={out['sishe_converged']}), final J {out['sishe_objective']:.6g}, last decreases of J "
+        + ", ".join(f"{g:.3g}" for g in out["sishe_last_gains"])
+        + f"; gamma density {out['gamma_density']:.4f}"
+    )
+    print(
+        f"NMI(argmax gamma, planted groups) = {out['nmi']:.4f}; share of kNN edges between groups "
+        + ", ".join(f"{k} {v:.3f}" for k, v in out["cross"].items())
+        + f"; of A's weight {out['A_cross_weight']:.3f}"
+    )
     for name, r in out.get("sampled_recall", {}).items():
         print(f"recall@5 of the {name} graph on 2,000 random rows vs their exact neighbours: {r:.4f}")
 
@@ -344,13 +395,17 @@ def print_structure_summary(done):
     """One line per K: the whole build's time and peak memory against the 10^6-item goal."""
     if not done:
         return
-    print(f"\n## summary, N = {done[0]['n']:,}, z = {done[0]['z']}, {' and '.join(done[0]['modalities'])}; "
-          "goal for N = 10^6 on 2 cores: <= 15 min and <= 8 GB per build")
+    print(
+        f"\n## summary, N = {done[0]['n']:,}, z = {done[0]['z']}, {' and '.join(done[0]['modalities'])}; "
+        "goal for N = 10^6 on 2 cores: <= 15 min and <= 8 GB per build"
+    )
     print("| K | kNN backend | build min | peak RSS GB | NMI | SISHE iterations | stopped by |")
     print("|---|---|---|---|---|---|---|")
     for out in done:
-        print(f"| {out['groups']} | {out['backend']} | {sum(out['timings'].values()) / 60:.2f} | "
-              f"{out['peak_mb'] / 1024:.2f} | {out['nmi']:.4f} | {out['sishe_iterations']} | {out['sishe_stopped']} |")
+        print(
+            f"| {out['groups']} | {out['backend']} | {sum(out['timings'].values()) / 60:.2f} | "
+            f"{out['peak_mb'] / 1024:.2f} | {out['nmi']:.4f} | {out['sishe_iterations']} | {out['sishe_stopped']} |"
+        )
 
 
 def run_worker(args, extra):
@@ -365,8 +420,15 @@ def run_worker(args, extra):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="10000,30000,50000,100000", help="comma-separated N values (table)")
-    ap.add_argument("--recall", type=int, nargs="?", const=50000, default=None, metavar="N",
-                    help="faiss recall@z against exact on N items (default 50000)")
+    ap.add_argument(
+        "--recall",
+        type=int,
+        nargs="?",
+        const=50000,
+        default=None,
+        metavar="N",
+        help="faiss recall@z against exact on N items (default 50000)",
+    )
     ap.add_argument("--n", type=int, default=None, help="whole item structure for N items, K = 15 and 200")
     ap.add_argument("--backend", default="auto", choices=("auto", "exact", "faiss"), help="kNN backend for --n")
     ap.add_argument("--z", type=int, default=5)
@@ -384,9 +446,11 @@ def main():
         print(json.dumps(out))
         return
     print(f"# benchmarks/similarity.py {' '.join(sys.argv[1:])}")
-    print(f"# python {platform.python_version()}, numpy {np.__version__}, {os.cpu_count()} CPUs, "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, load average at start "
-          f"{os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
+    print(
+        f"# python {platform.python_version()}, numpy {np.__version__}, {os.cpu_count()} CPUs, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, load average at start "
+        f"{os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}"
+    )
     if args.n is not None:
         done = []
         for groups in DATASETS:

@@ -9,6 +9,7 @@ The matrices are the real ones of a demo pair: each domain's normalised user-ite
 (LightGCN, Eq 11) and SIEOUG's item graph A (Eq 12). Prints milliseconds per product
 (median of 5 rounds of ``--reps`` products) for embedding sizes 64 and 128.
 """
+
 import argparse
 import statistics
 import tempfile
@@ -20,8 +21,7 @@ import torch
 def _torch_coo(operator):
     """``operator``'s matrix as a coalesced torch COO tensor (no dense N x N on the way)."""
     values = torch.from_numpy(operator.to_scipy().data)  # CSR order: the row-major order of indices()
-    return torch.sparse_coo_tensor(operator.indices(), values, operator.shape,
-                                   check_invariants=True).coalesce()
+    return torch.sparse_coo_tensor(operator.indices(), values, operator.shape, check_invariants=True).coalesce()
 
 
 def time_product(product, x, reps):
@@ -50,9 +50,16 @@ def main(argv=None):
     from sieoug_recbole.quick_start import build_run, make_config
 
     torch.set_num_threads(args.threads)
-    config = make_config("SIEOUG", args.config_files.split(), {
-        "show_progress": False, "state": "ERROR", "torch_num_threads": args.threads,
-        "graph_cache_dir": tempfile.mkdtemp(prefix="graphs-")})
+    config = make_config(
+        "SIEOUG",
+        args.config_files.split(),
+        {
+            "show_progress": False,
+            "state": "ERROR",
+            "torch_num_threads": args.threads,
+            "graph_cache_dir": tempfile.mkdtemp(prefix="graphs-"),
+        },
+    )
     model = build_run(config)[4]
     print(f"# {args.config_files}, torch threads {args.threads}, ms per forward + backward product")
     print("| matrix | rows | nnz | d | torch COO | SparseOperator, torch CSR | SparseOperator, scipy | COO / scipy |")
@@ -66,8 +73,10 @@ def main(argv=None):
                 coo_ms = time_product(lambda v: torch.sparse.mm(coo, v), x, args.reps)
                 torch_ms = time_product(torch_csr, x, args.reps)
                 scipy_ms = time_product(operator, x, args.reps)
-                print(f"| {name} ({domain}) | {operator.shape[0]} | {operator.nnz} | {dim} | "
-                      f"{coo_ms:.2f} | {torch_ms:.2f} | {scipy_ms:.2f} | {coo_ms / scipy_ms:.1f}x |")
+                print(
+                    f"| {name} ({domain}) | {operator.shape[0]} | {operator.nnz} | {dim} | "
+                    f"{coo_ms:.2f} | {torch_ms:.2f} | {scipy_ms:.2f} | {coo_ms / scipy_ms:.1f}x |"
+                )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ the model took its turns (all models stay in memory: the figure includes the oth
 The seeds are those of a solo run, but the models draw from shared random streams in turn, so
 the numbers are not those of a solo run with the same seed.
 """
+
 import argparse
 import json
 import os
@@ -88,13 +89,16 @@ class Contestant:
         selection = self.trainer.selection
         to_best = max(t for _, t, _ in self.best.values()) if self.best else None
         return {
-            "model": self.name, "epochs": self.n_epochs,
+            "model": self.name,
+            "epochs": self.n_epochs,
             "best_epoch": {d: e for d, (e, _, _) in self.best.items()},
             "seconds_to_best": {d: round(t, 1) for d, (_, t, _) in self.best.items()},
             "seconds_to_best_both": None if to_best is None else round(to_best, 1),
             "evaluation_share_to_best": {d: round(v / t, 3) for d, (_, t, v) in self.best.items() if t},
             "seconds_total": round(self.clock["train"] + self.clock["valid"], 1),
-            "evaluation_share_total": round(self.clock["valid"] / max(self.clock["train"] + self.clock["valid"], 1e-9), 3),
+            "evaluation_share_total": round(
+                self.clock["valid"] / max(self.clock["train"] + self.clock["valid"], 1e-9), 3
+            ),
             "best_valid_ndcg@10": {d: s.result.get("ndcg@10") for d, s in selection.items()},
             "test_ndcg@10": {"target": test.get("ndcg@10"), "source": source["test"].get("ndcg@10")},
             "test_hit@10": {"target": test.get("hit@10"), "source": source["test"].get("hit@10")},
@@ -103,8 +107,10 @@ class Contestant:
 
 
 def table(rows):
-    head = ("| model | epochs | best epoch t / s | s to best target | s to best of both | eval share | "
-            "valid NDCG@10 t | test NDCG@10 t / s | peak RSS MB |")
+    head = (
+        "| model | epochs | best epoch t / s | s to best target | s to best of both | eval share | "
+        "valid NDCG@10 t | test NDCG@10 t / s | peak RSS MB |"
+    )
     lines = [head, "|" + "---|" * 9]
     for r in sorted(rows, key=lambda r: r["seconds_to_best"].get("target", float("inf"))):
         best = r["best_epoch"]
@@ -113,7 +119,8 @@ def table(rows):
             f"{r['seconds_to_best'].get('target')} | {r['seconds_to_best_both']} | "
             f"{r['evaluation_share_to_best'].get('target', 0):.0%} | "
             f"{r['best_valid_ndcg@10'].get('target', float('nan')):.4f} | "
-            f"{r['test_ndcg@10']['target']:.4f} / {r['test_ndcg@10']['source']:.4f} | {r['peak_rss_mb']:.0f} |")
+            f"{r['test_ndcg@10']['target']:.4f} / {r['test_ndcg@10']['source']:.4f} | {r['peak_rss_mb']:.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -124,8 +131,9 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=200, help="at most this many epochs per model")
     parser.add_argument("--seed", type=int, default=2022)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override for every model (yaml value)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every model (yaml value)"
+    )
     parser.add_argument("--out", help="write the rows and the settings as JSON here")
     args = parser.parse_args(argv)
     sys.argv = sys.argv[:1]  # RecBole reads '--key=value' words of sys.argv as config: give it none
@@ -144,8 +152,14 @@ def main(argv=None):
         except ValueError as error:
             parser.error(str(error))
     scratch = tempfile.mkdtemp(prefix="time_to_quality_")
-    overrides = {"seed": args.seed, "dual_domain_eval": True, "train_epochs": [f"BOTH:{args.epochs}"],
-                 "show_progress": False, "state": "ERROR", "checkpoint_dir": scratch}
+    overrides = {
+        "seed": args.seed,
+        "dual_domain_eval": True,
+        "train_epochs": [f"BOTH:{args.epochs}"],
+        "show_progress": False,
+        "state": "ERROR",
+        "checkpoint_dir": scratch,
+    }
     for text in args.set:
         key, value = parse_assignment(text)
         overrides[key] = value
@@ -158,15 +172,28 @@ def main(argv=None):
     while any(not c.done for c in contestants):
         for contestant in contestants:
             if not contestant.done and contestant.step() and contestant.n_epochs % 10 == 0:
-                print(f"{time.time() - started:8.0f}s {contestant.name} epoch {contestant.n_epochs} "
-                      f"best {contestant.best and {d: e for d, (e, _, _) in contestant.best.items()}}", flush=True)
+                print(
+                    f"{time.time() - started:8.0f}s {contestant.name} epoch {contestant.n_epochs} "
+                    f"best {contestant.best and {d: e for d, (e, _, _) in contestant.best.items()}}",
+                    flush=True,
+                )
     rows = [c.results() for c in contestants]
     print(table(rows))
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
-            json.dump({"config_files": args.config_files, "epochs": args.epochs, "seed": args.seed,
-                       "threads": args.threads, "overrides": {k: v for k, v in overrides.items() if k != "checkpoint_dir"},
-                       "host": platform.node(), "rows": rows}, f, indent=2)
+            json.dump(
+                {
+                    "config_files": args.config_files,
+                    "epochs": args.epochs,
+                    "seed": args.seed,
+                    "threads": args.threads,
+                    "overrides": {k: v for k, v in overrides.items() if k != "checkpoint_dir"},
+                    "host": platform.node(),
+                    "rows": rows,
+                },
+                f,
+                indent=2,
+            )
     return rows
 
 

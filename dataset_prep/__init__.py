@@ -13,6 +13,7 @@ This package never imports the recommendation framework (recbole / recbole-cdr),
 ``sieoug_recbole``: it writes the files in the formats of :mod:`sieoug_formats` (numpy only),
 which the models read. (torch is imported only by the CLIP / MiniLM encoders, when used.)
 """
+
 from dataset_prep.errors import PrepError
 
 __all__ = ["PrepError"]

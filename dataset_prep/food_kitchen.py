@@ -21,6 +21,7 @@ Pairs built from it (``food-kitchen`` subcommand, :func:`build`, :func:`ensure_d
   single-domain users per domain, all users, 3-core, K_u = 0.5): small enough to train in a
   few minutes on 2 CPU cores.
 """
+
 import hashlib
 import json
 import os
@@ -44,18 +45,28 @@ SUFFIX = ".tsv.xz"
 
 
 def _ku_preset(overlap_ratio):
-    return {"overlap_ratio": overlap_ratio, "kcore": DEFAULT_KCORE,
-            "common_users_only": DEFAULT_COMMON_USERS_ONLY}
+    return {"overlap_ratio": overlap_ratio, "kcore": DEFAULT_KCORE, "common_users_only": DEFAULT_COMMON_USERS_ONLY}
 
 
 #: The default of every setting a preset may leave out.
-SETTING_DEFAULTS = {"subset_users": None, "subset_single_users": None, "seed": DEFAULT_SEED,
-                    "target": "food", "minilm": False, "common_users_only": DEFAULT_COMMON_USERS_ONLY}
+SETTING_DEFAULTS = {
+    "subset_users": None,
+    "subset_single_users": None,
+    "seed": DEFAULT_SEED,
+    "target": "food",
+    "minilm": False,
+    "common_users_only": DEFAULT_COMMON_USERS_ONLY,
+}
 
 #: Named pairs: the settings each is built with (everything else default).
 PRESETS = {
-    "food_kitchen_demo": {"overlap_ratio": 0.5, "kcore": 3, "subset_users": 3000,
-                          "subset_single_users": 750, "common_users_only": False},
+    "food_kitchen_demo": {
+        "overlap_ratio": 0.5,
+        "kcore": 3,
+        "subset_users": 3000,
+        "subset_single_users": 750,
+        "common_users_only": False,
+    },
     "food_kitchen_ku10": _ku_preset(0.1),
     "food_kitchen_ku50": _ku_preset(0.5),
     "food_kitchen_ku90": _ku_preset(0.9),
@@ -66,8 +77,7 @@ _DEMO_KU_NAME = re.compile(r"^food_kitchen_demo_ku(\d{1,3})$")  # the demo subse
 
 def shipped_paths(domain, data_dir=SHIPPED_DIR):
     """``(interactions, items)`` paths of a shipped domain table."""
-    return (os.path.join(data_dir, f"{domain}.inter{SUFFIX}"),
-            os.path.join(data_dir, f"{domain}.items{SUFFIX}"))
+    return (os.path.join(data_dir, f"{domain}.inter{SUFFIX}"), os.path.join(data_dir, f"{domain}.items{SUFFIX}"))
 
 
 def _sha256(path):
@@ -85,6 +95,7 @@ def pack(src_dir, data_dir=SHIPPED_DIR):
     ``food_items.tsv`` / ``kitchen_items.tsv`` (``asin title``). Output files are xz (preset
     9; the format has no timestamp), so packing twice gives identical bytes.
     """
+
     def load(name, columns):
         path = os.path.join(src_dir, name)
         from dataset_prep.tables import read_table, require_columns
@@ -101,19 +112,20 @@ def pack(src_dir, data_dir=SHIPPED_DIR):
     manifest = {"source": os.path.basename(os.path.abspath(src_dir)), "files": {}, "counts": {}}
     for domain in DOMAINS:
         rows = inter[inter["domain"] == domain]
-        table = pd.DataFrame({"user": rows["user"], "item": rows["asin"],
-                              "timestamp": rows["position"]})
+        table = pd.DataFrame({"user": rows["user"], "item": rows["asin"], "timestamp": rows["position"]})
         items = load(f"{domain}_items.tsv", ["asin", "title"]).rename(columns={"asin": "item"})
         inter_path, items_path = shipped_paths(domain, data_dir)
         table.to_csv(inter_path, sep="\t", index=False, lineterminator="\n", compression=COMPRESSION)
-        items[["item", "title"]].to_csv(items_path, sep="\t", index=False, quoting=3,
-                                        lineterminator="\n", compression=COMPRESSION)
-        manifest["counts"][domain] = {"interactions": int(len(table)),
-                                      "users": int(table["user"].nunique()),
-                                      "items": int(len(items))}
+        items[["item", "title"]].to_csv(
+            items_path, sep="\t", index=False, quoting=3, lineterminator="\n", compression=COMPRESSION
+        )
+        manifest["counts"][domain] = {
+            "interactions": int(len(table)),
+            "users": int(table["user"].nunique()),
+            "items": int(len(items)),
+        }
         for path in (inter_path, items_path):
-            manifest["files"][os.path.basename(path)] = {"bytes": os.path.getsize(path),
-                                                         "sha256": _sha256(path)}
+            manifest["files"][os.path.basename(path)] = {"bytes": os.path.getsize(path), "sha256": _sha256(path)}
     with open(os.path.join(data_dir, "MANIFEST.json"), "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=2)
         f.write("\n")
@@ -123,8 +135,10 @@ def pack(src_dir, data_dir=SHIPPED_DIR):
 def _manifest(data_dir=SHIPPED_DIR):
     path = os.path.join(data_dir, "MANIFEST.json")
     if not os.path.isfile(path):
-        raise PrepError(f"the shipped Food-Kitchen data is missing ({path}); rebuild it with "
-                        "`python -m dataset_prep pack-food-kitchen --src <folder of the slice>`")
+        raise PrepError(
+            f"the shipped Food-Kitchen data is missing ({path}); rebuild it with "
+            "`python -m dataset_prep pack-food-kitchen --src <folder of the slice>`"
+        )
     with open(path, encoding="utf-8") as f:
         return json.load(f)
 
@@ -139,16 +153,32 @@ def preset(name):
     match = _DEMO_KU_NAME.match(name)
     if match and 0 <= int(match.group(1)) <= 100:
         return dict(PRESETS["food_kitchen_demo"], overlap_ratio=int(match.group(1)) / 100)
-    raise PrepError(f"unknown Food-Kitchen pair {name!r}; known: {', '.join(sorted(PRESETS))} "
-                    "(or food_kitchen_kuNN / food_kitchen_demo_kuNN for K_u = NN%)")
+    raise PrepError(
+        f"unknown Food-Kitchen pair {name!r}; known: {', '.join(sorted(PRESETS))} "
+        "(or food_kitchen_kuNN / food_kitchen_demo_kuNN for K_u = NN%)"
+    )
 
 
-def command_for(name, out_dir, overlap_ratio, kcore, subset_users=None,
-                subset_single_users=None, seed=DEFAULT_SEED, target="food", minilm=False,
-                common_users_only=DEFAULT_COMMON_USERS_ONLY):
+def command_for(
+    name,
+    out_dir,
+    overlap_ratio,
+    kcore,
+    subset_users=None,
+    subset_single_users=None,
+    seed=DEFAULT_SEED,
+    target="food",
+    minilm=False,
+    common_users_only=DEFAULT_COMMON_USERS_ONLY,
+):
     """The exact command line that builds a pair with these settings (every filter explicit)."""
-    parts = ["python -m dataset_prep food-kitchen", f"--out {out_dir}", f"--name {name}",
-             f"--overlap-ratio {overlap_ratio:g}", f"--kcore {kcore}"]
+    parts = [
+        "python -m dataset_prep food-kitchen",
+        f"--out {out_dir}",
+        f"--name {name}",
+        f"--overlap-ratio {overlap_ratio:g}",
+        f"--kcore {kcore}",
+    ]
     if subset_users is not None:
         parts.append(f"--subset-users {subset_users}")
         if subset_single_users is not None:
@@ -162,20 +192,47 @@ def command_for(name, out_dir, overlap_ratio, kcore, subset_users=None,
     return " ".join(parts)
 
 
-def _recipe(overlap_ratio, kcore, subset_users, subset_single_users, seed, target, minilm,
-            data_dir, common_users_only=DEFAULT_COMMON_USERS_ONLY):
+def _recipe(
+    overlap_ratio,
+    kcore,
+    subset_users,
+    subset_single_users,
+    seed,
+    target,
+    minilm,
+    data_dir,
+    common_users_only=DEFAULT_COMMON_USERS_ONLY,
+):
     files = _manifest(data_dir)["files"]
-    return {"overlap_ratio": float(overlap_ratio), "kcore": int(kcore),
-            "common_users_only": bool(common_users_only),
-            "subset_users": subset_users, "subset_single_users": subset_single_users,
-            "seed": int(seed), "target": target, "minilm": bool(minilm),
-            "data_sha256": {k: v["sha256"] for k, v in sorted(files.items())}}
+    return {
+        "overlap_ratio": float(overlap_ratio),
+        "kcore": int(kcore),
+        "common_users_only": bool(common_users_only),
+        "subset_users": subset_users,
+        "subset_single_users": subset_single_users,
+        "seed": int(seed),
+        "target": target,
+        "minilm": bool(minilm),
+        "data_sha256": {k: v["sha256"] for k, v in sorted(files.items())},
+    }
 
 
-def build(out_dir="dataset", name=None, overlap_ratio=0.5, kcore=DEFAULT_KCORE,
-          subset_users=None, subset_single_users=None, seed=DEFAULT_SEED, target="food",
-          minilm=False, common_users_only=DEFAULT_COMMON_USERS_ONLY, properties_path=None,
-          cache_dir=None, progress=True, data_dir=SHIPPED_DIR):
+def build(
+    out_dir="dataset",
+    name=None,
+    overlap_ratio=0.5,
+    kcore=DEFAULT_KCORE,
+    subset_users=None,
+    subset_single_users=None,
+    seed=DEFAULT_SEED,
+    target="food",
+    minilm=False,
+    common_users_only=DEFAULT_COMMON_USERS_ONLY,
+    properties_path=None,
+    cache_dir=None,
+    progress=True,
+    data_dir=SHIPPED_DIR,
+):
     """Build a Food-Kitchen pair from the shipped tables; returns the summary dict.
 
     ``name`` defaults to :func:`default_name` (``food_kitchen_kuNN`` with the default
@@ -187,33 +244,63 @@ def build(out_dir="dataset", name=None, overlap_ratio=0.5, kcore=DEFAULT_KCORE,
 
     overlap_ratio = check_overlap_ratio(overlap_ratio)
     if name is None:
-        name = default_name(overlap_ratio, kcore, subset_users, target, minilm, common_users_only,
-                            subset_single_users, seed)
+        name = default_name(
+            overlap_ratio, kcore, subset_users, target, minilm, common_users_only, subset_single_users, seed
+        )
     source = "kitchen" if target == "food" else "food"
-    recipe = _recipe(overlap_ratio, kcore, subset_users, subset_single_users, seed, target,
-                     minilm, data_dir, common_users_only)
+    recipe = _recipe(
+        overlap_ratio, kcore, subset_users, subset_single_users, seed, target, minilm, data_dir, common_users_only
+    )
     doms = [DomainInput(d, *shipped_paths(d, data_dir)) for d in (source, target)]
     for dom in doms:
         for path in (dom.inter_path, dom.items_path):
             if not os.path.isfile(path):
                 raise PrepError(f"shipped Food-Kitchen file missing: {path}")
     cfg = ConvertConfig(
-        name=name, out_dir=out_dir,
+        name=name,
+        out_dir=out_dir,
         modalities=MODALITIES + ([MINILM_MODALITY] if minilm else []),
-        user_col="user", item_col="item", rating_col="", time_col="timestamp",
-        rating_threshold=None, kcore=kcore, common_users_only=common_users_only,
-        overlap_ratio=overlap_ratio, seed=seed,
-        subset_users=subset_users, subset_single_users=subset_single_users,
-        cache_dir=cache_dir, properties_path=properties_path, progress=progress,
-        command=command_for(name, out_dir, overlap_ratio, kcore, subset_users,
-                            subset_single_users, seed, target, minilm, common_users_only),
-        recipe=recipe)
+        user_col="user",
+        item_col="item",
+        rating_col="",
+        time_col="timestamp",
+        rating_threshold=None,
+        kcore=kcore,
+        common_users_only=common_users_only,
+        overlap_ratio=overlap_ratio,
+        seed=seed,
+        subset_users=subset_users,
+        subset_single_users=subset_single_users,
+        cache_dir=cache_dir,
+        properties_path=properties_path,
+        progress=progress,
+        command=command_for(
+            name,
+            out_dir,
+            overlap_ratio,
+            kcore,
+            subset_users,
+            subset_single_users,
+            seed,
+            target,
+            minilm,
+            common_users_only,
+        ),
+        recipe=recipe,
+    )
     return convert(doms[0], doms[1], cfg)
 
 
-def default_name(overlap_ratio, kcore=DEFAULT_KCORE, subset_users=None, target="food",
-                 minilm=False, common_users_only=DEFAULT_COMMON_USERS_ONLY,
-                 subset_single_users=None, seed=DEFAULT_SEED):
+def default_name(
+    overlap_ratio,
+    kcore=DEFAULT_KCORE,
+    subset_users=None,
+    target="food",
+    minilm=False,
+    common_users_only=DEFAULT_COMMON_USERS_ONLY,
+    subset_single_users=None,
+    seed=DEFAULT_SEED,
+):
     """``food_kitchen_kuNN`` with the default settings; each other setting adds a tag
     (``sub<N>``, ``single<M>``, ``<K>core``, ``allusers``, ``to_kitchen``, ``minilm``,
     ``seed<S>``) before ``kuNN`` (``ku12p5`` for 12.5%), so pairs built with different settings
@@ -275,17 +362,40 @@ def ensure_dataset(name, out_dir="dataset", properties_path="", progress=False, 
     settings = {**preset(name), **overrides}
     cache_dir = settings.pop("cache_dir", None)
     data_dir = settings.pop("data_dir", SHIPPED_DIR)
-    keys = ("overlap_ratio", "kcore", "subset_users", "subset_single_users", "seed", "target",
-            "minilm", "common_users_only")
+    keys = (
+        "overlap_ratio",
+        "kcore",
+        "subset_users",
+        "subset_single_users",
+        "seed",
+        "target",
+        "minilm",
+        "common_users_only",
+    )
     unknown = sorted(set(settings) - set(keys))
     if unknown:
         raise PrepError(f"ensure_dataset: unknown setting(s) {unknown}; accepted: {list(keys)}")
     full = {**SETTING_DEFAULTS, **settings}
-    recipe = _recipe(full["overlap_ratio"], full["kcore"], full["subset_users"],
-                     full["subset_single_users"], full["seed"], full["target"], full["minilm"],
-                     data_dir, full["common_users_only"])
+    recipe = _recipe(
+        full["overlap_ratio"],
+        full["kcore"],
+        full["subset_users"],
+        full["subset_single_users"],
+        full["seed"],
+        full["target"],
+        full["minilm"],
+        data_dir,
+        full["common_users_only"],
+    )
     with pair_lock(out_dir, name):  # a concurrent ensure_dataset waits, then finds it built
         if not is_built(name, out_dir, recipe):
-            build(out_dir=out_dir, name=name, properties_path=properties_path, cache_dir=cache_dir,
-                  progress=progress, data_dir=data_dir, **full)
+            build(
+                out_dir=out_dir,
+                name=name,
+                properties_path=properties_path,
+                cache_dir=cache_dir,
+                progress=progress,
+                data_dir=data_dir,
+                **full,
+            )
     return summary_path(out_dir, name)

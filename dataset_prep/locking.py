@@ -7,6 +7,7 @@ an ``flock`` on ``<out_dir>/.<name>.lock`` (POSIX; where ``fcntl`` does not exis
 Windows, nothing is locked). It is re-entrant within a thread, so :func:`ensure_dataset`
 can hold it around its check and the build it calls, which takes it too.
 """
+
 import contextlib
 import os
 import threading

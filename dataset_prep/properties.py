@@ -6,9 +6,9 @@ works with that one file; the model's hyperparameters come from the model's own 
 first comment line is the command that builds the data, repeated as ``prepare_command`` (the
 run script shows it when the data is missing).
 """
+
 import json
 import os
-
 
 #: Training and evaluation settings written after ``data_path`` in every pair's yaml (the
 #: paper's Sec 4.2 where it gives them). Every line is commented.
@@ -56,43 +56,55 @@ def _domain_block(role, info, cfg, dataset, modalities, data_path, comment=None)
     kept_below = cfg.keep_below_threshold and rating and cfg.rating_threshold is not None
     load = ["user_id", "item_id"] + (["rating"] if kept_below else [])
     if kept_below:
-        rating_line = _line("RATING_FIELD", "rating", "rows below the threshold were kept "
-                            "(--keep-below-threshold); rating is loaded", 2)
-        val_line = _line("val_interval", "~", "no framework filter; to keep only positives: "
-                         f"{{rating: \"[{cfg.rating_threshold:g},inf)\"}}", 2)
+        rating_line = _line(
+            "RATING_FIELD", "rating", "rows below the threshold were kept (--keep-below-threshold); rating is loaded", 2
+        )
+        val_line = _line(
+            "val_interval",
+            "~",
+            f'no framework filter; to keep only positives: {{rating: "[{cfg.rating_threshold:g},inf)"}}',
+            2,
+        )
     elif rating:
-        rating_line = _line("RATING_FIELD", "~", "the .inter has rating:float, all >= "
-                            f"{cfg.rating_threshold:g} after the threshold; not loaded: every row "
-                            "is a positive", 2)
-        val_line = _line("val_interval", "~", "no rating filter in the framework (done by "
-                         "dataset_prep)", 2)
+        rating_line = _line(
+            "RATING_FIELD",
+            "~",
+            "the .inter has rating:float, all >= "
+            f"{cfg.rating_threshold:g} after the threshold; not loaded: every row "
+            "is a positive",
+            2,
+        )
+        val_line = _line("val_interval", "~", "no rating filter in the framework (done by dataset_prep)", 2)
     else:
         rating_line = _line("RATING_FIELD", "~", "no rating column: every row is a positive", 2)
         val_line = _line("val_interval", "~", "no rating filter in the framework", 2)
     if time:
-        time_line = _line("TIME_FIELD", "~", "the .inter has timestamp:float, not loaded (the "
-                          "split is random); for a temporal split set timestamp and load it", 2)
+        time_line = _line(
+            "TIME_FIELD",
+            "~",
+            "the .inter has timestamp:float, not loaded (the "
+            "split is random); for a temporal split set timestamp and load it",
+            2,
+        )
     else:
         time_line = _line("TIME_FIELD", "~", "no timestamp column", 2)
     k = info.get("kcore")
     if comment is None:
-        comment = (f"{info['name']}: {info['users']:,} users, {info['items']:,} items, "
-                   f"{info['interactions']:,} interactions")
+        comment = (
+            f"{info['name']}: {info['users']:,} users, {info['items']:,} items, {info['interactions']:,} interactions"
+        )
     return [
         f"{role + '_domain:':<31}# {comment}",
         _line("dataset", dataset, f"{role}-domain dataset folder and file stem", 2),
-        _line("data_path", data_path, "same as top-level data_path (recbole-cdr reads it per "
-              "domain)", 2),
-        _line("modalities", "[" + ", ".join(modalities) + "]",
-              "item feature files <dataset>.<modality>.feat.npz", 2),
+        _line("data_path", data_path, "same as top-level data_path (recbole-cdr reads it per domain)", 2),
+        _line("modalities", "[" + ", ".join(modalities) + "]", "item feature files <dataset>.<modality>.feat.npz", 2),
         _line("USER_ID_FIELD", "user_id", "user token column of <dataset>.inter", 2),
         _line("ITEM_ID_FIELD", "item_id", "item token column of <dataset>.inter", 2),
         rating_line,
         time_line,
         _line("load_col", "", "columns the framework loads", 2),
         _line("inter", "[" + ", ".join(load) + "]", "from <dataset>.inter", 4),
-        _line("user_inter_num_interval", '"[0,inf)"',
-              f"k-core filtering ({k}-core) was done by dataset_prep", 2, 39),
+        _line("user_inter_num_interval", '"[0,inf)"', f"k-core filtering ({k}-core) was done by dataset_prep", 2, 39),
         _line("item_inter_num_interval", '"[0,inf)"', "(same)", 2, 39),
         val_line,
     ]
@@ -108,8 +120,7 @@ def render_properties(summary, cfg, datasets):
     src = dict(src, kcore=kc.get("source"))
     tgt = dict(tgt, kcore=kc.get("target"))
     lines = [
-        f"# Dataset pair {summary['name']}: source {src['name']} -> target {tgt['name']}, "
-        f"written by `{command}`",
+        f"# Dataset pair {summary['name']}: source {src['name']} -> target {tgt['name']}, written by `{command}`",
         f"# K_u = {o['overlap_ratio']:g}: {o['overlapped_users_after']:,} of "
         f"{o['common_users_before']:,} common users keep one identity; seed {cfg.seed}; "
         f"stats and drop counts in {data_path}{summary['name']}.summary.json",

@@ -9,6 +9,7 @@ use standard CSV quoting. Every cell is read as text; nothing is turned into NaN
 Line numbers in messages count the header as line 1, so data row ``i`` (0-based) is line
 ``i + 2`` (exact unless a quoted CSV field spans several lines).
 """
+
 import csv
 import os
 
@@ -40,8 +41,16 @@ def read_table(path, sep=None, what="table"):
     sep = guess_separator(path) if sep is None else sep
     quoting = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
     try:
-        df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_filter=False,
-                         quoting=quoting, engine="c", encoding="utf-8")
+        df = pd.read_csv(
+            path,
+            sep=sep,
+            dtype=str,
+            keep_default_na=False,
+            na_filter=False,
+            quoting=quoting,
+            engine="c",
+            encoding="utf-8",
+        )
     except pd.errors.EmptyDataError:
         raise PrepError(f"{what} file {path} is empty (a header row is required)") from None
     except pd.errors.ParserError as exc:
@@ -89,5 +98,6 @@ def parse_numbers(values, path, column, lines=None, what="table"):
         line = line_of(first) if lines is None else int(np.asarray(lines)[first])
         raise PrepError(
             f"{what} file {path}, line {line}: value {text.iloc[first]!r} in column "
-            f"'{column}' is not a finite number ({len(rows)} such row(s) in the file)")
+            f"'{column}' is not a finite number ({len(rows)} such row(s) in the file)"
+        )
     return numbers

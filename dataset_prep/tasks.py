@@ -14,6 +14,7 @@ domains (the paper's Table 2 gives one user count per task, the overlapped-user 
 its reference [23]); K_u = 0.5 unless asked; modalities ``visual`` (CLIP image) and ``text``
 (CLIP text, on the title); seed 0.
 """
+
 import json
 import os
 import shlex
@@ -29,9 +30,9 @@ class Domain:
     """One Amazon 2018 category: ``name`` (used in dataset names) and its file stem."""
 
     name: str
-    category: str          # file stem of the 2018 release: <category>.json.gz, meta_<category>.json.gz
-    label: str             # human-readable name
-    table2: tuple          # the paper's Table 2: (items, ratings)
+    category: str  # file stem of the 2018 release: <category>.json.gz, meta_<category>.json.gz
+    label: str  # human-readable name
+    table2: tuple  # the paper's Table 2: (items, ratings)
 
     @property
     def reviews(self):
@@ -46,32 +47,42 @@ class Domain:
 class Task:
     """A task of the paper: a source and a target category, and where its yaml goes."""
 
-    key: str               # properties/<key>.yaml (K_u = 0.5) and the raw folder raw/<key>/
-    number: int            # the paper's task number
-    pair: str              # pair name at K_u = 0.5: datasets <pair>_<source>, <pair>_<target>
+    key: str  # properties/<key>.yaml (K_u = 0.5) and the raw folder raw/<key>/
+    number: int  # the paper's task number
+    pair: str  # pair name at K_u = 0.5: datasets <pair>_<source>, <pair>_<target>
     source: Domain
     target: Domain
-    table2_users: int      # the paper's Table 2: users (one count per task)
+    table2_users: int  # the paper's Table 2: users (one count per task)
 
 
 _CLOTHES = "Clothing_Shoes_and_Jewelry", "Clothing, Shoes and Jewelry"
 TASKS = {
     "clothes_sports": Task(
-        "clothes_sports", 1, "clothes_sports",
+        "clothes_sports",
+        1,
+        "clothes_sports",
         Domain("clothes", *_CLOTHES, (10652, 83130)),
-        Domain("sports", "Sports_and_Outdoors", "Sports and Outdoors", (10219, 84013)), 9202),
+        Domain("sports", "Sports_and_Outdoors", "Sports and Outdoors", (10219, 84013)),
+        9202,
+    ),
     "clothes_home": Task(
-        "clothes_home", 2, "clothes_home",
+        "clothes_home",
+        2,
+        "clothes_home",
         Domain("clothes", *_CLOTHES, (7266, 55789)),
-        Domain("home", "Tools_and_Home_Improvement", "Tools and Home Improvement",
-               (8418, 71171)), 6548),
+        Domain("home", "Tools_and_Home_Improvement", "Tools and Home Improvement", (8418, 71171)),
+        6548,
+    ),
     # The shipped Food-Kitchen slice makes pairs named food_kitchen_*: this one is prefixed
     # amazon_ so the two can never share a dataset folder.
     "food_kitchen": Task(
-        "food_kitchen", 3, "amazon_food_kitchen",
+        "food_kitchen",
+        3,
+        "amazon_food_kitchen",
         Domain("kitchen", "Home_and_Kitchen", "Home and Kitchen", (14680, 154152)),
         Domain("food", "Grocery_and_Gourmet_Food", "Grocery and Gourmet Food", (9949, 135634)),
-        9815),
+        9815,
+    ),
 }
 
 #: Where the Amazon Review Data (2018) files are downloaded (Jianmo Ni, UCSD / McAuley lab).
@@ -113,8 +124,9 @@ def properties_path(key, overlap_ratio=DEFAULT_OVERLAP_RATIO):
     return f"properties/{pair_name(key, overlap_ratio)}.yaml"
 
 
-def task_recipe(key, overlap_ratio=DEFAULT_OVERLAP_RATIO, out_dir="dataset", raw_dir="raw",
-                images=True, properties=None):
+def task_recipe(
+    key, overlap_ratio=DEFAULT_OVERLAP_RATIO, out_dir="dataset", raw_dir="raw", images=True, properties=None
+):
     """The commands (a list of strings) that build the task's pair from the Amazon 2018 files
     (``<category>.json.gz`` and ``meta_<category>.json.gz`` in the current folder).
 
@@ -129,18 +141,27 @@ def task_recipe(key, overlap_ratio=DEFAULT_OVERLAP_RATIO, out_dir="dataset", raw
     t = task(key)
     tables = f"{raw_dir}/{t.key}"
     doms = (t.source, t.target)
-    steps = [f"{PYTHON} -m dataset_prep amazon " + shlex.join(
-        ["--out", tables] + [a for d in doms for a in ("--domain", d.name, d.reviews, d.meta)])]
+    steps = [
+        f"{PYTHON} -m dataset_prep amazon "
+        + shlex.join(["--out", tables] + [a for d in doms for a in ("--domain", d.name, d.reviews, d.meta)])
+    ]
     if images:
         for d in doms:
-            steps.append(f"{PYTHON} -m dataset_prep download-images " + shlex.join(
-                ["--items", f"{tables}/{d.name}.items.tsv", "--image-dir",
-                 f"{raw_dir}/images/{d.name}"]))
+            steps.append(
+                f"{PYTHON} -m dataset_prep download-images "
+                + shlex.join(["--items", f"{tables}/{d.name}.items.tsv", "--image-dir", f"{raw_dir}/images/{d.name}"])
+            )
     name = pair_name(key, overlap_ratio)
     args = ["--name", name, "--out", out_dir]
     for role, d in (("source", t.source), ("target", t.target)):
-        args += [f"--{role}", d.name, f"--{role}-inter", f"{tables}/{d.name}.inter.tsv",
-                 f"--{role}-items", f"{tables}/{d.name}.items.tsv"]
+        args += [
+            f"--{role}",
+            d.name,
+            f"--{role}-inter",
+            f"{tables}/{d.name}.inter.tsv",
+            f"--{role}-items",
+            f"{tables}/{d.name}.items.tsv",
+        ]
     args += ["--rating-threshold", f"{RATING_THRESHOLD:g}", "--kcore", str(KCORE)]
     if COMMON_USERS_ONLY:
         args.append("--common-users-only")
@@ -154,18 +175,20 @@ def task_recipe(key, overlap_ratio=DEFAULT_OVERLAP_RATIO, out_dir="dataset", raw
     return steps
 
 
-def prepare_text(key, overlap_ratio=DEFAULT_OVERLAP_RATIO, out_dir="dataset", raw_dir="raw",
-                 properties=None):
+def prepare_text(key, overlap_ratio=DEFAULT_OVERLAP_RATIO, out_dir="dataset", raw_dir="raw", properties=None):
     """The task's ``prepare_command``: where to download its four Amazon 2018 files, then the
     commands of :func:`task_recipe`, one per line (a shell script: the other lines are comments)."""
     t = task(key)
     files = " ".join(f for d in (t.source, t.target) for f in (d.reviews, d.meta))
-    return "\n".join([
-        "# 1. download these Amazon Review Data (2018) files (per category: 'reviews' and 'metadata')",
-        f"#    from {AMAZON_2018_URL} into the current folder:",
-        f"#    {files}",
-        "# 2. run (download-images fetches the images of the visual modality):",
-        *task_recipe(key, overlap_ratio, out_dir, raw_dir, properties=properties)])
+    return "\n".join(
+        [
+            "# 1. download these Amazon Review Data (2018) files (per category: 'reviews' and 'metadata')",
+            f"#    from {AMAZON_2018_URL} into the current folder:",
+            f"#    {files}",
+            "# 2. run (download-images fetches the images of the visual modality):",
+            *task_recipe(key, overlap_ratio, out_dir, raw_dir, properties=properties),
+        ]
+    )
 
 
 def modalities(images=True):
@@ -178,8 +201,7 @@ def _table2(d, users=None):
     return f"{head}{d.table2[0]:,} items, {d.table2[1]:,} ratings"
 
 
-def render_task_properties(key, overlap_ratio=DEFAULT_OVERLAP_RATIO, out_dir="dataset",
-                           raw_dir="raw", path=None):
+def render_task_properties(key, overlap_ratio=DEFAULT_OVERLAP_RATIO, out_dir="dataset", raw_dir="raw", path=None):
     """The yaml text of a paper task (what ``properties/<task>.yaml`` holds), every key
     commented; its first comment lines are the recipe (:func:`task_recipe`). ``path``: where
     the yaml will be (the recipe's ``convert`` rewrites it; default :func:`properties_path`)."""
@@ -210,8 +232,11 @@ def render_task_properties(key, overlap_ratio=DEFAULT_OVERLAP_RATIO, out_dir="da
         f"with --overlap-ratio 0.1 --name {t.pair}_{ku} and without --properties.",
         f"# The paper's Table 2 for this task: {t.table2_users:,} users; {t.source.name} "
         f"{_table2(t.source)}; {t.target.name} {_table2(t.target)}.",
-        _line("prepare_command", json.dumps(prepare_text(key, overlap_ratio, out_dir, raw_dir, path)),
-              "how to make the data if it is missing"),
+        _line(
+            "prepare_command",
+            json.dumps(prepare_text(key, overlap_ratio, out_dir, raw_dir, path)),
+            "how to make the data if it is missing",
+        ),
         _line("data_path", data_path, "folder holding one sub-folder per domain dataset"),
     ]
     lines += TRAINING_BLOCK.splitlines()
@@ -224,8 +249,7 @@ def render_task_properties(key, overlap_ratio=DEFAULT_OVERLAP_RATIO, out_dir="da
     return "\n".join(lines) + "\n"
 
 
-def write_task_properties(key, overlap_ratio=DEFAULT_OVERLAP_RATIO, path=None, out_dir="dataset",
-                          raw_dir="raw"):
+def write_task_properties(key, overlap_ratio=DEFAULT_OVERLAP_RATIO, path=None, out_dir="dataset", raw_dir="raw"):
     """Write a paper task's yaml (default :func:`properties_path`); returns the path."""
     path = path or properties_path(key, overlap_ratio)
     return write_text_atomic(path, render_task_properties(key, overlap_ratio, out_dir, raw_dir, path))

@@ -14,6 +14,7 @@ and corrupts ids in recbole-cdr 0.1.0).
 This module imports numpy only (no torch, no framework): the glue passes the tokens it wants
 rows for, and data preparation writes the files through it without loading the framework.
 """
+
 import os
 import warnings
 
@@ -50,8 +51,7 @@ def read_item_features(path):
         with np.load(path, allow_pickle=False) as data:
             missing = {"item_id", "feature"} - set(data.files)
             if missing:
-                raise FeatureFileError(
-                    f"{path}: missing array(s) {sorted(missing)}; expected 'item_id' and 'feature'")
+                raise FeatureFileError(f"{path}: missing array(s) {sorted(missing)}; expected 'item_id' and 'feature'")
             tokens = data["item_id"].astype(str)
             matrix = data["feature"]
     except FeatureFileError:
@@ -68,21 +68,21 @@ def _validate(path, tokens, matrix):
     if matrix.ndim != 2:
         raise FeatureFileError(
             f"{path}: 'feature' must be 2-D (items x dims), got shape {matrix.shape}; "
-            "rows of different lengths are not allowed")
+            "rows of different lengths are not allowed"
+        )
     if matrix.shape[0] != tokens.shape[0]:
-        raise FeatureFileError(
-            f"{path}: {tokens.shape[0]} item ids but {matrix.shape[0]} feature rows")
+        raise FeatureFileError(f"{path}: {tokens.shape[0]} item ids but {matrix.shape[0]} feature rows")
     if not np.issubdtype(matrix.dtype, np.floating):
         raise FeatureFileError(f"{path}: 'feature' must be float, got {matrix.dtype}")
     bad = ~np.isfinite(matrix).all(axis=1)
     if bad.any():
-        raise FeatureFileError(
-            f"{path}: {int(bad.sum())} row(s) hold NaN or inf, first for item '{tokens[bad][0]}'")
+        raise FeatureFileError(f"{path}: {int(bad.sum())} row(s) hold NaN or inf, first for item '{tokens[bad][0]}'")
     unique, counts = np.unique(tokens, return_counts=True)
     if (counts > 1).any():
         dup = unique[counts > 1]
         raise FeatureFileError(
-            f"{path}: {len(dup)} duplicate item id(s), e.g. '{dup[0]}' appears {counts[counts > 1][0]} times")
+            f"{path}: {len(dup)} duplicate item id(s), e.g. '{dup[0]}' appears {counts[counts > 1][0]} times"
+        )
 
 
 def align_item_features(path, item_tokens, missing="error"):
@@ -103,9 +103,9 @@ def align_item_features(path, item_tokens, missing="error"):
         if missing == "error":
             raise FeatureFileError(
                 f"{path}: {int(absent.sum())} item(s) of the data have no feature row, "
-                f"e.g. '{first}' (set feature_missing: zero to fill zeros)")
-        warnings.warn(f"{path}: {int(absent.sum())} item(s) have no feature row "
-                      f"(e.g. '{first}'); filled with zeros")
+                f"e.g. '{first}' (set feature_missing: zero to fill zeros)"
+            )
+        warnings.warn(f"{path}: {int(absent.sum())} item(s) have no feature row (e.g. '{first}'); filled with zeros")
     out = np.zeros((len(wanted), matrix.shape[1]), dtype=np.float32)
     out[~absent] = matrix[rows[~absent]]
     return out
@@ -116,6 +116,6 @@ def load_modalities(dataset_dir, dataset, modalities, item_tokens, missing="erro
     if not modalities:
         raise FeatureFileError(
             f"no modalities configured for dataset '{dataset}': list them under 'modalities' "
-            "in the domain's config block")
-    return {m: align_item_features(feature_path(dataset_dir, dataset, m), item_tokens, missing)
-            for m in modalities}
+            "in the domain's config block"
+        )
+    return {m: align_item_features(feature_path(dataset_dir, dataset, m), item_tokens, missing) for m in modalities}

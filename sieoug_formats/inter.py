@@ -14,6 +14,7 @@ every column, a missing type suffix or a comma-separated file stops deep in pand
 raises :class:`InterFileError` naming the file, the line where one applies, and what was
 expected. Numpy-free and framework-free: it reads the file as text.
 """
+
 import os
 
 FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
@@ -33,22 +34,25 @@ def _header_fields(path, header, separator):
     if separator not in header and "," in header and separator != ",":
         raise InterFileError(
             f"{path}: line 1: the columns are separated by commas; RecBole reads {_show(separator)}-"
-            f"separated atomic files (field_separator), e.g. a header '{example}'")
+            f"separated atomic files (field_separator), e.g. a header '{example}'"
+        )
     fields = []
     for number, column in enumerate(header.split(separator), start=1):
         name, colon, kind = column.partition(":")
         if not name.strip():
             raise InterFileError(
                 f"{path}: line 1: header column {number} has no name ({column!r}); every column "
-                f"is 'name:type', e.g. '{example}' (an extra {_show(separator)} makes an unnamed column)")
+                f"is 'name:type', e.g. '{example}' (an extra {_show(separator)} makes an unnamed column)"
+            )
         if not colon:
             raise InterFileError(
                 f"{path}: line 1: header column '{name}' has no type suffix: expected '{name}:token' "
-                f"(or :{', :'.join(FIELD_TYPES[1:])}), as in '{example}'")
+                f"(or :{', :'.join(FIELD_TYPES[1:])}), as in '{example}'"
+            )
         if kind not in FIELD_TYPES:
             raise InterFileError(
-                f"{path}: line 1: header column '{column}' has type '{kind}': expected one of "
-                f"{', '.join(FIELD_TYPES)}")
+                f"{path}: line 1: header column '{column}' has type '{kind}': expected one of {', '.join(FIELD_TYPES)}"
+            )
         fields.append((name, kind))
     names = [name for name, _ in fields]
     repeated = sorted({name for name in names if names.count(name) > 1})
@@ -65,10 +69,11 @@ def _lines(path, encoding):
             try:
                 text = raw.decode(encoding)
             except UnicodeDecodeError as error:
-                bad = raw[error.start:error.start + 1].hex()
+                bad = raw[error.start : error.start + 1].hex()
                 raise InterFileError(
                     f"{path}: line {number}: byte 0x{bad} at column {error.start + 1} is not "
-                    f"{encoding.upper()}; save the file as {encoding.upper()}") from None
+                    f"{encoding.upper()}; save the file as {encoding.upper()}"
+                ) from None
             yield number, text.rstrip("\r\n")  # (text mode reads '\r\n' as a line end too)
 
 
@@ -79,9 +84,11 @@ def check_inter_file(path, user_field, item_field, load_columns=None, separator=
     row with the header's number of fields. Returns the number of rows; raises
     :class:`InterFileError` naming the file (and line) otherwise."""
     if os.path.getsize(path) == 0:
-        raise InterFileError(f"{path}: the file is empty: expected a header line such as "
-                             f"'user_id:token{separator}item_id:token'".replace("\t", "<TAB>")
-                             + " and one line per interaction")
+        raise InterFileError(
+            f"{path}: the file is empty: expected a header line such as "
+            f"'user_id:token{separator}item_id:token'".replace("\t", "<TAB>")
+            + " and one line per interaction"
+        )
     rows = 0
     width = None
     for number, line in _lines(path, encoding):
@@ -95,12 +102,13 @@ def check_inter_file(path, user_field, item_field, load_columns=None, separator=
         count = line.count(separator) + 1
         if count != width:
             extra = " (an extra, unnamed column)" if count > width else ""
-            raise InterFileError(f"{path}: line {number}: {count} fields, but the header has {width}"
-                                 f"{extra}; fields are separated by one {_show(separator)} each")
+            raise InterFileError(
+                f"{path}: line {number}: {count} fields, but the header has {width}"
+                f"{extra}; fields are separated by one {_show(separator)} each"
+            )
         rows += 1
     if rows == 0:
-        raise InterFileError(f"{path}: no interactions: the file has a header line but no rows "
-                             "(an empty domain)")
+        raise InterFileError(f"{path}: no interactions: the file has a header line but no rows (an empty domain)")
     return rows
 
 
@@ -109,5 +117,7 @@ def _require_columns(path, names, user_field, item_field, load_columns):
     wanted += [(column, "load_col") for column in (load_columns or [])]
     for column, key in wanted:
         if column not in names:
-            raise InterFileError(f"{path}: line 1: no column '{column}' (the domain's {key}); the "
-                                 f"header's columns are {', '.join(names)}")
+            raise InterFileError(
+                f"{path}: line 1: no column '{column}' (the domain's {key}); the "
+                f"header's columns are {', '.join(names)}"
+            )

@@ -6,6 +6,7 @@ the header :data:`LINK_HEADER`: its source token and its target token. Data prep
 the file beside the pair; training never reads it, diagnostics do
 (:mod:`sieoug_recbole.link_diagnostics`).
 """
+
 import contextlib
 import csv
 import os

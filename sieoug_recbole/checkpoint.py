@@ -1,4 +1,5 @@
 """Reading the checkpoints the framework's trainer writes."""
+
 import torch
 
 

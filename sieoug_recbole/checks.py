@@ -3,6 +3,7 @@
 Each returns the value in canonical form or raises a ``ValueError`` that names the argument
 and says what was expected. No framework imports.
 """
+
 import math
 
 import numpy as np

@@ -8,6 +8,7 @@ Functions used instead of a broken framework one, without patching it, live wher
 used: :func:`sieoug_recbole.checkpoint.load_checkpoint` and
 :func:`sieoug_recbole.domain_data.id2token`.
 """
+
 import functools
 import warnings
 
@@ -128,8 +129,11 @@ def fix_config_defaults():
         internal = self.internal_config_dict
         for domain in ("source_domain", "target_domain"):
             internal.get(domain, {}).pop("data_path", None)
-        target = {**DEFAULT_TOP_LEVEL_KEYS, **internal.get("target_domain", {}),
-                  **self.external_config_dict.get("target_domain", {})}
+        target = {
+            **DEFAULT_TOP_LEVEL_KEYS,
+            **internal.get("target_domain", {}),
+            **self.external_config_dict.get("target_domain", {}),
+        }
         for key in DEFAULT_TOP_LEVEL_KEYS:
             value = f"target_{target[key]}" if key in PREFIXED_KEYS else target[key]
             internal.setdefault(key, value)
@@ -145,8 +149,9 @@ def fix_config_defaults():
 def quiet_pandas_chained_fillna_warning():
     """recbole calls ``df[col].fillna(inplace=True)``, which still works on pandas 2.x (we
     require pandas < 3, where it silently stops working) but warns on every load."""
-    warnings.filterwarnings("ignore", message="A value is trying to be set on a copy of a DataFrame",
-                            category=FutureWarning)
+    warnings.filterwarnings(
+        "ignore", message="A value is trying to be set on a copy of a DataFrame", category=FutureWarning
+    )
 
 
 def apply():

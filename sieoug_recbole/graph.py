@@ -8,6 +8,7 @@
 - :class:`SparseOperator`: a frozen scipy sparse matrix as a fast differentiable ``M @ x``;
 - :func:`propagate`: repeated sparse multiplication, returning every layer or their mean.
 """
+
 import warnings
 
 import numpy as np
@@ -21,8 +22,8 @@ def symmetric_normalize(matrix):
     row_sum = np.asarray(matrix.sum(axis=1)).ravel()
     col_sum = np.asarray(matrix.sum(axis=0)).ravel()
     with np.errstate(divide="ignore"):
-        row_scale = np.where(row_sum > 0, row_sum ** -0.5, 0.0).astype(np.float32)
-        col_scale = np.where(col_sum > 0, col_sum ** -0.5, 0.0).astype(np.float32)
+        row_scale = np.where(row_sum > 0, row_sum**-0.5, 0.0).astype(np.float32)
+        col_scale = np.where(col_sum > 0, col_sum**-0.5, 0.0).astype(np.float32)
     return sp.diags(row_scale) @ matrix @ sp.diags(col_scale)
 
 
@@ -33,8 +34,9 @@ def bipartite_adjacency(user_ids, item_ids, num_users, num_items):
     """
     user_ids = np.asarray(user_ids, dtype=np.int64)
     item_ids = np.asarray(item_ids, dtype=np.int64)
-    inter = sp.coo_matrix((np.ones(len(user_ids), dtype=np.float32), (user_ids, item_ids)),
-                          shape=(num_users, num_items)).tocsr()
+    inter = sp.coo_matrix(
+        (np.ones(len(user_ids), dtype=np.float32), (user_ids, item_ids)), shape=(num_users, num_items)
+    ).tocsr()
     inter.data[:] = 1.0  # duplicates were summed; a pair is an edge of weight 1
     adjacency = sp.bmat([[None, inter], [inter.T, None]], format="csr")
     return symmetric_normalize(adjacency)
@@ -69,8 +71,10 @@ class SparseOperator:
 
     def __matmul__(self, x):
         if x.dim() != 2 or x.shape[0] != self.shape[1]:
-            raise ValueError(f"SparseOperator of shape {tuple(self.shape)} cannot multiply a tensor "
-                             f"of shape {tuple(x.shape)} (expected ({self.shape[1]}, d))")
+            raise ValueError(
+                f"SparseOperator of shape {tuple(self.shape)} cannot multiply a tensor "
+                f"of shape {tuple(x.shape)} (expected ({self.shape[1]}, d))"
+            )
         if x.dtype != torch.float32:
             raise TypeError(f"SparseOperator holds float32 values; got a {x.dtype} tensor")
         if x.device != self.device:
@@ -130,8 +134,13 @@ def _torch_csr(csr, device):
     with warnings.catch_warnings():  # "sparse CSR support is in beta": products with dense are stable
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(
-            torch.from_numpy(csr.indptr.astype(np.int64)), torch.from_numpy(csr.indices.astype(np.int64)),
-            torch.from_numpy(csr.data), csr.shape, device=device, check_invariants=False)
+            torch.from_numpy(csr.indptr.astype(np.int64)),
+            torch.from_numpy(csr.indices.astype(np.int64)),
+            torch.from_numpy(csr.data),
+            csr.shape,
+            device=device,
+            check_invariants=False,
+        )
 
 
 class _FrozenSparseProduct(torch.autograd.Function):

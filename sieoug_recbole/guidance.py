@@ -17,14 +17,22 @@ configuration alone; the shared training step adds ``guide_lambda * L_C`` to its
 The plan carries no gradient. Statistics (guided pairs, solver iterations, marginal error,
 the loss) are averaged per epoch (:meth:`UserGuidance.collect_statistics`).
 """
+
 import warnings
 from collections import defaultdict
 
 import torch
 
 from sieoug_recbole.config_checks import ConfigError, boolean, choice, integer, number, optional
-from sieoug_recbole.matching import (fgw_plan, goum, guide_mask, guided_contrastive_loss, is_overlapped,
-                                     population_contrastive_loss, squared_euclidean_cost)
+from sieoug_recbole.matching import (
+    fgw_plan,
+    goum,
+    guide_mask,
+    guided_contrastive_loss,
+    is_overlapped,
+    population_contrastive_loss,
+    squared_euclidean_cost,
+)
 from sieoug_recbole.population_matching import PLANS, population_plan
 
 GUIDANCE_TYPES = ("none", "goum", "fgw", "overlap_only")
@@ -35,14 +43,27 @@ SIMILARITIES = ("cosine", "dot")
 
 #: the guidance keys (sieoug_recbole/defaults.yaml), checked when the config is read
 GUIDANCE_CHECKS = {
-    "guidance": choice(*GUIDANCE_TYPES), "guide_lambda": number(0), "ot_eps": number(0, low_open=True),
-    "ot_max_iter": integer(1), "ot_tol": number(0, low_open=True), "ot_device": optional(choice(*OT_DEVICES)),
-    "ot_scope": choice(*OT_SCOPES), "ot_refresh": integer(1), "ot_global_plan": choice(*PLANS),
-    "ot_candidates": integer(1), "ot_keep": integer(1), "ot_dense_limit": integer(1),
-    "cost_normalize": optional(choice("mean", "max")), "guide_temperature": number(0, low_open=True),
-    "guide_similarity": optional(choice(*SIMILARITIES)), "guide_both_sides": boolean(),
-    "fgw_alpha": number(0, 1), "guide_start_epoch": integer(0), "guide_anchor_epochs": integer(0),
-    "ot_map": choice(*MAPS)}
+    "guidance": choice(*GUIDANCE_TYPES),
+    "guide_lambda": number(0),
+    "ot_eps": number(0, low_open=True),
+    "ot_max_iter": integer(1),
+    "ot_tol": number(0, low_open=True),
+    "ot_device": optional(choice(*OT_DEVICES)),
+    "ot_scope": choice(*OT_SCOPES),
+    "ot_refresh": integer(1),
+    "ot_global_plan": choice(*PLANS),
+    "ot_candidates": integer(1),
+    "ot_keep": integer(1),
+    "ot_dense_limit": integer(1),
+    "cost_normalize": optional(choice("mean", "max")),
+    "guide_temperature": number(0, low_open=True),
+    "guide_similarity": optional(choice(*SIMILARITIES)),
+    "guide_both_sides": boolean(),
+    "fgw_alpha": number(0, 1),
+    "guide_start_epoch": integer(0),
+    "guide_anchor_epochs": integer(0),
+    "ot_map": choice(*MAPS),
+}
 
 
 class UserGuidance:
@@ -72,32 +93,48 @@ class UserGuidance:
         self.map_kind = config["ot_map"] or "none"
         self.num_overlap_users = int(num_overlap_users)
         if self.scope == "global" and self.kind != "goum":
-            raise ConfigError(f"config key 'ot_scope': global matching solves GOUM; guidance '{self.kind}' "
-                             "matches per batch (ot_scope: batch)")
+            raise ConfigError(
+                f"config key 'ot_scope': global matching solves GOUM; guidance '{self.kind}' "
+                "matches per batch (ot_scope: batch)"
+            )
         self._stats = defaultdict(float)
         self._plan = None  # the population plan (global scope), its populations and epoch
         self._map = None  # (the source -> target map of ot_map, and the epoch it was fitted in)
         self.epoch = 0  # the training epoch now (start_epoch)
         self.anchored = self.num_overlap_users > 1  # (num_overlap_users counts the padding id)
         if self.active and self.kind != "fgw" and not self.anchored:
-            warnings.warn(f"guidance '{self.kind}' on a pair without overlapped users: nothing anchors the "
-                          "matching (no user is the same person in both domains), so L_C only pulls users "
-                          "towards look-alikes", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"guidance '{self.kind}' on a pair without overlapped users: nothing anchors the "
+                "matching (no user is the same person in both domains), so L_C only pulls users "
+                "towards look-alikes",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
     def describe(self):
         """What a run record keeps of the guidance: its kind, weight and scope, and whether
         overlapped users anchor it."""
-        return {"guidance": self.kind, "guide_lambda": self.weight, "ot_scope": self.scope,
-                "overlapped_users": self.num_overlap_users - 1, "anchored": self.anchored}
+        return {
+            "guidance": self.kind,
+            "guide_lambda": self.weight,
+            "ot_scope": self.scope,
+            "overlapped_users": self.num_overlap_users - 1,
+            "anchored": self.anchored,
+        }
 
     def check_population_size(self, n_source, n_target):
         """A clear error, before training, when a dense population plan would not fit."""
-        if self.active and self.scope == "global" and self.global_plan == "dense" \
-                and n_source * n_target > self.dense_limit:
+        if (
+            self.active
+            and self.scope == "global"
+            and self.global_plan == "dense"
+            and n_source * n_target > self.dense_limit
+        ):
             raise ConfigError(
                 f"config key 'ot_scope': global matching of {n_source:,} x {n_target:,} users needs a dense plan of "
                 f"{n_source * n_target:,} entries, above ot_dense_limit ({self.dense_limit:,}); set "
-                "ot_global_plan: sparse (each user's ot_candidates nearest users) or raise ot_dense_limit")
+                "ot_global_plan: sparse (each user's ot_candidates nearest users) or raise ot_dense_limit"
+            )
 
     @property
     def active(self):
@@ -126,7 +163,7 @@ class UserGuidance:
             return ()
         kind = self.kind_now()
         if kind is None:  # guidance starts later
-            return torch.zeros((), device=model.device),
+            return (torch.zeros((), device=model.device),)
         src, tgt = self.batch_users(model, interaction)
         user_src = model.step_user_vectors("source", representations["source"], src)
         user_tgt = model.step_user_vectors("target", representations["target"], tgt)
@@ -138,10 +175,10 @@ class UserGuidance:
         else:
             term = self._batch_loss(kind, src, tgt, user_src, user_tgt)
         if term is None:
-            return user_src.new_zeros(()),
+            return (user_src.new_zeros(()),)
         self._stats["loss_guide"] += float(term.detach())
         self._stats["guided_batches"] += 1
-        return self.weight * term,
+        return (self.weight * term,)
 
     def batch_users(self, model, interaction):
         """Distinct users (table rows) of the batch per side; with ``guide_both_sides`` every
@@ -151,8 +188,7 @@ class UserGuidance:
         tgt = model.user_rows("target", interaction[model.TARGET_USER_ID])
         if self.both_sides:
             n_o = self.num_overlap_users
-            src, tgt = (torch.cat([src, tgt[is_overlapped(tgt, n_o)]]),
-                        torch.cat([tgt, src[is_overlapped(src, n_o)]]))
+            src, tgt = (torch.cat([src, tgt[is_overlapped(tgt, n_o)]]), torch.cat([tgt, src[is_overlapped(src, n_o)]]))
         return torch.unique(src), torch.unique(tgt)
 
     def _batch_loss(self, kind, src, tgt, user_src, user_tgt):
@@ -177,8 +213,7 @@ class UserGuidance:
         if kind == "fgw":  # SIEOUG-G: unguided
             return fgw_plan(src, tgt, alpha=self.fgw_alpha, normalize=self.cost_normalize).to(user_src.device)
         cost = squared_euclidean_cost(src, tgt, normalize=self.cost_normalize)
-        plan, info = goum(cost, guide.to(solve_on), self.eps, max_iter=self.max_iter, tol=self.tol,
-                          return_info=True)
+        plan, info = goum(cost, guide.to(solve_on), self.eps, max_iter=self.max_iter, tol=self.tol, return_info=True)
         self._stats["goum_iterations"] += info["iterations"]
         self._stats["goum_marginal_error"] += float(info["marginal_error"])
         return plan.to(user_src.device)
@@ -196,23 +231,43 @@ class UserGuidance:
         plan = self._plan["plan"]
         self._stats["guided_pairs"] += float(guide_mask(src, tgt, self.num_overlap_users).sum())
         return population_contrastive_loss(
-            user_src, user_tgt, csr_rows(plan.by_source, index["source"][src]), bank_tgt,
-            csr_rows(plan.by_target, index["target"][tgt]), bank_src, self.temperature, self.similarity)
+            user_src,
+            user_tgt,
+            csr_rows(plan.by_source, index["source"][src]),
+            bank_tgt,
+            csr_rows(plan.by_target, index["target"][tgt]),
+            bank_src,
+            self.temperature,
+            self.similarity,
+        )
 
     def refresh(self, model, representations, user_map=None):
         """Solve GOUM between every source and every target user from this step's vectors
         (the source's mapped by ``user_map`` when given)."""
-        populations = {d: torch.as_tensor(model.layout.domain_rows("user", d)[1:], device=model.device)
-                       for d in ("source", "target")}  # (the padding row is nobody)
-        vectors = {d: model.step_user_vectors(d, representations[d], populations[d]).detach()
-                   for d in ("source", "target")}
+        populations = {
+            d: torch.as_tensor(model.layout.domain_rows("user", d)[1:], device=model.device)
+            for d in ("source", "target")
+        }  # (the padding row is nobody)
+        vectors = {
+            d: model.step_user_vectors(d, representations[d], populations[d]).detach() for d in ("source", "target")
+        }
         if user_map is not None:
             vectors["source"] = vectors["source"] @ user_map
         guided = guided_population_pairs(populations, self.num_overlap_users)
         previous = self._plan["plan"].info.get("potential") if self._plan else None
-        plan = population_plan(vectors["source"], vectors["target"], guided, self.eps, self.global_plan,
-                               k=self.candidates, keep=self.keep, max_iter=self.max_iter, tol=self.tol,
-                               dense_limit=self.dense_limit, init=previous)
+        plan = population_plan(
+            vectors["source"],
+            vectors["target"],
+            guided,
+            self.eps,
+            self.global_plan,
+            k=self.candidates,
+            keep=self.keep,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            dense_limit=self.dense_limit,
+            init=previous,
+        )
         index = {}
         for domain, rows in populations.items():  # table row -> position in the population
             lookup = torch.full((model.n_users[domain],), -1, dtype=torch.long, device=model.device)
@@ -295,5 +350,6 @@ def csr_rows(csr, index):
     row_of = torch.repeat_interleave(torch.arange(len(index)), counts)
     first = torch.repeat_interleave(starts - (torch.cumsum(counts, 0) - counts), counts)
     entries = first + torch.arange(total)
-    return torch.sparse_coo_tensor(torch.stack([row_of, col[entries]]), val[entries],
-                                   (len(index), csr.shape[1])).coalesce()
+    return torch.sparse_coo_tensor(
+        torch.stack([row_of, col[entries]]), val[entries], (len(index), csr.shape[1])
+    ).coalesce()

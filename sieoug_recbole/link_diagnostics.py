@@ -15,6 +15,7 @@ holding some de-linked pairs, solved as the model's guidance solves a batch: GOU
 SIEOUG-G) and for the plan over whole populations (``global_*``: GOUM between every source and
 every target user, :mod:`~sieoug_recbole.population_matching`).
 """
+
 import os
 
 import numpy as np
@@ -24,6 +25,7 @@ from sieoug_formats.links import LinkFileError, links_path, read_links  # noqa: 
 from sieoug_recbole.guidance import guided_population_pairs
 from sieoug_recbole.matching import fgw_plan, goum, guide_mask, is_overlapped, squared_euclidean_cost
 from sieoug_recbole.population_matching import population_plan
+
 
 def pair_links_path(data_path, source_dataset, target_dataset):
     """Where dataset_prep writes a pair's links: ``<data_path>/<pair>.links.tsv``, the pair
@@ -42,11 +44,14 @@ def link_rows(links, token_ids, layout, path="link file"):
         for domain, token in (("source", source), ("target", target)):
             joint = token_ids[domain].get(token)
             if joint is None:
-                raise LinkFileError(f"{path}: line {number}: {domain} user '{token}' is not in the pair's "
-                                    f"{domain} domain (a link file of another pair?)")
+                raise LinkFileError(
+                    f"{path}: line {number}: {domain} user '{token}' is not in the pair's "
+                    f"{domain} domain (a link file of another pair?)"
+                )
             rows[domain].append(joint)
-    return tuple(torch.as_tensor(layout.to_rows("user", d, np.asarray(rows[d], dtype=np.int64)))
-                 for d in ("source", "target"))
+    return tuple(
+        torch.as_tensor(layout.to_rows("user", d, np.asarray(rows[d], dtype=np.int64))) for d in ("source", "target")
+    )
 
 
 def plan_statistics(plan_rows, true_cols):
@@ -58,9 +63,14 @@ def plan_statistics(plan_rows, true_cols):
     mass = plan_rows.sum(1).clamp_min(1e-300)
     # ties broken at random (the mid-rank): a true entry at 0 in a sparse plan is not "ranked"
     rank = (plan_rows > true.unsqueeze(1)).sum(1) + ((plan_rows == true.unsqueeze(1)).sum(1) - 1) / 2
-    return {"mass_ratio": float((true / (mass / m)).mean()), "top1": float((rank < 1).double().mean()),
-            "top10": float((rank < 10).double().mean()), "chance_top1": 1.0 / m, "chance_top10": min(10, m) / m,
-            "pairs": int(k)}
+    return {
+        "mass_ratio": float((true / (mass / m)).mean()),
+        "top1": float((rank < 1).double().mean()),
+        "top10": float((rank < 10).double().mean()),
+        "chance_top1": 1.0 / m,
+        "chance_top10": min(10, m) / m,
+        "pairs": int(k),
+    }
 
 
 class LinkDiagnostics:
@@ -104,9 +114,19 @@ class LinkDiagnostics:
         src_pos = torch.searchsorted(populations["source"], self.source_rows)
         tgt_pos = torch.searchsorted(populations["target"], self.target_rows)
         guided = guided_population_pairs(populations, guidance.num_overlap_users)
-        plan = population_plan(vectors["source"], vectors["target"], guided, guidance.eps, guidance.global_plan,
-                               k=guidance.candidates, keep=guidance.keep, max_iter=guidance.max_iter,
-                               tol=guidance.tol, dense_limit=guidance.dense_limit, keep_dense=True)
+        plan = population_plan(
+            vectors["source"],
+            vectors["target"],
+            guided,
+            guidance.eps,
+            guidance.global_plan,
+            k=guidance.candidates,
+            keep=guidance.keep,
+            max_iter=guidance.max_iter,
+            tol=guidance.tol,
+            dense_limit=guidance.dense_limit,
+            keep_dense=True,
+        )
         rows = plan.dense[src_pos] if plan.dense is not None else plan.by_source.to_dense()[src_pos]
         return plan_statistics(rows, tgt_pos)
 
@@ -137,12 +157,15 @@ class LinkDiagnostics:
         a side, overlapped users joining both sides (as in training); sorted rows."""
         sides = {}
         for domain, linked in (("source", self.source_rows[chosen]), ("target", self.target_rows[chosen])):
-            others = populations[domain][rng.choice(len(populations[domain]),
-                                                    size=max(self.batch_size - len(linked), 0), replace=False)]
+            others = populations[domain][
+                rng.choice(len(populations[domain]), size=max(self.batch_size - len(linked), 0), replace=False)
+            ]
             sides[domain] = torch.cat([linked, others])
         src, tgt = sides["source"], sides["target"]
-        src, tgt = (torch.cat([src, tgt[is_overlapped(tgt, num_overlap_users)]]),
-                    torch.cat([tgt, src[is_overlapped(src, num_overlap_users)]]))
+        src, tgt = (
+            torch.cat([src, tgt[is_overlapped(tgt, num_overlap_users)]]),
+            torch.cat([tgt, src[is_overlapped(src, num_overlap_users)]]),
+        )
         return torch.unique(src), torch.unique(tgt)
 
 

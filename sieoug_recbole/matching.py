@@ -583,8 +583,9 @@ def guided_contrastive_loss(user_src, user_tgt, plan, temperature, similarity="c
     return _two_way_info_nce(user_src, user_tgt, (P, user_tgt), (P.t(), user_src), temperature, similarity)
 
 
-def population_contrastive_loss(user_src, user_tgt, plan_src, bank_tgt, plan_tgt, bank_src, temperature,
-                                similarity="cosine"):
+def population_contrastive_loss(
+    user_src, user_tgt, plan_src, bank_tgt, plan_tgt, bank_src, temperature, similarity="cosine"
+):
     """Eq 23 with a plan over whole populations (:mod:`sieoug_recbole.population_matching`).
 
     As :func:`guided_contrastive_loss`, but source user i's positive is its barycentric match
@@ -596,13 +597,14 @@ def population_contrastive_loss(user_src, user_tgt, plan_src, bank_tgt, plan_tgt
     """
     plan_src = plan_src.detach().to(device=user_src.device, dtype=user_src.dtype)
     plan_tgt = plan_tgt.detach().to(device=user_src.device, dtype=user_src.dtype)
-    for name, plan, anchors, bank in (("plan_src", plan_src, user_src, bank_tgt),
-                                      ("plan_tgt", plan_tgt, user_tgt, bank_src)):
+    for name, plan, anchors, bank in (
+        ("plan_src", plan_src, user_src, bank_tgt),
+        ("plan_tgt", plan_tgt, user_tgt, bank_src),
+    ):
         if tuple(plan.shape) != (len(anchors), len(bank)):
             raise ValueError(f"{name} shape {tuple(plan.shape)} must be ({len(anchors)}, {len(bank)})")
     temperature = positive_number(temperature, "temperature")
-    return _two_way_info_nce(user_src, user_tgt, (plan_src, bank_tgt), (plan_tgt, bank_src), temperature,
-                             similarity)
+    return _two_way_info_nce(user_src, user_tgt, (plan_src, bank_tgt), (plan_tgt, bank_src), temperature, similarity)
 
 
 def _two_way_info_nce(user_src, user_tgt, src_side, tgt_side, temperature, similarity):
@@ -682,8 +684,17 @@ def fgw_plan(x_src, x_tgt, alpha=0.5, max_iter=100, tol=1e-9, normalize="mean"):
     p = np.full(n, 1.0 / n)
     q = np.full(m, 1.0 / m)
     T = ot.gromov.fused_gromov_wasserstein(
-        M, C1, C2, p, q, loss_fun="square_loss", symmetric=True, alpha=alpha,
-        max_iter=int(max_iter), tol_rel=tol, tol_abs=tol,
+        M,
+        C1,
+        C2,
+        p,
+        q,
+        loss_fun="square_loss",
+        symmetric=True,
+        alpha=alpha,
+        max_iter=int(max_iter),
+        tol_rel=tol,
+        tol_abs=tol,
     )
     plan = torch.from_numpy(np.asarray(T, dtype=np.float64) * n)  # total mass n
     return plan.to(device=x_src.device, dtype=x_src.dtype)

@@ -18,6 +18,7 @@ the caller), and a batch reads its users' rows of it.
 
 Pure torch; nothing here imports RecBole.
 """
+
 import math
 import warnings
 
@@ -42,7 +43,7 @@ def _nearest(x, y, k, block_rows):
     yy = (y * y).sum(1)
     rows, cols, dists = [], [], []
     for start in range(0, len(x), block_rows):
-        block = x[start:start + block_rows]
+        block = x[start : start + block_rows]
         dist = (block * block).sum(1, keepdim=True) + yy.unsqueeze(0) - 2 * block @ y.T
         value, index = torch.topk(dist, k, dim=1, largest=False)
         rows.append(torch.arange(start, start + len(block)).repeat_interleave(k))
@@ -101,11 +102,13 @@ def sparse_entropic_plan(rows, cols, cost, n, m, eps, max_iter=1000, tol=1e-4, i
         phi = -log_r
     values = torch.exp(phi[rows] + psi[cols] - qe)
     if not error < tol:
-        warnings.warn(f"sparse entropic plan: marginal error {error:.3g} not below tol={tol:g} after "
-                      f"{iterations} iterations (n={n}, m={m}, support {len(rows)})", RuntimeWarning,
-                      stacklevel=2)
-    return values, {"iterations": iterations, "marginal_error": error, "converged": error < tol,
-                    "potential": phi}
+        warnings.warn(
+            f"sparse entropic plan: marginal error {error:.3g} not below tol={tol:g} after "
+            f"{iterations} iterations (n={n}, m={m}, support {len(rows)})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return values, {"iterations": iterations, "marginal_error": error, "converged": error < tol, "potential": phi}
 
 
 class PopulationPlan:
@@ -143,8 +146,20 @@ def _top_entries_csr(rows, cols, values, n, m, keep):
         return torch.sparse_csr_tensor(crow, cols, values.float(), (n, m))
 
 
-def population_plan(x, y, guided_pairs, eps, plan="dense", k=50, keep=64, max_iter=300, tol=1e-4,
-                    dense_limit=50_000_000, init=None, keep_dense=False):
+def population_plan(
+    x,
+    y,
+    guided_pairs,
+    eps,
+    plan="dense",
+    k=50,
+    keep=64,
+    max_iter=300,
+    tol=1e-4,
+    dense_limit=50_000_000,
+    init=None,
+    keep_dense=False,
+):
     """The GOUM plan between populations ``x`` (n, d) and ``y`` (m, d) (see the module doc).
 
     ``guided_pairs``: (2, g) long tensor of (row of x, row of y) that are the same overlapped
@@ -161,9 +176,11 @@ def population_plan(x, y, guided_pairs, eps, plan="dense", k=50, keep=64, max_it
         init = None  # the populations changed: a cold start
     if plan == "dense":
         if n * m > dense_limit:
-            raise ValueError(f"a dense population plan of {n:,} x {m:,} users ({n * m:,} entries) exceeds "
-                             f"ot_dense_limit ({dense_limit:,}); set ot_global_plan: sparse (each user's "
-                             "ot_candidates nearest users) or raise the limit")
+            raise ValueError(
+                f"a dense population plan of {n:,} x {m:,} users ({n * m:,} entries) exceeds "
+                f"ot_dense_limit ({dense_limit:,}); set ot_global_plan: sparse (each user's "
+                "ot_candidates nearest users) or raise the limit"
+            )
         cost = squared_euclidean_cost(x, y, normalize="mean")
         guide = torch.zeros(n, m, dtype=torch.bool)
         guide[guided_pairs[0], guided_pairs[1]] = True

@@ -6,6 +6,7 @@ RecBole's logging goes (its log file under ``log/``). :func:`show_progress_only`
 console only these lines, warnings and errors (``run_sieoug.py`` without ``--verbose``); the
 log file keeps everything (the config dump, RecBole's per-epoch lines).
 """
+
 import logging
 
 PROGRESS = logging.getLogger("sieoug_recbole.progress")
@@ -27,11 +28,15 @@ def show_progress_only():
 
 def report_data_ready(config, dataset, seconds):
     """One line: the two domains' datasets and sizes, loaded and split in ``seconds``."""
-    parts = [f"{domain} {config[f'{domain}_domain']['dataset']} "
-             f"({getattr(dataset, f'{domain}_domain_dataset').inter_num:,} interactions)"
-             for domain in ("source", "target")]
-    PROGRESS.info(f"data ready in {seconds:.1f} s: {', '.join(parts)}; {dataset.num_total_user:,} users, "
-                  f"{dataset.num_total_item:,} items in all")
+    parts = [
+        f"{domain} {config[f'{domain}_domain']['dataset']} "
+        f"({getattr(dataset, f'{domain}_domain_dataset').inter_num:,} interactions)"
+        for domain in ("source", "target")
+    ]
+    PROGRESS.info(
+        f"data ready in {seconds:.1f} s: {', '.join(parts)}; {dataset.num_total_user:,} users, "
+        f"{dataset.num_total_item:,} items in all"
+    )
 
 
 def report_model_built(config, seconds):
@@ -53,11 +58,12 @@ class EpochProgress:
         improved = trainer.cur_step == 0  # the framework's early stopping just reset its count
         if improved:
             self.best = (phase, epoch_idx + 1, valid_score)
-        PROGRESS.info(f"epoch {epoch_idx + 1}/{trainer.epochs} ({phase}): valid {self.metric} = "
-                      f"{valid_score:.4f}{' (best so far)' if improved else ''}")
+        PROGRESS.info(
+            f"epoch {epoch_idx + 1}/{trainer.epochs} ({phase}): valid {self.metric} = "
+            f"{valid_score:.4f}{' (best so far)' if improved else ''}"
+        )
 
     def report_best(self):
         if self.best is not None:
             phase, epoch, score = self.best
-            PROGRESS.info(f"best epoch: {epoch} ({phase}), valid {self.metric} = {score:.4f}; "
-                          "testing its weights")
+            PROGRESS.info(f"best epoch: {epoch} ({phase}), valid {self.metric} = {score:.4f}; testing its weights")

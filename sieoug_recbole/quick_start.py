@@ -4,6 +4,7 @@
 same metrics for the same seed) plus: a model may be given as a class, missing dataset files
 get a clear error, and the result is plain floats ready for JSON.
 """
+
 import contextlib
 import functools
 import glob
@@ -16,9 +17,8 @@ import time
 import warnings
 from logging import getLogger
 
-import yaml
-
 import torch
+import yaml
 from recbole.utils import init_logger, init_seed, set_color
 from recbole_cdr.config import CDRConfig
 from recbole_cdr.data import create_dataset, data_preparation
@@ -27,8 +27,7 @@ from recbole_cdr.utils import get_trainer
 from sieoug_formats.features import FeatureFileError
 from sieoug_formats.inter import InterFileError, check_inter_file
 from sieoug_recbole.checkpoint import load_checkpoint
-from sieoug_recbole.config_checks import (FRAMEWORK_CHECKS, ConfigError, check_config, check_values,
-                                          model_config_checks)
+from sieoug_recbole.config_checks import FRAMEWORK_CHECKS, ConfigError, check_config, check_values, model_config_checks
 from sieoug_recbole.dual_domain import evaluate_source
 from sieoug_recbole.jsonable import jsonable
 from sieoug_recbole.progress import EpochProgress, report_data_ready, report_model_built, show_progress_only
@@ -94,8 +93,12 @@ def build_shipped_pair(source, target, out_dir, progress=False):
 
 def _build_shipped_pair(config):
     out_dir = os.path.dirname(os.path.normpath(config["target_domain"]["data_path"]))
-    return build_shipped_pair(config["source_domain"]["dataset"], config["target_domain"]["dataset"],
-                              out_dir, progress=bool(config["show_progress"]))
+    return build_shipped_pair(
+        config["source_domain"]["dataset"],
+        config["target_domain"]["dataset"],
+        out_dir,
+        progress=bool(config["show_progress"]),
+    )
 
 
 def check_dataset_files(config):
@@ -109,8 +112,9 @@ def check_dataset_files(config):
     missing = _missing_inter_files(config)
     if missing:
         domain, dataset, path = missing[0]
-        raise DatasetMissingError(f"{domain} dataset '{dataset}' not found: {path} does not exist"
-                                  + _how_to_make(config["prepare_command"]))
+        raise DatasetMissingError(
+            f"{domain} dataset '{dataset}' not found: {path} does not exist" + _how_to_make(config["prepare_command"])
+        )
 
 
 def _how_to_make(prepare_command):
@@ -130,11 +134,14 @@ def check_inter_files(config):
     for domain in ("source_domain", "target_domain"):
         block = config[domain]
         load_col = block.get("load_col") or {}
-        check_inter_file(os.path.join(block["data_path"], f"{block['dataset']}.inter"),
-                         block.get("USER_ID_FIELD") or "user_id", block.get("ITEM_ID_FIELD") or "item_id",
-                         load_col.get("inter") if isinstance(load_col, dict) else None,
-                         separator=block.get("field_separator") or config["field_separator"] or "\t",
-                         encoding=block.get("encoding") or config["encoding"] or "utf-8")
+        check_inter_file(
+            os.path.join(block["data_path"], f"{block['dataset']}.inter"),
+            block.get("USER_ID_FIELD") or "user_id",
+            block.get("ITEM_ID_FIELD") or "item_id",
+            load_col.get("inter") if isinstance(load_col, dict) else None,
+            separator=block.get("field_separator") or config["field_separator"] or "\t",
+            encoding=block.get("encoding") or config["encoding"] or "utf-8",
+        )
 
 
 def read_yaml_file(file, loader=None):
@@ -150,11 +157,14 @@ def read_yaml_file(file, loader=None):
             where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
             problem = getattr(error, "problem", None) or str(error).splitlines()[0]
             context = getattr(error, "context", None)
-            raise ConfigError(f"{file}: {where}not valid yaml: {problem}"
-                              + (f" ({context})" if context else "")) from None
+            raise ConfigError(
+                f"{file}: {where}not valid yaml: {problem}" + (f" ({context})" if context else "")
+            ) from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{file}: expected 'key: value' lines at the top level, got "
-                          f"{'nothing' if data is None else type(data).__name__}")
+        raise ConfigError(
+            f"{file}: expected 'key: value' lines at the top level, got "
+            f"{'nothing' if data is None else type(data).__name__}"
+        )
     return data
 
 
@@ -188,14 +198,46 @@ PLUGIN_KEYS = {"dual_domain_eval", "torch_num_threads", "prepare_command"}
 # keys that RecBole 1.0.1 / RecBole-CDR 0.1.0 code reads (config["..."], outside their models)
 # and none of their packaged yaml files declares: some are set by the framework itself
 FRAMEWORK_READ_KEYS = {
-    "MODEL_INPUT_TYPE", "MODEL_TYPE", "convert_token_to_onehot", "dataset", "device", "encoding",
-    "epoch_num", "eval_neg_sample_args", "eval_type", "item_link_file_path", "kge_interval",
-    "lgb_early_stopping_rounds", "lgb_learning_rates", "lgb_model", "lgb_num_boost_round", "lgb_params",
-    "lgb_silent", "lgb_verbose_eval", "model", "n_dec_epochs", "n_enc_epochs", "overlap_batch_size",
-    "pretrain_epochs", "save_step", "source_split", "tail_ratio", "token_num_threshold", "train_kg_step",
-    "train_modes", "train_neg_sample_args", "train_rec_step", "user_link_file_path",
-    "xgb_early_stopping_rounds", "xgb_model", "xgb_nthread", "xgb_num_boost_round", "xgb_params",
-    "xgb_silent", "xgb_verbose_eval"}
+    "MODEL_INPUT_TYPE",
+    "MODEL_TYPE",
+    "convert_token_to_onehot",
+    "dataset",
+    "device",
+    "encoding",
+    "epoch_num",
+    "eval_neg_sample_args",
+    "eval_type",
+    "item_link_file_path",
+    "kge_interval",
+    "lgb_early_stopping_rounds",
+    "lgb_learning_rates",
+    "lgb_model",
+    "lgb_num_boost_round",
+    "lgb_params",
+    "lgb_silent",
+    "lgb_verbose_eval",
+    "model",
+    "n_dec_epochs",
+    "n_enc_epochs",
+    "overlap_batch_size",
+    "pretrain_epochs",
+    "save_step",
+    "source_split",
+    "tail_ratio",
+    "token_num_threshold",
+    "train_kg_step",
+    "train_modes",
+    "train_neg_sample_args",
+    "train_rec_step",
+    "user_link_file_path",
+    "xgb_early_stopping_rounds",
+    "xgb_model",
+    "xgb_nthread",
+    "xgb_num_boost_round",
+    "xgb_params",
+    "xgb_silent",
+    "xgb_verbose_eval",
+}
 
 
 def _declared_keys():
@@ -215,18 +257,26 @@ def _framework_keys():
 
     from sieoug_recbole.registry import DEFAULTS_YAML, yaml_file_keys
 
-    files = [f for package in (recbole, recbole_cdr)
-             for f in glob.glob(os.path.join(os.path.dirname(package.__file__), "properties", "**", "*.yaml"),
-                                recursive=True)
-             if os.sep + "model" + os.sep not in f] + [DEFAULTS_YAML]
+    files = [
+        f
+        for package in (recbole, recbole_cdr)
+        for f in glob.glob(
+            os.path.join(os.path.dirname(package.__file__), "properties", "**", "*.yaml"), recursive=True
+        )
+        if os.sep + "model" + os.sep not in f
+    ] + [DEFAULTS_YAML]
     return frozenset(PLUGIN_KEYS | FRAMEWORK_READ_KEYS).union(*(yaml_file_keys(f) for f in files))
 
 
 def unknown_override_keys(config):
     """Keys given in ``config_dict`` or as ``--key=value`` that no yaml of the framework, of
     this package or of the run's own files declares: nothing reads them (typos, mostly)."""
-    known = (_declared_keys() | set(config.file_config_dict) | set(config.internal_config_dict)
-             | {key for keys in config.parameters.values() for key in keys})
+    known = (
+        _declared_keys()
+        | set(config.file_config_dict)
+        | set(config.internal_config_dict)
+        | {key for keys in config.parameters.values() for key in keys}
+    )
     given = set(config.variable_config_dict) | set(config.cmd_config_dict)
     return sorted(key for key in given if key not in known)
 
@@ -275,12 +325,18 @@ def make_config(model=None, config_file_list=None, config_dict=None):
     check_config(config, checks)  # every value, the model's yaml defaults too, normalised
     unknown = unknown_override_keys(config)
     if unknown:
-        warnings.warn(f"config key(s) {', '.join(unknown)} are not declared by RecBole, RecBole-CDR, "
-                      "this package or the given yaml files: nothing reads them (a typo?)", stacklevel=2)
+        warnings.warn(
+            f"config key(s) {', '.join(unknown)} are not declared by RecBole, RecBole-CDR, "
+            "this package or the given yaml files: nothing reads them (a typo?)",
+            stacklevel=2,
+        )
     unknown = unknown_file_keys(config_file_list)
     if unknown:
-        warnings.warn(f"config key(s) {'; '.join(unknown)} are not declared by RecBole, RecBole-CDR or "
-                      "this package's model yaml files: nothing reads them (a typo?)", stacklevel=2)
+        warnings.warn(
+            f"config key(s) {'; '.join(unknown)} are not declared by RecBole, RecBole-CDR or "
+            "this package's model yaml files: nothing reads them (a typo?)",
+            stacklevel=2,
+        )
     check_dataset_files(config)
     check_inter_files(config)
     return config
@@ -362,7 +418,8 @@ def _run(config, verbose, keep_checkpoint, progress_only=False):
     dataset, train_data, valid_data, test_data, model_obj, trainer = build_run(config, logger if verbose else None)
     epochs = EpochProgress(trainer, config["valid_metric"])
     best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, verbose=verbose, saved=True, show_progress=bars, callback_fn=epochs)
+        train_data, valid_data, verbose=verbose, saved=True, show_progress=bars, callback_fn=epochs
+    )
     epochs.report_best()
     test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=bars)
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
@@ -372,8 +429,10 @@ def _run(config, verbose, keep_checkpoint, progress_only=False):
         links = {"history": trainer.link_history, "best": trainer.measure_links("best")}
     by_domain = None
     if config["dual_domain_eval"]:  # score the source hold-out with the source's selected weights
-        by_domain = {"target": {"valid": jsonable(best_valid_result), "test": jsonable(test_result)},
-                     "source": source_metrics(trainer, model_obj, dataset, config)}
+        by_domain = {
+            "target": {"valid": jsonable(best_valid_result), "test": jsonable(test_result)},
+            "source": source_metrics(trainer, model_obj, dataset, config),
+        }
         logger.info(set_color("source-domain test result", "yellow") + f": {by_domain['source']['test']}")
     selection = getattr(trainer, "selection", {})
     return {
@@ -401,8 +460,10 @@ def source_metrics(trainer, model, dataset, config):
     if selection is None:
         return {s: evaluate_source(model, dataset, s, config["topk"], config["metrics"]) for s in ("valid", "test")}
     trainer.load_domain_weights("source")
-    return {"valid": jsonable(selection.result),
-            "test": evaluate_source(model, dataset, "test", config["topk"], config["metrics"])}
+    return {
+        "valid": jsonable(selection.result),
+        "test": evaluate_source(model, dataset, "test", config["topk"], config["metrics"]),
+    }
 
 
 def objective_function(config_dict=None, config_file_list=None, saved=True, model=None):
@@ -410,10 +471,8 @@ def objective_function(config_dict=None, config_file_list=None, saved=True, mode
 
     ``model`` (a name or class) may also come from the config files or ``config_dict``.
     """
-    result = run(model=model, config_dict=config_dict, config_file_list=config_file_list,
-                 saved=saved, verbose=False)
-    return {key: result[key] for key in
-            ("best_valid_score", "valid_score_bigger", "best_valid_result", "test_result")}
+    result = run(model=model, config_dict=config_dict, config_file_list=config_file_list, saved=saved, verbose=False)
+    return {key: result[key] for key in ("best_valid_score", "valid_score_bigger", "best_valid_result", "test_result")}
 
 
 def resolve_relative_paths(config, working_dir):

@@ -8,6 +8,7 @@ under that package name (and the trainer as an attribute of ``recbole_cdr.traine
 unchanged. Each model's default yaml is read by the config repair in :mod:`.compat`, and
 its dataset class (``<Name>Dataset``) is :class:`~.dual_domain.PluginCrossDomainDataset`.
 """
+
 import functools
 import importlib.machinery
 import os

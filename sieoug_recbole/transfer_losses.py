@@ -11,6 +11,7 @@
 Every function takes 2-D float tensors whose rows are samples and returns a 0-d tensor (or
 indices), differentiable where a loss is.
 """
+
 import torch
 import torch.nn.functional as F
 
@@ -67,7 +68,7 @@ def nearest_rows(queries, bank, block_size=4096):
         best = torch.full((len(q),), -float("inf"), dtype=q.dtype, device=q.device)
         index = torch.zeros(len(q), dtype=torch.long, device=q.device)
         for start in range(0, len(bank), block_size):
-            block = F.normalize(bank[start:start + block_size].detach(), dim=1)
+            block = F.normalize(bank[start : start + block_size].detach(), dim=1)
             value, arg = (q @ block.T).max(dim=1)
             better = value > best  # strict: an earlier block keeps a tie
             best = torch.where(better, value, best)

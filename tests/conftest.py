@@ -1,4 +1,5 @@
 """Shared fixtures: a synthetic pair on disk and a fast config for it."""
+
 import os
 from typing import NamedTuple
 

@@ -3,39 +3,47 @@
 Learning: on the planted synthetic pair every baseline beats the popularity ranking on the
 target test hit@10 by a clear margin. Behaviour: one cheap structural check per model.
 """
+
 import numpy as np
 import pytest
 import torch
+from conftest import SYNTHETIC_YAML, build_on_synthetic
 from recbole.data.interaction import Interaction
 
 import sieoug_recbole
-from conftest import SYNTHETIC_YAML, build_on_synthetic
 from sieoug_recbole.graph import propagate
 from sieoug_recbole.models.base import DOMAINS
 
 # per model: config overrides for the learning test, and the margin over Pop it must reach
 # (observed target test hit@10 with these settings, Pop 0.147, in the comments)
 LEARNING = {
-    "NeuMF": ({"train_epochs": ["BOTH:30"], "embedding_size": 32}, 0.06),      # ~0.25
-    "LATTICE": ({"train_epochs": ["BOTH:15"]}, 0.15),                          # ~0.38
-    "FREEDOM": ({"train_epochs": ["BOTH:25"]}, 0.15),                          # ~0.37
-    "LGMRec": ({"train_epochs": ["BOTH:10"]}, 0.15),                           # ~0.37
+    "NeuMF": ({"train_epochs": ["BOTH:30"], "embedding_size": 32}, 0.06),  # ~0.25
+    "LATTICE": ({"train_epochs": ["BOTH:15"]}, 0.15),  # ~0.38
+    "FREEDOM": ({"train_epochs": ["BOTH:25"]}, 0.15),  # ~0.37
+    "LGMRec": ({"train_epochs": ["BOTH:10"]}, 0.15),  # ~0.37
     "CMF": ({"train_epochs": ["BOTH:40"], "embedding_size": 32, "reg_weight": 1e-2}, 0.08),  # ~0.29
-    "BiTGCF": ({"train_epochs": ["BOTH:25"]}, 0.15),                           # ~0.38
+    "BiTGCF": ({"train_epochs": ["BOTH:25"]}, 0.15),  # ~0.38
     "DisenCDR": ({"train_epochs": ["BOTH:20"], "embedding_size": 32, "n_layers": 1}, 0.08),  # ~0.27
     "VDEA": ({"train_epochs": ["BOTH:15"], "embedding_size": 32, "global_users": 64}, 0.15),  # ~0.35
-    "ETL": ({"train_epochs": ["BOTH:40"]}, 0.08),                              # ~0.29
-    "DURation": ({"train_epochs": ["BOTH:25"], "tower_layers": 1, "distribution_weight": 0.1,
-                  "correlation_weight": 0.1}, 0.1),                            # ~0.35
+    "ETL": ({"train_epochs": ["BOTH:40"]}, 0.08),  # ~0.29
+    "DURation": (
+        {"train_epochs": ["BOTH:25"], "tower_layers": 1, "distribution_weight": 0.1, "correlation_weight": 0.1},
+        0.1,
+    ),  # ~0.35
     "CL-DTCDR": ({"train_epochs": ["BOTH:25"], "intra_weight": 0.01, "inter_weight": 0.01}, 0.15),  # ~0.38
-    "MOTKD": ({"train_epochs": ["BOTH:15"]}, 0.15),                            # ~0.39
+    "MOTKD": ({"train_epochs": ["BOTH:15"]}, 0.15),  # ~0.39
 }
 
 
 @pytest.fixture(scope="module")
 def pop_result(synthetic_dir, tmp_path_factory):
-    config = {"data_path": synthetic_dir + "/", "checkpoint_dir": str(tmp_path_factory.mktemp("pop")),
-              "train_epochs": ["BOTH:1"], "show_progress": False, "state": "ERROR"}
+    config = {
+        "data_path": synthetic_dir + "/",
+        "checkpoint_dir": str(tmp_path_factory.mktemp("pop")),
+        "train_epochs": ["BOTH:1"],
+        "show_progress": False,
+        "state": "ERROR",
+    }
     return sieoug_recbole.run("Pop", [SYNTHETIC_YAML], config, verbose=False)["test_result"]
 
 
@@ -66,8 +74,9 @@ def test_neumf_full_sort_equals_predict(fast_config):
             full = model.full_sort_predict(Interaction({user_field: users})).view(len(users), -1)
             n_items = len(model.eval_item_rows(domain))
             assert full.shape == (len(users), n_items)
-            pairs = Interaction({user_field: users.repeat_interleave(n_items),
-                                 item_field: torch.arange(n_items).repeat(len(users))})
+            pairs = Interaction(
+                {user_field: users.repeat_interleave(n_items), item_field: torch.arange(n_items).repeat(len(users))}
+            )
             pointwise = model.predict(pairs).view(len(users), -1)
             torch.testing.assert_close(full, pointwise, rtol=1e-5, atol=1e-6)
 
@@ -91,8 +100,9 @@ def test_cmf_shares_one_user_table(fast_config):
 # ----- BiTGCF -------------------------------------------------------------------------------
 def lightgcn_propagation(model, domain):
     ego = torch.cat([model.user_embedding[domain].weight, model.item_embedding[domain].weight])
-    return torch.split(propagate(model.adjacency[domain], ego, model.n_layers),
-                       [model.n_users[domain], model.n_items[domain]])
+    return torch.split(
+        propagate(model.adjacency[domain], ego, model.n_layers), [model.n_users[domain], model.n_items[domain]]
+    )
 
 
 def test_bitgcf_lambda_one_is_single_domain(fast_config):
@@ -139,8 +149,9 @@ def test_item_graphs_are_knn_within_domain(name, fast_config):
             assert graph.shape == (n_items, n_items)
             per_row = np.diff(graph.indptr)
             assert per_row.max() <= k and per_row.min() >= 1
-        operators = (model.domains[domain].init_graphs.values() if name == "LATTICE"
-                     else [model.domains[domain].item_graph])
+        operators = (
+            model.domains[domain].init_graphs.values() if name == "LATTICE" else [model.domains[domain].item_graph]
+        )
         for operator in operators:
             assert operator.shape == (model.n_items[domain], model.n_items[domain])
             assert_within_domain(model, domain, operator)
@@ -166,6 +177,7 @@ def test_lattice_learned_graph_is_knn_within_domain_and_trains(fast_config):
 def test_lattice_rebuilds_learned_graph_per_epoch_or_per_step(refresh_steps, fast_config, monkeypatch):
     # count the kNN searches made inside training steps of a real two-epoch run
     from sieoug_recbole.models import lattice
+
     counts = {"steps": 0, "searches": 0, "in_step": False}
     real_knn, real_loss = lattice.knn_neighbours, lattice.LATTICE.calculate_loss
 

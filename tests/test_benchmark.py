@@ -3,6 +3,7 @@
 Training runs are tiny (synthetic pair, 2 epochs); the report and plot logic is checked on
 hand-made result lines with known numbers.
 """
+
 import csv
 import json
 import math
@@ -12,10 +13,10 @@ import time
 
 import numpy as np
 import pytest
+from conftest import REPO, SYNTHETIC_YAML
 from scipy import stats
 
 import sieoug_recbole
-from conftest import REPO, SYNTHETIC_YAML
 from sieoug_recbole.benchmark import grid as G
 from sieoug_recbole.benchmark import records as R
 from sieoug_recbole.benchmark import runner
@@ -33,9 +34,26 @@ def _lines(path):
 
 
 def _grid_args(synthetic_dir, results, models="Pop,LightGCN", seeds="1,2"):
-    return ["run", "--models", models, "--task", TASK, "--seeds", seeds, "--epochs", "2",
-            "--set", f"data_path={synthetic_dir}{os.sep}", "--set", "embedding_size=16",
-            "--set", "learning_rate=0.01", "--results", str(results), "--no-progress"]
+    return [
+        "run",
+        "--models",
+        models,
+        "--task",
+        TASK,
+        "--seeds",
+        seeds,
+        "--epochs",
+        "2",
+        "--set",
+        f"data_path={synthetic_dir}{os.sep}",
+        "--set",
+        "embedding_size=16",
+        "--set",
+        "learning_rate=0.01",
+        "--results",
+        str(results),
+        "--no-progress",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -49,17 +67,21 @@ def inline_grid(tmp_path_factory, synthetic_dir):
 
 # ------------------------------------------------------------------------------ running grids
 
+
 def test_grid_writes_one_line_per_run_and_resumes(inline_grid, synthetic_dir, capsys):
     code, results = inline_grid
     assert code == 0
     lines = _lines(results)
     assert len(lines) == 4
-    assert sorted((r["model"], r["seed"]) for r in lines) == [
-        ("LightGCN", 1), ("LightGCN", 2), ("Pop", 1), ("Pop", 2)]
+    assert sorted((r["model"], r["seed"]) for r in lines) == [("LightGCN", 1), ("LightGCN", 2), ("Pop", 1), ("Pop", 2)]
     for r in lines:
         assert r["status"] == "ok" and r["task"] == "syn" and r["k_u"] == 0.5
-        assert r["overrides"] == {"data_path": synthetic_dir + os.sep, "embedding_size": 16,
-                                  "learning_rate": 0.01, "train_epochs": ["BOTH:2"]}
+        assert r["overrides"] == {
+            "data_path": synthetic_dir + os.sep,
+            "embedding_size": 16,
+            "learning_rate": 0.01,
+            "train_epochs": ["BOTH:2"],
+        }
         assert r["overrides_hash"] == G.overrides_hash(r["overrides"])
         for domain in ("target", "source"):
             for split in ("valid", "test"):
@@ -83,8 +105,14 @@ def test_grid_writes_one_line_per_run_and_resumes(inline_grid, synthetic_dir, ca
 def test_harness_numbers_are_the_quick_start_numbers(inline_grid, synthetic_dir, tmp_path):
     _, results = inline_grid
     record = next(r for r in _lines(results) if r["model"] == "LightGCN" and r["seed"] == 2)
-    config = {**record["overrides"], "seed": 2, "dual_domain_eval": True, "state": "ERROR",
-              "checkpoint_dir": str(tmp_path / "saved"), "show_progress": False}
+    config = {
+        **record["overrides"],
+        "seed": 2,
+        "dual_domain_eval": True,
+        "state": "ERROR",
+        "checkpoint_dir": str(tmp_path / "saved"),
+        "show_progress": False,
+    }
     direct = sieoug_recbole.run("LightGCN", [SYNTHETIC_YAML], config, verbose=False)
     assert direct["metrics_by_domain"] == record["metrics"]
     assert direct["valid_history"] == record["valid_history"]
@@ -122,8 +150,21 @@ def test_crashed_worker_is_recorded_and_retried_only_on_request(monkeypatch, syn
 
 def test_failed_run_in_process_keeps_its_error(synthetic_dir, tmp_path, capsys):
     results = tmp_path / "missing.jsonl"
-    args = ["run", "--models", "Pop", "--task", TASK, "--seeds", "1", "--results", str(results),
-            "--set", f"data_path={tmp_path}{os.sep}", "--no-progress", "--in-process"]
+    args = [
+        "run",
+        "--models",
+        "Pop",
+        "--task",
+        TASK,
+        "--seeds",
+        "1",
+        "--results",
+        str(results),
+        "--set",
+        f"data_path={tmp_path}{os.sep}",
+        "--no-progress",
+        "--in-process",
+    ]
     assert main(args) == 2  # the data check skips the task and says how to make the data
     assert "python -m sieoug_recbole.synthetic" in capsys.readouterr().err
     assert main(args + ["--no-data-check"]) == 1
@@ -139,8 +180,18 @@ def test_a_missing_shipped_pair_is_built_before_the_grid(tmp_path, capsys, monke
 
     monkeypatch.chdir(tmp_path)  # the yaml's data_path, dataset/, is then empty
     task = f"fk:0.5={os.path.join(REPO, 'properties', 'food_kitchen_demo.yaml')}"
-    args = ["run", "--models", "Pop", "--task", task, "--seeds", "1", "--results",
-            str(tmp_path / "r.jsonl"), "--no-progress"]
+    args = [
+        "run",
+        "--models",
+        "Pop",
+        "--task",
+        task,
+        "--seeds",
+        "1",
+        "--results",
+        str(tmp_path / "r.jsonl"),
+        "--no-progress",
+    ]
     built, planned = [], []
 
     def fake_build(source, target, out_dir, progress=False):
@@ -161,8 +212,18 @@ def test_a_missing_shipped_pair_is_built_before_the_grid(tmp_path, capsys, monke
 
 def test_unregistered_models_are_skipped_loudly(synthetic_dir, tmp_path, capsys):
     results = tmp_path / "r.jsonl"
-    args = ["run", "--models", "Pop,NoSuchModel", "--task", TASK, "--results", str(results),
-            "--set", f"data_path={synthetic_dir}{os.sep}", "--dry-run"]
+    args = [
+        "run",
+        "--models",
+        "Pop,NoSuchModel",
+        "--task",
+        TASK,
+        "--results",
+        str(results),
+        "--set",
+        f"data_path={synthetic_dir}{os.sep}",
+        "--dry-run",
+    ]
     assert main(args) == 0
     out, err = capsys.readouterr()
     assert "not registered: NoSuchModel" in err and "registered models: " in err
@@ -174,9 +235,9 @@ def test_unregistered_models_are_skipped_loudly(synthetic_dir, tmp_path, capsys)
 
 # ------------------------------------------------------------------------------- grid pieces
 
+
 def test_task_seed_and_sweep_parsing():
-    assert G.parse_task("food_kitchen:0.1=a.yaml") == {
-        "label": "food_kitchen", "k_u": 0.1, "config_files": ["a.yaml"]}
+    assert G.parse_task("food_kitchen:0.1=a.yaml") == {"label": "food_kitchen", "k_u": 0.1, "config_files": ["a.yaml"]}
     assert G.parse_task("fk:10%=a.yaml,b.yaml")["config_files"] == ["a.yaml", "b.yaml"]
     assert G.parse_task("fk:10%=a.yaml")["k_u"] == 0.1
     assert G.parse_task("fk=a.yaml")["k_u"] is None
@@ -196,8 +257,15 @@ def test_task_seed_and_sweep_parsing():
 
 def test_expand_applies_model_config_epochs_and_sweep():
     task = G.make_task("t", 0.5, ["x.yaml"])
-    specs = G.expand(["A", "B"], [task], [1, 2], config={"lr": 1}, model_config={"B": {"lr": 2}},
-                     epochs=3, sweep={"guide_lambda": [0.2, 0.6]})
+    specs = G.expand(
+        ["A", "B"],
+        [task],
+        [1, 2],
+        config={"lr": 1},
+        model_config={"B": {"lr": 2}},
+        epochs=3,
+        sweep={"guide_lambda": [0.2, 0.6]},
+    )
     assert len(specs) == 2 * 2 * 2
     assert specs[0]["seed"] == 1 and specs[-1]["seed"] == 2  # seed-major
     b = [s for s in specs if s["model"] == "B"][0]
@@ -210,17 +278,35 @@ def test_expand_applies_model_config_epochs_and_sweep():
 
 def test_a_sweep_runs_only_the_models_it_changes(synthetic_dir, tmp_path, capsys):
     # LightGCN has no guide_lambda and SIEOUG-O forces it to 0: one run each; SIEOUG one per value
-    args = ["run", "--models", "LightGCN,SIEOUG-O,SIEOUG", "--task", TASK, "--seeds", "1",
-            "--results", str(tmp_path / "r.jsonl"), "--set", f"data_path={synthetic_dir}{os.sep}",
-            "--sweep", "lambda=0.2,1.0", "--sweep", "learning_rate=0.01,0.1", "--dry-run"]
+    args = [
+        "run",
+        "--models",
+        "LightGCN,SIEOUG-O,SIEOUG",
+        "--task",
+        TASK,
+        "--seeds",
+        "1",
+        "--results",
+        str(tmp_path / "r.jsonl"),
+        "--set",
+        f"data_path={synthetic_dir}{os.sep}",
+        "--sweep",
+        "lambda=0.2,1.0",
+        "--sweep",
+        "learning_rate=0.01,0.1",
+        "--dry-run",
+    ]
     assert main(args) == 0
-    planned = sorted(line.split(" overrides=")[0].split(None, 2)[2]
-                     for line in capsys.readouterr().out.splitlines() if line.startswith("to run"))
+    planned = sorted(
+        line.split(" overrides=")[0].split(None, 2)[2]
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("to run")
+    )
     assert planned == sorted(
         [f"LightGCN syn K_u=0.5 seed=1 learning_rate={lr}" for lr in (0.01, 0.1)]
         + [f"SIEOUG-O syn K_u=0.5 seed=1 learning_rate={lr}" for lr in (0.01, 0.1)]
-        + [f"SIEOUG syn K_u=0.5 seed=1 guide_lambda={g} learning_rate={lr}"
-           for g in (0.2, 1.0) for lr in (0.01, 0.1)])
+        + [f"SIEOUG syn K_u=0.5 seed=1 guide_lambda={g} learning_rate={lr}" for g in (0.2, 1.0) for lr in (0.01, 0.1)]
+    )
 
 
 def test_report_takes_one_run_per_cell_and_seed():
@@ -240,16 +326,28 @@ def test_table1_grid_file():
     assert "models" not in grid  # every registered Table 1 model, in registration order
     assert {"SIEOUG", "SIEOUG-O", "FREEDOM", "LightGCN+GOUM"} <= set(G.table1_models())
     assert [(t["label"], t["k_u"]) for t in grid["tasks"]] == [
-        ("food_kitchen", 0.1), ("food_kitchen", 0.5), ("food_kitchen", 0.9)]
+        ("food_kitchen", 0.1),
+        ("food_kitchen", 0.5),
+        ("food_kitchen", 0.9),
+    ]
     assert [os.path.basename(t["config_files"][0]) for t in grid["tasks"]] == [
-        "food_kitchen_ku10.yaml", "food_kitchen_ku50.yaml", "food_kitchen_ku90.yaml"]
+        "food_kitchen_ku10.yaml",
+        "food_kitchen_ku50.yaml",
+        "food_kitchen_ku90.yaml",
+    ]
     assert len(grid["seeds"]) == 3
 
 
-@pytest.mark.parametrize("text, message", [
-    (None, "grid file .*missing.yaml: No such file"), ("models: [A]\nepochs: abc\n", "epochs is a positive integer"),
-    ("epochs: 0\n", "epochs is a positive integer"), ("models: [A\n", "not valid yaml"),
-    ("models: [A]\nmodel_config: {B: {x: 1}}\n", "model_config.B: B is not in the grid's models")])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (None, "grid file .*missing.yaml: No such file"),
+        ("models: [A]\nepochs: abc\n", "epochs is a positive integer"),
+        ("epochs: 0\n", "epochs is a positive integer"),
+        ("models: [A\n", "not valid yaml"),
+        ("models: [A]\nmodel_config: {B: {x: 1}}\n", "model_config.B: B is not in the grid's models"),
+    ],
+)
 def test_bad_grid_file_names_the_file_and_key(text, message, tmp_path):
     path = tmp_path / "missing.yaml"
     if text is not None:
@@ -259,8 +357,18 @@ def test_bad_grid_file_names_the_file_and_key(text, message, tmp_path):
 
 
 def test_model_set_for_a_model_not_run_is_an_error(synthetic_dir, tmp_path, capsys):
-    args = ["run", "--models", "Pop", "--task", TASK, "--results", str(tmp_path / "r.jsonl"),
-            "--set", f"data_path={synthetic_dir}{os.sep}", "--dry-run"]
+    args = [
+        "run",
+        "--models",
+        "Pop",
+        "--task",
+        TASK,
+        "--results",
+        str(tmp_path / "r.jsonl"),
+        "--set",
+        f"data_path={synthetic_dir}{os.sep}",
+        "--dry-run",
+    ]
     assert main(args + ["--model-set", "Pop:x=1"]) == 0
     assert main(args + ["--model-set", "SIEUG:ot_eps=0.1"]) == 2
     assert "SIEUG is not among the models run (Pop)" in capsys.readouterr().err
@@ -272,8 +380,15 @@ def test_a_run_made_with_other_yaml_values_is_flagged(tmp_path):
     task_yaml.write_text(original)
     [spec] = G.expand(["LightGCN"], [G.make_task("syn", 0.5, [str(task_yaml)])], [1])
     results = tmp_path / "r.jsonl"
-    R.append_record(str(results), {**spec, "overrides_hash": G.overrides_hash(spec["overrides"]),
-                                   "status": "ok", "settings_hash": runner.settings_hash(spec)})
+    R.append_record(
+        str(results),
+        {
+            **spec,
+            "overrides_hash": G.overrides_hash(spec["overrides"]),
+            "status": "ok",
+            "settings_hash": runner.settings_hash(spec),
+        },
+    )
     assert [len(part) for part in runner.plan([dict(spec)], str(results))] == [0, 1, 0, 0]
     task_yaml.write_text("# a comment changes nothing\n" + original)
     assert [len(part) for part in runner.plan([dict(spec)], str(results))] == [0, 1, 0, 0]
@@ -287,8 +402,7 @@ def test_a_run_made_with_other_yaml_values_is_flagged(tmp_path):
     other = dict(spec, model="BiTGCF")
     assert runner.settings_hash(other) != runner.settings_hash(spec)
     # records from before the hash existed are never flagged
-    R.append_record(str(results), {**spec, "overrides_hash": G.overrides_hash(spec["overrides"]),
-                                   "status": "ok"})
+    R.append_record(str(results), {**spec, "overrides_hash": G.overrides_hash(spec["overrides"]), "status": "ok"})
     assert [len(part) for part in runner.plan([dict(spec)], str(results))] == [0, 1, 0, 0]
 
 
@@ -308,27 +422,42 @@ def test_a_run_another_process_holds_is_left_alone(synthetic_dir, tmp_path):
     with runner.claimed(run_dir) as taken:
         assert taken
     # a grid skips (records nothing for) a run whose lock is held, and does not touch its folder
-    specs = G.expand(["Pop"], [G.make_task("syn", 0.5, [SYNTHETIC_YAML])], [1],
-                     config={"data_path": synthetic_dir + os.sep, "embedding_size": 16},
-                     epochs=1)
+    specs = G.expand(
+        ["Pop"],
+        [G.make_task("syn", 0.5, [SYNTHETIC_YAML])],
+        [1],
+        config={"data_path": synthetic_dir + os.sep, "embedding_size": 16},
+        epochs=1,
+    )
     results, runs_dir, said = tmp_path / "r.jsonl", tmp_path / "grid_runs", []
     held = os.path.join(str(runs_dir), G.run_id(specs[0]))
     os.makedirs(held)
     with runner.claimed(held):
-        new = runner.run_grid(specs, str(results), runs_dir=str(runs_dir), in_process=True,
-                              progress=False, echo=said.append)
+        new = runner.run_grid(
+            specs, str(results), runs_dir=str(runs_dir), in_process=True, progress=False, echo=said.append
+        )
     assert new == [] and not results.exists() and os.path.isdir(held)
     assert any(line.startswith("skipped Pop syn K_u=0.5 seed=1: another process") for line in said)
     # free, it runs; a run finished with other yaml values runs again with --rerun-changed only
-    [first] = runner.run_grid(specs, str(results), runs_dir=str(runs_dir), in_process=True, progress=False,
-                              echo=said.append)
+    [first] = runner.run_grid(
+        specs, str(results), runs_dir=str(runs_dir), in_process=True, progress=False, echo=said.append
+    )
     lines = [json.loads(line) for line in results.read_text().splitlines()]
     lines[0]["settings_hash"] = "made-with-other-values"
     results.write_text(json.dumps(lines[0]) + "\n")
-    assert runner.run_grid(specs, str(results), runs_dir=str(runs_dir), in_process=True, progress=False,
-                           echo=said.append) == []
-    [again] = runner.run_grid(specs, str(results), runs_dir=str(runs_dir), in_process=True,
-                              progress=False, echo=said.append, rerun_changed=True)
+    assert (
+        runner.run_grid(specs, str(results), runs_dir=str(runs_dir), in_process=True, progress=False, echo=said.append)
+        == []
+    )
+    [again] = runner.run_grid(
+        specs,
+        str(results),
+        runs_dir=str(runs_dir),
+        in_process=True,
+        progress=False,
+        echo=said.append,
+        rerun_changed=True,
+    )
     assert again["status"] == "ok" and again["settings_hash"] == first["settings_hash"]
 
 
@@ -343,20 +472,27 @@ def test_epoch_summary_counts_early_stopping_and_ties():
 
 def test_results_file_survives_a_cut_line(tmp_path):
     path = tmp_path / "r.jsonl"
-    path.write_text('{"model": "A", "task": "t", "k_u": null, "seed": 1, "overrides_hash": "x", '
-                    '"status": "ok"}\n{"model": "B", "ta')
+    path.write_text(
+        '{"model": "A", "task": "t", "k_u": null, "seed": 1, "overrides_hash": "x", "status": "ok"}\n{"model": "B", "ta'
+    )
     with pytest.warns(UserWarning, match="unreadable"):
         assert len(R.load_records(str(path))) == 1
-    R.append_record(str(path), {"model": "C", "task": "t", "k_u": None, "seed": 1,
-                                "overrides_hash": "y", "status": "ok"})
+    R.append_record(
+        str(path), {"model": "C", "task": "t", "k_u": None, "seed": 1, "overrides_hash": "y", "status": "ok"}
+    )
     with pytest.warns(UserWarning):
         assert [r["model"] for r in R.load_records(str(path))] == ["A", "C"]
 
 
-@pytest.mark.parametrize("model, key, value", [("SIEOUG-O", "guide_lambda", 0.0),
-                                                ("SIEOUG-M", "guidance", "overlap_only"),
-                                                ("SIEOUG-G", "guidance", "fgw"),
-                                                ("SIEOUG", "guide_lambda", 0.6)])
+@pytest.mark.parametrize(
+    "model, key, value",
+    [
+        ("SIEOUG-O", "guide_lambda", 0.0),
+        ("SIEOUG-M", "guidance", "overlap_only"),
+        ("SIEOUG-G", "guidance", "fgw"),
+        ("SIEOUG", "guide_lambda", 0.6),
+    ],
+)
 def test_resolved_config_holds_what_a_variant_forces(model, key, value, fast_config):
     from sieoug_recbole.benchmark.runner import _resolved
     from sieoug_recbole.quick_start import make_config
@@ -368,20 +504,37 @@ def test_resolved_config_holds_what_a_variant_forces(model, key, value, fast_con
 
 # ------------------------------------------------------------------- report on hand-made lines
 
-def _record(model, seed, target_hr, source_hr=None, task="food_kitchen", k_u=0.1, overrides=None,
-            sweep=None, history=None):
-    metrics = {"target": {"valid": {"hit@10": target_hr, "ndcg@10": target_hr / 2},
-                          "test": {"hit@10": target_hr, "ndcg@10": target_hr / 2}}}
+
+def _record(
+    model, seed, target_hr, source_hr=None, task="food_kitchen", k_u=0.1, overrides=None, sweep=None, history=None
+):
+    metrics = {
+        "target": {
+            "valid": {"hit@10": target_hr, "ndcg@10": target_hr / 2},
+            "test": {"hit@10": target_hr, "ndcg@10": target_hr / 2},
+        }
+    }
     if source_hr is not None:
-        metrics["source"] = {"valid": {"hit@10": source_hr, "ndcg@10": source_hr / 2},
-                             "test": {"hit@10": source_hr, "ndcg@10": source_hr / 2}}
+        metrics["source"] = {
+            "valid": {"hit@10": source_hr, "ndcg@10": source_hr / 2},
+            "test": {"hit@10": source_hr, "ndcg@10": source_hr / 2},
+        }
     overrides = overrides or {}
-    return {"model": model, "task": task, "k_u": k_u, "seed": seed, "overrides": overrides,
-            "overrides_hash": G.overrides_hash(overrides), "sweep": sweep, "status": "ok",
-            "metrics": metrics, "eval_step": 1,
-            "valid_history": history or [{"phase": "BOTH", "hit@10": target_hr * f,
-                                          "ndcg@10": target_hr * f / 2} for f in (0.5, 0.8, 1.0)],
-            "domains": {"target": f"{task}_ku10_food", "source": f"{task}_ku10_kitchen"}}
+    return {
+        "model": model,
+        "task": task,
+        "k_u": k_u,
+        "seed": seed,
+        "overrides": overrides,
+        "overrides_hash": G.overrides_hash(overrides),
+        "sweep": sweep,
+        "status": "ok",
+        "metrics": metrics,
+        "eval_step": 1,
+        "valid_history": history
+        or [{"phase": "BOTH", "hit@10": target_hr * f, "ndcg@10": target_hr * f / 2} for f in (0.5, 0.8, 1.0)],
+        "domains": {"target": f"{task}_ku10_food", "source": f"{task}_ku10_kitchen"},
+    }
 
 
 HAND = {  # target-domain test HR@10 per seed (1, 2, 3); source HR@10 = 0.5 x target + 0.01 x seed
@@ -416,8 +569,12 @@ def test_report_mean_std_best_and_paired_test(tmp_path):
     assert main(["report", "--results", str(results), "--out", str(out)]) == 0
     markdown = (out / "report.md").read_text()
     # rows in Table 1 order, the family last; mean ± std (ddof=1); best (SIEOUG-O) in bold
-    assert markdown.index("| LightGCN |") < markdown.index("| FREEDOM |") < markdown.index("| SIEOUG-O |") \
+    assert (
+        markdown.index("| LightGCN |")
+        < markdown.index("| FREEDOM |")
+        < markdown.index("| SIEOUG-O |")
         < markdown.index("| SIEOUG |")
+    )
     assert "| LightGCN | 0.1200 ± 0.0200 |" in markdown
     assert "**0.2100 ± 0.0100**" in markdown
     assert "food (target) K_u=10% HR@10" in markdown and "kitchen (source) K_u=10% HR@10" in markdown
@@ -437,14 +594,16 @@ def test_report_mean_std_best_and_paired_test(tmp_path):
     assert by_name["p Wilcoxon vs best baseline"][col] == ""  # fewer than 6 seeds
     ours = np.mean(HAND["SIEOUG"])
     assert float(by_name["SIEOUG gain over best baseline (%)"][col]) == pytest.approx(
-        100 * (ours - 0.17) / 0.17, abs=1e-3)
-    assert float(by_name["SIEOUG gain over LightGCN (%)"][col]) == pytest.approx(
-        100 * (ours - 0.12) / 0.12, abs=1e-3)
+        100 * (ours - 0.17) / 0.17, abs=1e-3
+    )
+    assert float(by_name["SIEOUG gain over LightGCN (%)"][col]) == pytest.approx(100 * (ours - 0.12) / 0.12, abs=1e-3)
     # the paper's Food (K_u = 10%) HR@10: SIEOUG 0.1279, LightGCN 0.0770, FREEDOM 0.1045
     assert float(by_name["paper SIEOUG gain over LightGCN (%)"][col]) == pytest.approx(
-        100 * (0.1279 - 0.0770) / 0.0770, abs=1e-3)
+        100 * (0.1279 - 0.0770) / 0.0770, abs=1e-3
+    )
     assert float(by_name["paper SIEOUG gain over that baseline (%)"][col]) == pytest.approx(
-        100 * (0.1279 - 0.1045) / 0.1045, abs=1e-3)
+        100 * (0.1279 - 0.1045) / 0.1045, abs=1e-3
+    )
     assert f"{expected_p:.3g} (n=3)" in markdown
 
 
@@ -470,8 +629,7 @@ def test_report_wilcoxon_from_six_seeds_and_single_seed_cells():
 def test_report_compares_on_the_seeds_both_models_have():
     # LATTICE ran seed 3 only: its one value (0.18) beats FREEDOM's three-seed mean (0.17), but on
     # seed 3 SIEOUG (0.21) gains more over it (+16.7%) than over FREEDOM on seeds 1-3 (+12.7%)
-    runs = [_record(model, seed, v) for model in ("SIEOUG", "FREEDOM")
-            for seed, v in zip((1, 2, 3), HAND[model])]
+    runs = [_record(model, seed, v) for model in ("SIEOUG", "FREEDOM") for seed, v in zip((1, 2, 3), HAND[model])]
     runs += [_record("LATTICE", 3, 0.18), _record("LightGCN", 1, 0.10), _record("LightGCN", 2, 0.12)]
     table = build_report(runs, metrics=("hit@10",))
     column = ("food_kitchen", 0.1, "target", "hit@10")
@@ -490,18 +648,41 @@ def test_report_compares_on_the_seeds_both_models_have():
     assert table["compare"][column]["gain_best"] is None
 
 
-OTHERS = {"NeuMF": [0.05, 0.06, 0.07], "LightGCN": [0.10, 0.12, 0.14], "LATTICE": [0.16, 0.15, 0.17],
-          "FREEDOM": [0.20, 0.22, 0.21]}  # target HR@10 per seed (1, 2, 3); no SIEOUG
+OTHERS = {
+    "NeuMF": [0.05, 0.06, 0.07],
+    "LightGCN": [0.10, 0.12, 0.14],
+    "LATTICE": [0.16, 0.15, 0.17],
+    "FREEDOM": [0.20, 0.22, 0.21],
+}  # target HR@10 per seed (1, 2, 3); no SIEOUG
 
 
 def test_report_of_a_grid_without_sieoug_compares_the_chosen_ours(tmp_path):
-    lines = [_record(model, seed, v, task="mytask", k_u=None)
-             for model, values in OTHERS.items() for seed, v in zip((1, 2, 3), values)]
+    lines = [
+        _record(model, seed, v, task="mytask", k_u=None)
+        for model, values in OTHERS.items()
+        for seed, v in zip((1, 2, 3), values)
+    ]
     results = tmp_path / "others.jsonl"
     _write(results, lines)
     out = tmp_path / "report"
-    assert main(["report", "--results", str(results), "--out", str(out), "--ours", "FREEDOM",
-                 "--reference", "NeuMF", "--title", "Other models"]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "--results",
+                str(results),
+                "--out",
+                str(out),
+                "--ours",
+                "FREEDOM",
+                "--reference",
+                "NeuMF",
+                "--title",
+                "Other models",
+            ]
+        )
+        == 0
+    )
     markdown = (out / "report.md").read_text()
     assert markdown.startswith("# Other models\n") and "## mytask" in markdown
     assert "| Model | food (target) HR@10 | food (target) NDCG@10 |" in markdown  # no K_u
@@ -516,11 +697,12 @@ def test_report_of_a_grid_without_sieoug_compares_the_chosen_ours(tmp_path):
     assert by_name["FREEDOM"][col] == "0.210000*"
     assert by_name["best baseline"][col] == "LATTICE"
     assert float(by_name["FREEDOM gain over best baseline (%)"][col]) == pytest.approx(
-        100 * (0.21 - 0.16) / 0.16, abs=1e-3)
-    assert float(by_name["FREEDOM gain over NeuMF (%)"][col]) == pytest.approx(
-        100 * (0.21 - 0.06) / 0.06, abs=1e-3)
+        100 * (0.21 - 0.16) / 0.16, abs=1e-3
+    )
+    assert float(by_name["FREEDOM gain over NeuMF (%)"][col]) == pytest.approx(100 * (0.21 - 0.06) / 0.06, abs=1e-3)
     assert float(by_name["p paired t-test vs best baseline"][col]) == pytest.approx(
-        stats.ttest_rel(OTHERS["FREEDOM"], OTHERS["LATTICE"]).pvalue, rel=1e-5)
+        stats.ttest_rel(OTHERS["FREEDOM"], OTHERS["LATTICE"]).pvalue, rel=1e-5
+    )
     assert by_name["paper FREEDOM gain over NeuMF (%)"][col] == ""  # not a paper task
     # with the default ours (SIEOUG, absent) every model is a baseline and nothing is compared
     table = build_report(lines, metrics=("hit@10",))
@@ -534,11 +716,16 @@ def test_report_of_a_grid_without_sieoug_compares_the_chosen_ours(tmp_path):
 
 def test_report_of_a_sweep_grid_leaves_the_sweep_runs_out(tmp_path, capsys):
     grid = tmp_path / "sweep.yaml"
-    grid.write_text("models: [LightGCN, SIEOUG]\ntasks: [{label: syn, k_u: 0.5, yaml: y.yaml}]\n"
-                    "seeds: [1, 2]\nsweep: {guide_lambda: [0.2, 1.0]}\n")
+    grid.write_text(
+        "models: [LightGCN, SIEOUG]\ntasks: [{label: syn, k_u: 0.5, yaml: y.yaml}]\n"
+        "seeds: [1, 2]\nsweep: {guide_lambda: [0.2, 1.0]}\n"
+    )
     lines = [_record("LightGCN", seed, v, task="syn", k_u=0.5) for seed, v in ((1, 0.1), (2, 0.2))]
-    lines += [_record("SIEOUG", seed, 0.3, task="syn", k_u=0.5, overrides={"guide_lambda": lam},
-                      sweep={"guide_lambda": lam}) for seed in (1, 2) for lam in (0.2, 1.0)]
+    lines += [
+        _record("SIEOUG", seed, 0.3, task="syn", k_u=0.5, overrides={"guide_lambda": lam}, sweep={"guide_lambda": lam})
+        for seed in (1, 2)
+        for lam in (0.2, 1.0)
+    ]
     results = tmp_path / "sweep.jsonl"
     _write(results, lines)
     args = ["report", "--results", str(results), "--out", str(tmp_path / "r"), "--grid", str(grid)]
@@ -563,6 +750,7 @@ def test_select_prefers_grid_specs_and_warns_on_mixed_overrides(capsys):
 
 # --------------------------------------------------------------------- plots on hand-made lines
 
+
 def test_plots_write_pngs(tmp_path):
     lines = []
     for k_u, shift in ((0.1, 0.0), (0.5, 0.02), (0.9, 0.04)):
@@ -571,22 +759,48 @@ def test_plots_write_pngs(tmp_path):
                 lines.append(_record(model, seed, v + shift, 0.5 * v, k_u=k_u))
     for value in (0.2, 0.6, 1.0):
         for seed in (1, 2):
-            lines.append(_record("SIEOUG", seed, 0.2 + value / 10 + seed / 100, 0.1,
-                                 overrides={"guide_lambda": value}, sweep={"guide_lambda": value}))
+            lines.append(
+                _record(
+                    "SIEOUG",
+                    seed,
+                    0.2 + value / 10 + seed / 100,
+                    0.1,
+                    overrides={"guide_lambda": value},
+                    sweep={"guide_lambda": value},
+                )
+            )
     results = tmp_path / "plot.jsonl"
     _write(results, lines)
     out = tmp_path / "plots"
     assert main(["plot", "--results", str(results), "--out", str(out), "--sensitivity", "lambda"]) == 0
     names = sorted(os.listdir(out))
-    assert names == ["curves_food_kitchen_ku0.1.png", "curves_food_kitchen_ku0.5.png",
-                     "curves_food_kitchen_ku0.9.png", "ku_food_kitchen.png",
-                     "sensitivity_guide_lambda.png"]
+    assert names == [
+        "curves_food_kitchen_ku0.1.png",
+        "curves_food_kitchen_ku0.5.png",
+        "curves_food_kitchen_ku0.9.png",
+        "ku_food_kitchen.png",
+        "sensitivity_guide_lambda.png",
+    ]
     for name in names:
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     # nothing sets ot_eps: no sensitivity plot, a warning
-    assert main(["plot", "--results", str(results), "--out", str(tmp_path / "p2"), "--no-ku",
-                 "--no-curves", "--sensitivity", "eps"]) == 1
+    assert (
+        main(
+            [
+                "plot",
+                "--results",
+                str(results),
+                "--out",
+                str(tmp_path / "p2"),
+                "--no-ku",
+                "--no-curves",
+                "--sensitivity",
+                "eps",
+            ]
+        )
+        == 1
+    )
 
 
 def test_sensitivity_series_groups_by_value():
@@ -611,9 +825,15 @@ def test_record_names_the_commit_the_run_started_from(monkeypatch, synthetic_dir
         return result
 
     monkeypatch.setattr(sieoug_recbole, "run", run_then_move_checkout)
-    spec = {"model": "Pop", "task": "syn", "k_u": 0.5, "config_files": [SYNTHETIC_YAML], "seed": 1,
-            "overrides": {"train_epochs": ["BOTH:1"], "data_path": f"{synthetic_dir}{os.sep}"},
-            "sweep": None}
+    spec = {
+        "model": "Pop",
+        "task": "syn",
+        "k_u": 0.5,
+        "config_files": [SYNTHETIC_YAML],
+        "seed": 1,
+        "overrides": {"train_epochs": ["BOTH:1"], "data_path": f"{synthetic_dir}{os.sep}"},
+        "sweep": None,
+    }
     record = runner.run_one(spec, run_dir=str(tmp_path / "run"))
     assert record["versions"]["git"] == "commit-at-start"
 
@@ -643,13 +863,13 @@ def test_convergence_table_compares_long_runs_with_the_capped_ones(tmp_path, mon
     long_path, capped_path = tmp_path / "long.jsonl", tmp_path / "capped.jsonl"
     for seed, (ours, base) in enumerate([(0.20, 0.24), (0.22, 0.25), (0.21, 0.27)], start=1):
         for model, hr, best in (("SIEOUG", ours, 20 + seed), ("FREEDOM", base, 100 + seed)):
-            R.append_record(str(long_path), dict(_record(model, seed, hr, hr / 4),
-                                                 best_epoch=best, n_epochs=best + 10))
+            R.append_record(str(long_path), dict(_record(model, seed, hr, hr / 4), best_epoch=best, n_epochs=best + 10))
         R.append_record(str(capped_path), _record("FREEDOM", seed, base - 0.04))
     R.append_record(str(capped_path), _record("SIEOUG", 1, 0.20))  # one seed only
     R.append_record(str(long_path), _record("SIEOUG", 9, 0.9, k_u=0.5))  # another K_u: ignored
-    lines, comparison = C.table(C.runs_of([str(long_path)], "food_kitchen", 0.1),
-                                C.runs_of([str(capped_path)], "food_kitchen", 0.1))
+    lines, comparison = C.table(
+        C.runs_of([str(long_path)], "food_kitchen", 0.1), C.runs_of([str(capped_path)], "food_kitchen", 0.1)
+    )
     assert [line.split(" | ")[0] for line in lines[2:]] == ["| FREEDOM", "| SIEOUG"]
     freedom = lines[2].split(" | ")
     assert freedom[1:3] == ["3", "101/111, 102/112, 103/113"]
@@ -659,8 +879,9 @@ def test_convergence_table_compares_long_runs_with_the_capped_ones(tmp_path, mon
     assert lines[3].split(" | ")[-1] == "0.1000 (1 of the seeds) |"
     (line,) = comparison
     p = stats.ttest_rel([0.20, 0.22, 0.21], [0.24, 0.25, 0.27]).pvalue
-    assert line.startswith(f"- SIEOUG vs FREEDOM: target hit@10 {100 * (0.21 / 0.2533333 - 1):+.1f}% "
-                           f"(n = 3, p = {p:.3f})")
+    assert line.startswith(
+        f"- SIEOUG vs FREEDOM: target hit@10 {100 * (0.21 / 0.2533333 - 1):+.1f}% (n = 3, p = {p:.3f})"
+    )
 
 
 def test_model_epoch_variant_rows_parse_label_model_and_overrides(monkeypatch):
@@ -668,22 +889,29 @@ def test_model_epoch_variant_rows_parse_label_model_and_overrides(monkeypatch):
     import model_epoch as E
 
     label, model, overrides = E.parse_variant(
-        "SIEOUG, Eq 11 only=SIEOUG:use_item_graph=False,guide_lambda=0,ot_eps=1e-2")
+        "SIEOUG, Eq 11 only=SIEOUG:use_item_graph=False,guide_lambda=0,ot_eps=1e-2"
+    )
     assert (label, model) == ("SIEOUG, Eq 11 only", "SIEOUG")
     assert overrides == {"use_item_graph": False, "guide_lambda": 0, "ot_eps": 0.01}
     assert E.parse_variant("plain=LightGCN") == ("plain", "LightGCN", {})
     assert E.parse_variant("SIEOUG, D = 64=SIEOUG:embedding_size=64") == (
-        "SIEOUG, D = 64", "SIEOUG", {"embedding_size": 64})
+        "SIEOUG, D = 64",
+        "SIEOUG",
+        {"embedding_size": 64},
+    )
     for bad in ("no label or model", "=SIEOUG:guide_lambda=0", "label=:guide_lambda=0", "x=SIEOUG:oops"):
         with pytest.raises(G.GridError):
             E.parse_variant(bad)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--variant", "no model"], "--variant: expected LABEL=MODEL"),
-    (["--variant", "x=SIEOUGG:embedding_size=64"], "unknown model 'SIEOUGG'; registered models: "),
-    (["--models", "LightGCN", "--variant", "LightGCN=LightGCN:embedding_size=8"], "its own label"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--variant", "no model"], "--variant: expected LABEL=MODEL"),
+        (["--variant", "x=SIEOUGG:embedding_size=64"], "unknown model 'SIEOUGG'; registered models: "),
+        (["--models", "LightGCN", "--variant", "LightGCN=LightGCN:embedding_size=8"], "its own label"),
+    ],
+)
 def test_model_epoch_rejects_bad_rows_before_building_anything(argv, message, monkeypatch, capsys):
     monkeypatch.syspath_prepend(os.path.join(REPO, "benchmarks"))
     import model_epoch as E

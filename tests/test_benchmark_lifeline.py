@@ -1,4 +1,5 @@
 """A harness killed outright (SIGKILL) leaves no worker process training behind."""
+
 import os
 import signal
 import subprocess
@@ -7,7 +8,6 @@ import textwrap
 import time
 
 import pytest
-
 from conftest import REPO, SYNTHETIC_YAML
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -53,15 +53,36 @@ def _wait_for(condition, timeout, every=0.1):
 def test_sigkill_of_the_harness_ends_its_training_worker(synthetic_dir, tmp_path):
     # a real harness on a real (slow: 500 epochs) run; its worker must not outlive it
     harness = subprocess.Popen(
-        [sys.executable, "-m", "sieoug_recbole.benchmark", "run", "--models", "LightGCN",
-         "--task", f"syn:0.5={SYNTHETIC_YAML}", "--seeds", "1", "--epochs", "500",
-         "--set", f"data_path={synthetic_dir}{os.sep}", "--set", "stopping_step=1000",
-         "--results", str(tmp_path / "r.jsonl"), "--no-progress"],
-        cwd=tmp_path, env=dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1"),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "sieoug_recbole.benchmark",
+            "run",
+            "--models",
+            "LightGCN",
+            "--task",
+            f"syn:0.5={SYNTHETIC_YAML}",
+            "--seeds",
+            "1",
+            "--epochs",
+            "500",
+            "--set",
+            f"data_path={synthetic_dir}{os.sep}",
+            "--set",
+            "stopping_step=1000",
+            "--results",
+            str(tmp_path / "r.jsonl"),
+            "--no-progress",
+        ],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        workers = _wait_for(lambda: [pid for pid, cmd in _children(harness.pid)
-                                     if "sieoug_recbole.benchmark one" in cmd], timeout=120)
+        workers = _wait_for(
+            lambda: [pid for pid, cmd in _children(harness.pid) if "sieoug_recbole.benchmark one" in cmd], timeout=120
+        )
         assert workers, "the harness started no worker"
         [worker] = workers
         # let the worker get into training (past its imports and the tie to its parent)
@@ -109,8 +130,12 @@ CHILD = LOAD + textwrap.dedent("""
 @pytest.mark.parametrize("how", ["prctl", "watchdog"])
 def test_a_tied_child_ends_with_its_parent(how):
     child_code = CHILD.replace("sys.argv[-1]", repr(how))
-    parent = subprocess.Popen([sys.executable, "-c", PARENT, child_code],
-                              env=dict(os.environ, PYTHONPATH=REPO), stdout=subprocess.PIPE, text=True)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, child_code],
+        env=dict(os.environ, PYTHONPATH=REPO),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         child = int(parent.stdout.readline())
         assert parent.stdout.readline().strip() == how  # the child tied itself this way
@@ -126,8 +151,9 @@ def test_a_tied_child_ends_with_its_parent(how):
 
 def test_a_child_whose_parent_is_already_gone_exits_at_once():
     code = LOAD + "lifeline.die_with_parent(parent_pid=1 if __import__('os').getppid() != 1 else 2); print('alive')"
-    done = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=REPO),
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 3 and "alive" not in done.stdout
     assert "the process that started this worker is gone" in done.stderr
 

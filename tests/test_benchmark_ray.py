@@ -5,6 +5,7 @@ the local backend's metrics, records the node of each run, retries a run whose R
 killed, skips finished runs on a rerun, and turns bad input into one error line (exit 2) with
 no record written.
 """
+
 import json
 import os
 import signal
@@ -19,8 +20,9 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 ray = pytest.importorskip("ray")
 
 from conftest import SYNTHETIC_YAML  # noqa: E402
+from test_benchmark_lifeline import _alive, _wait_for  # noqa: E402
+
 from sieoug_recbole.benchmark.cli import main  # noqa: E402
-from test_benchmark_lifeline import _alive, _children, _wait_for  # noqa: E402
 
 TASK = f"syn:0.5={SYNTHETIC_YAML}"
 
@@ -31,8 +33,7 @@ def cluster():
 
     if ray.is_initialized():
         ray.shutdown()
-    started = Cluster(initialize_head=True, connect=False,
-                      head_node_args={"num_cpus": 1, "include_dashboard": False})
+    started = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 1, "include_dashboard": False})
     started.add_node(num_cpus=1)
     started.wait_for_nodes()
     assert started.address.startswith("127.0.0.1:")
@@ -50,9 +51,26 @@ def _lines(path):
 
 
 def _args(synthetic_dir, results, models="Pop,LightGCN", seeds="1,2", epochs="2"):
-    return ["run", "--models", models, "--task", TASK, "--seeds", seeds, "--epochs", epochs,
-            "--set", f"data_path={synthetic_dir}{os.sep}", "--set", "embedding_size=16",
-            "--set", "learning_rate=0.01", "--results", str(results), "--no-progress"]
+    return [
+        "run",
+        "--models",
+        models,
+        "--task",
+        TASK,
+        "--seeds",
+        seeds,
+        "--epochs",
+        epochs,
+        "--set",
+        f"data_path={synthetic_dir}{os.sep}",
+        "--set",
+        "embedding_size=16",
+        "--set",
+        "learning_rate=0.01",
+        "--results",
+        str(results),
+        "--no-progress",
+    ]
 
 
 def _ray(cluster, *more):
@@ -142,9 +160,9 @@ def _parent(pid):
 
 def test_retries_are_bounded(cluster, synthetic_dir, tmp_path, monkeypatch):
     # a task that always loses its worker: tried 1 + max_retries times, then recorded as failed
-    from sieoug_recbole.benchmark import ray_backend
-
     from ray import cloudpickle
+
+    from sieoug_recbole.benchmark import ray_backend
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
     monkeypatch.setattr(ray_backend, "run_on_node", _die)
@@ -159,10 +177,13 @@ def _die(*args):
     os.kill(os.getpid(), signal.SIGKILL)  # the Ray worker process ends: Ray reports a dead worker
 
 
-@pytest.mark.parametrize("more, message", [
-    (["--gpus-per-run", "1"], "no node of the Ray cluster has 1 CPU(s) and 1 GPU(s)"),
-    (["--cpus-per-run", "2"], "no node of the Ray cluster has 2 CPU(s) and 0 GPU(s)"),
-])
+@pytest.mark.parametrize(
+    "more, message",
+    [
+        (["--gpus-per-run", "1"], "no node of the Ray cluster has 1 CPU(s) and 1 GPU(s)"),
+        (["--cpus-per-run", "2"], "no node of the Ray cluster has 2 CPU(s) and 0 GPU(s)"),
+    ],
+)
 def test_a_run_no_node_can_hold_is_one_error_line(cluster, synthetic_dir, tmp_path, capsys, more, message):
     results = tmp_path / "r.jsonl"
     assert main(_args(synthetic_dir, results) + _ray(cluster, *more)) == 2

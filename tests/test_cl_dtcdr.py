@@ -1,13 +1,14 @@
 """CL-DTCDR (sieoug_recbole/models/cl_dtcdr.py) and the contrastive pieces it uses
 (sieoug_recbole/transfer_losses.py): InfoNCE and the nearest-neighbour search against their
 formulas, the inter-domain positives, the perturbed views and the coupling of the domains."""
+
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import build_on_synthetic
+
 from sieoug_recbole.models.base import DOMAINS
 from sieoug_recbole.transfer_losses import info_nce, nearest_rows
 
@@ -31,8 +32,11 @@ def test_info_nce_does_not_count_a_shared_positive_as_a_negative():
     ids = [7, 5, 7]
     expected = 0.0
     for i in range(3):
-        logits = {j: float(F.cosine_similarity(anchors[i], positives[j], dim=0)) / 0.2
-                  for j in range(3) if j == i or ids[j] != ids[i]}
+        logits = {
+            j: float(F.cosine_similarity(anchors[i], positives[j], dim=0)) / 0.2
+            for j in range(3)
+            if j == i or ids[j] != ids[i]
+        }
         expected -= logits[i] - math.log(sum(math.exp(v) for v in logits.values()))
     loss = info_nce(anchors, positives, 0.2, positive_ids=torch.tensor(ids))
     assert float(loss) == pytest.approx(expected / 3, rel=1e-5)

@@ -1,13 +1,14 @@
 """Each repair of recbole 1.0.1 / recbole-cdr 0.1.0: the defect, then the repair."""
+
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
+from conftest import SYNTHETIC_YAML
 
 import sieoug_recbole
-from conftest import SYNTHETIC_YAML
 from sieoug_recbole import compat
 from sieoug_recbole.checkpoint import load_checkpoint
 from sieoug_recbole.quick_start import build_run, make_config
@@ -21,14 +22,15 @@ def test_apply_is_idempotent():
 
 
 def test_numpy_float_alias_needed_and_set():
-    code = ("import numpy as np\n"
-            "from recbole.evaluator.metrics import NDCG\n"
-            "try:\n    np.zeros_like(np.ones(2), dtype=np.float)\n    print('ok')\n"
-            "except AttributeError:\n    print('missing')\n")
+    code = (
+        "import numpy as np\n"
+        "from recbole.evaluator.metrics import NDCG\n"
+        "try:\n    np.zeros_like(np.ones(2), dtype=np.float)\n    print('ok')\n"
+        "except AttributeError:\n    print('missing')\n"
+    )
     plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert plain.stdout.strip() == "missing"  # the defect: numpy 2 has no np.float
-    repaired = subprocess.run([sys.executable, "-c", "import sieoug_recbole\n" + code],
-                              capture_output=True, text=True)
+    repaired = subprocess.run([sys.executable, "-c", "import sieoug_recbole\n" + code], capture_output=True, text=True)
     assert repaired.stdout.strip() == "ok"
     assert np.float is float
 
@@ -63,13 +65,14 @@ def test_source_sampler_off_by_one(fast_config):
     assert first_target_only in original.item_id_list  # the defect: a target item is drawable
 
     dataset, sampler = _source_sampler(fast_config, repaired=True)
-    source_items = set(dataset.source_domain_dataset.inter_feat[
-        dataset.source_domain_dataset.iid_field].numpy().tolist())
-    target_only = set(range(dataset.num_overlap_item,
-                            dataset.num_overlap_item + dataset.num_target_only_item))
+    source_items = set(
+        dataset.source_domain_dataset.inter_feat[dataset.source_domain_dataset.iid_field].numpy().tolist()
+    )
+    target_only = set(range(dataset.num_overlap_item, dataset.num_overlap_item + dataset.num_target_only_item))
     candidates = set(sampler.item_id_list.tolist())
     assert candidates == set(range(1, dataset.num_overlap_item)) | set(
-        range(dataset.num_overlap_item + dataset.num_target_only_item, dataset.num_total_item))
+        range(dataset.num_overlap_item + dataset.num_target_only_item, dataset.num_total_item)
+    )
     assert source_items <= candidates and not candidates & target_only
     np.random.seed(0)
     draws = set(sampler.sampling(20000).tolist())
@@ -84,11 +87,19 @@ def test_source_graph_holds_source_validation(dual, fast_config):
     config = make_config("LightGCN", [SYNTHETIC_YAML], fast_config)
     _, train_data, valid_data, _, model, _ = build_run(config)
     source_valid = valid_data[0].dataset
-    held = set(zip(source_valid.inter_feat[source_valid.uid_field].numpy().tolist(),
-                   source_valid.inter_feat[source_valid.iid_field].numpy().tolist()))
+    held = set(
+        zip(
+            source_valid.inter_feat[source_valid.uid_field].numpy().tolist(),
+            source_valid.inter_feat[source_valid.iid_field].numpy().tolist(),
+        )
+    )
     trained = train_data.source_dataset  # what the SOURCE and BOTH phases train on
-    trained = set(zip(trained.inter_feat[trained.uid_field].numpy().tolist(),
-                      trained.inter_feat[trained.iid_field].numpy().tolist()))
+    trained = set(
+        zip(
+            trained.inter_feat[trained.uid_field].numpy().tolist(),
+            trained.inter_feat[trained.iid_field].numpy().tolist(),
+        )
+    )
     original = compat.ORIGINALS["CrossDomainDataset.inter_matrix"](train_data.dataset, form="coo", domain="source")
     assert held <= set(zip(original.row.tolist(), original.col.tolist()))  # the defect
     graph = train_data.dataset.inter_matrix(form="coo", domain="source")
@@ -108,7 +119,7 @@ def test_id2token_maps_back_through_token_ids(fast_config):
     framework = [single.id2token(field, int(i)) for i in ids]
     assert framework != ours.tolist()  # the defect: shifted / unordered tokens
     with pytest.raises(ValueError, match="out of range"):
-        sieoug_recbole.id2token(single, field, [10 ** 6])
+        sieoug_recbole.id2token(single, field, [10**6])
 
 
 def test_config_defaults_and_top_level_data_path(fast_config, synthetic_dir):
@@ -116,7 +127,10 @@ def test_config_defaults_and_top_level_data_path(fast_config, synthetic_dir):
 
     config = CDRConfig(model="LightGCN", config_file_list=[SYNTHETIC_YAML], config_dict=fast_config)
     assert (config["USER_ID_FIELD"], config["ITEM_ID_FIELD"], config["NEG_PREFIX"]) == (
-        "target_user_id", "target_item_id", "neg_")
+        "target_user_id",
+        "target_item_id",
+        "neg_",
+    )
     assert config["source_domain"]["data_path"].startswith(synthetic_dir)
     assert config["target_domain"]["data_path"].startswith(synthetic_dir)
     assert config["n_layers"] == 3  # our model's own yaml was read
@@ -131,8 +145,7 @@ def test_config_defaults_and_top_level_data_path(fast_config, synthetic_dir):
 
 
 def test_sampled_evaluation_needs_top_level_fields(fast_config):
-    fast_config["eval_args"] = {"split": {"RS": [0.8, 0.1, 0.1]}, "group_by": "user",
-                                "order": "RO", "mode": "uni100"}
+    fast_config["eval_args"] = {"split": {"RS": [0.8, 0.1, 0.1]}, "group_by": "user", "order": "RO", "mode": "uni100"}
     fast_config["train_epochs"] = ["BOTH:1"]
     result = sieoug_recbole.run("LightGCN", [SYNTHETIC_YAML], fast_config, verbose=False)
     assert 0.0 < result["test_result"]["hit@10"] <= 1.0

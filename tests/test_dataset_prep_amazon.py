@@ -1,4 +1,5 @@
 """dataset_prep.amazon: raw Amazon 2018 dumps -> generic tables -> convert, and image download."""
+
 import gzip
 import json
 import os
@@ -9,11 +10,11 @@ import pandas as pd
 import pytest
 
 from dataset_prep import encoders
-from sieoug_formats.features import read_item_features
 from dataset_prep.amazon import clean_text, convert_amazon, download_images, read_metadata, read_reviews
 from dataset_prep.cli import main
 from dataset_prep.convert import ConvertConfig, DomainInput, convert
 from dataset_prep.errors import PrepError
+from sieoug_formats.features import read_item_features
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "amazon")
 
@@ -22,8 +23,10 @@ def fixture(name):
     return os.path.join(FIXTURES, name)
 
 
-DOMAINS = [("grocery", fixture("Grocery.json"), fixture("meta_Grocery.json.gz")),
-           ("kitchen", fixture("Kitchen.json.gz"), fixture("meta_Kitchen.json"))]
+DOMAINS = [
+    ("grocery", fixture("Grocery.json"), fixture("meta_Grocery.json.gz")),
+    ("kitchen", fixture("Kitchen.json.gz"), fixture("meta_Kitchen.json")),
+]
 
 
 def read(path):
@@ -55,25 +58,47 @@ def test_amazon_dumps_to_generic_tables(tmp_path):
 
 def test_amazon_end_to_end_through_convert(tmp_path):
     raw = tmp_path / "raw"
-    assert main(["amazon", "--out", str(raw), "--compress", "--quiet",
-                 "--domain", *DOMAINS[0], "--domain", *DOMAINS[1]]) == 0
-    cfg = ConvertConfig(name="gk", out_dir=str(tmp_path / "out"), kcore=2, overlap_ratio=0.5,
-                        rating_threshold=4, properties_path=str(tmp_path / "gk.yaml"),
-                        cache_dir=str(tmp_path / "cache"), progress=False,
-                        modalities=["text=tfidf-word:title+description:dim=8",
-                                    "chars=tfidf-char:title:dim=8"])
-    summary = convert(DomainInput("kitchen", str(raw / "kitchen.inter.tsv.gz"), str(raw / "kitchen.items.tsv.gz")),
-                      DomainInput("grocery", str(raw / "grocery.inter.tsv.gz"), str(raw / "grocery.items.tsv.gz")),
-                      cfg)
+    assert (
+        main(["amazon", "--out", str(raw), "--compress", "--quiet", "--domain", *DOMAINS[0], "--domain", *DOMAINS[1]])
+        == 0
+    )
+    cfg = ConvertConfig(
+        name="gk",
+        out_dir=str(tmp_path / "out"),
+        kcore=2,
+        overlap_ratio=0.5,
+        rating_threshold=4,
+        properties_path=str(tmp_path / "gk.yaml"),
+        cache_dir=str(tmp_path / "cache"),
+        progress=False,
+        modalities=["text=tfidf-word:title+description:dim=8", "chars=tfidf-char:title:dim=8"],
+    )
+    summary = convert(
+        DomainInput("kitchen", str(raw / "kitchen.inter.tsv.gz"), str(raw / "kitchen.items.tsv.gz")),
+        DomainInput("grocery", str(raw / "grocery.inter.tsv.gz"), str(raw / "grocery.items.tsv.gz")),
+        cfg,
+    )
     k, g = summary["domains"]["source"], summary["domains"]["target"]
     assert (k["users"], k["items"], k["interactions"]) == (8, 4, 24)
     assert (g["users"], g["items"], g["interactions"]) == (6, 4, 18)
-    assert k["dropped"] == {"unparsable": 0, "below_threshold": 1, "duplicate": 0,
-                            "item_not_in_item_table": 0, "not_in_user_subset": 0,
-                            "not_common_user": 0, "kcore": 3}
-    assert g["dropped"] == {"unparsable": 0, "below_threshold": 2, "duplicate": 1,
-                            "item_not_in_item_table": 1, "not_in_user_subset": 0,
-                            "not_common_user": 0, "kcore": 1}
+    assert k["dropped"] == {
+        "unparsable": 0,
+        "below_threshold": 1,
+        "duplicate": 0,
+        "item_not_in_item_table": 0,
+        "not_in_user_subset": 0,
+        "not_common_user": 0,
+        "kcore": 3,
+    }
+    assert g["dropped"] == {
+        "unparsable": 0,
+        "below_threshold": 2,
+        "duplicate": 1,
+        "item_not_in_item_table": 1,
+        "not_in_user_subset": 0,
+        "not_common_user": 0,
+        "kcore": 1,
+    }
     assert summary["overlap"]["common_users_input"] == 6
     assert summary["overlap"]["common_users_before"] == 4
     assert summary["overlap"]["overlapped_users_after"] == 2
@@ -118,8 +143,9 @@ def test_metadata_without_asin(tmp_path):
 
 def test_missing_dump_file(tmp_path):
     with pytest.raises(PrepError, match="file not found"):
-        convert_amazon([("x", str(tmp_path / "none.json"), fixture("meta_Kitchen.json"))],
-                       str(tmp_path), progress=False)
+        convert_amazon(
+            [("x", str(tmp_path / "none.json"), fixture("meta_Kitchen.json"))], str(tmp_path), progress=False
+        )
 
 
 def test_clean_text():
@@ -144,8 +170,10 @@ def test_download_images_resumable_with_failures_then_clip(tmp_path, monkeypatch
     items_path = tmp_path / "raw" / "kitchen.items.tsv"
     items = read(items_path)
     # point the URLs at local files (file:// is fetched by urllib like http://); k05/k06 missing
-    items["image_url"] = [u.replace("https://images.example.com/images/I/", remote.as_uri() + "/") if u else ""
-                          for u in items["image_url"]]
+    items["image_url"] = [
+        u.replace("https://images.example.com/images/I/", remote.as_uri() + "/") if u else ""
+        for u in items["image_url"]
+    ]
     items.to_csv(items_path, sep="\t", index=False, quoting=3)
     stats = download_images(str(items_path), str(tmp_path / "raw" / "images"), progress=False)
     assert (stats["downloaded"], stats["failed"], stats["no_url"], stats["existing"]) == (3, 2, 15, 0)
@@ -160,15 +188,24 @@ def test_download_images_resumable_with_failures_then_clip(tmp_path, monkeypatch
     # the image paths feed the clip-image encoder
     record = []
     monkeypatch.setattr(encoders, "load_open_clip", tiny_clip_loader(record))
-    cfg = ConvertConfig(name="img", out_dir=str(tmp_path / "out"), kcore=0, progress=False,
-                        properties_path="", cache_dir=str(tmp_path / "cache"),
-                        modalities=["visual=clip-image:image_path:pretrained=none,batch_size=2"])
+    cfg = ConvertConfig(
+        name="img",
+        out_dir=str(tmp_path / "out"),
+        kcore=0,
+        progress=False,
+        properties_path="",
+        cache_dir=str(tmp_path / "cache"),
+        modalities=["visual=clip-image:image_path:pretrained=none,batch_size=2"],
+    )
     grocery = tmp_path / "raw" / "grocery.items.tsv"
     g_items = read(grocery)
     g_items["image_path"] = ""
     g_items.to_csv(grocery, sep="\t", index=False, quoting=3)
-    summary = convert(DomainInput("kitchen", str(tmp_path / "raw" / "kitchen.inter.tsv"), str(items_path)),
-                      DomainInput("grocery", str(tmp_path / "raw" / "grocery.inter.tsv"), str(grocery)), cfg)
+    summary = convert(
+        DomainInput("kitchen", str(tmp_path / "raw" / "kitchen.inter.tsv"), str(items_path)),
+        DomainInput("grocery", str(tmp_path / "raw" / "grocery.inter.tsv"), str(grocery)),
+        cfg,
+    )
     # K04 has no image URL, K05 and K06 failed to download
     assert summary["domains"]["source"]["features"]["visual"]["empty_inputs"] == 3
     tokens, matrix = read_item_features(str(tmp_path / "out" / "img_kitchen" / "img_kitchen.visual.feat.npz"))
@@ -178,10 +215,19 @@ def test_download_images_resumable_with_failures_then_clip(tmp_path, monkeypatch
 
 def test_image_urls_in_clip_column_are_rejected(tmp_path):
     convert_amazon(DOMAINS, str(tmp_path / "raw"), progress=False)
-    cfg = ConvertConfig(name="img", out_dir=str(tmp_path / "out"), kcore=0, progress=False,
-                        properties_path="", cache_dir="",
-                        modalities=["visual=clip-image:image_url:pretrained=none"])
+    cfg = ConvertConfig(
+        name="img",
+        out_dir=str(tmp_path / "out"),
+        kcore=0,
+        progress=False,
+        properties_path="",
+        cache_dir="",
+        modalities=["visual=clip-image:image_url:pretrained=none"],
+    )
     raw = tmp_path / "raw"
     with pytest.raises(PrepError, match="holds URLs.*download-images"):
-        convert(DomainInput("kitchen", str(raw / "kitchen.inter.tsv"), str(raw / "kitchen.items.tsv")),
-                DomainInput("grocery", str(raw / "grocery.inter.tsv"), str(raw / "grocery.items.tsv")), cfg)
+        convert(
+            DomainInput("kitchen", str(raw / "kitchen.inter.tsv"), str(raw / "kitchen.items.tsv")),
+            DomainInput("grocery", str(raw / "grocery.inter.tsv"), str(raw / "grocery.items.tsv")),
+            cfg,
+        )

@@ -1,4 +1,5 @@
 """dataset_prep.locking: one build of a pair at a time, across threads and processes."""
+
 import os
 import subprocess
 import sys
@@ -59,14 +60,15 @@ def test_the_lock_is_reentrant_in_a_thread_and_per_pair(tmp_path):
 
 
 def test_another_process_waits_for_the_lock(tmp_path):
-    script = ("import sys, time; sys.path.insert(0, sys.argv[1]); "
-              "from dataset_prep.locking import pair_lock\n"
-              "print('ready', flush=True)\n"
-              "with pair_lock(sys.argv[2], 'pair'):\n"
-              "    print(time.time(), flush=True)\n")
+    script = (
+        "import sys, time; sys.path.insert(0, sys.argv[1]); "
+        "from dataset_prep.locking import pair_lock\n"
+        "print('ready', flush=True)\n"
+        "with pair_lock(sys.argv[2], 'pair'):\n"
+        "    print(time.time(), flush=True)\n"
+    )
     with pair_lock(str(tmp_path), "pair"):
-        child = subprocess.Popen([sys.executable, "-c", script, REPO, str(tmp_path)],
-                                 stdout=subprocess.PIPE, text=True)
+        child = subprocess.Popen([sys.executable, "-c", script, REPO, str(tmp_path)], stdout=subprocess.PIPE, text=True)
         assert child.stdout.readline().strip() == "ready"  # about to take the lock
         time.sleep(0.5)
         released = time.time()
@@ -83,8 +85,7 @@ def test_concurrent_ensure_dataset_builds_a_pair_once(tmp_path, monkeypatch):
 
     monkeypatch.setattr(fk, "build", slow_build)
     monkeypatch.setattr(fk, "is_built", lambda name, out_dir, recipe=None: name in builds)
-    threads = [_in_thread(lambda: fk.ensure_dataset("food_kitchen_demo", out_dir=str(tmp_path)))
-               for _ in range(3)]
+    threads = [_in_thread(lambda: fk.ensure_dataset("food_kitchen_demo", out_dir=str(tmp_path))) for _ in range(3)]
     for thread in threads:
         thread.join(10)
     assert builds == ["food_kitchen_demo"]  # without the lock every caller would build it

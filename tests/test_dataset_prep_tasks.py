@@ -1,4 +1,5 @@
 """dataset_prep.tasks: the paper's three Amazon 2018 tasks as yaml files, and their recipes."""
+
 import json
 import os
 import shlex
@@ -7,21 +8,36 @@ import sys
 
 import pytest
 import yaml
+from test_dataset_prep import assert_training_block
 
 from dataset_prep import tasks
 from dataset_prep.cli import build_parser, main
 from dataset_prep.errors import PrepError
-from test_dataset_prep import assert_training_block
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: task -> (pair, source dataset, target dataset, source category, target category)
 EXPECTED = {
-    "clothes_sports": ("clothes_sports", "clothes_sports_clothes", "clothes_sports_sports",
-                       "Clothing_Shoes_and_Jewelry", "Sports_and_Outdoors"),
-    "clothes_home": ("clothes_home", "clothes_home_clothes", "clothes_home_home",
-                     "Clothing_Shoes_and_Jewelry", "Tools_and_Home_Improvement"),
-    "food_kitchen": ("amazon_food_kitchen", "amazon_food_kitchen_kitchen",
-                     "amazon_food_kitchen_food", "Home_and_Kitchen", "Grocery_and_Gourmet_Food"),
+    "clothes_sports": (
+        "clothes_sports",
+        "clothes_sports_clothes",
+        "clothes_sports_sports",
+        "Clothing_Shoes_and_Jewelry",
+        "Sports_and_Outdoors",
+    ),
+    "clothes_home": (
+        "clothes_home",
+        "clothes_home_clothes",
+        "clothes_home_home",
+        "Clothing_Shoes_and_Jewelry",
+        "Tools_and_Home_Improvement",
+    ),
+    "food_kitchen": (
+        "amazon_food_kitchen",
+        "amazon_food_kitchen_kitchen",
+        "amazon_food_kitchen_food",
+        "Home_and_Kitchen",
+        "Grocery_and_Gourmet_Food",
+    ),
 }
 
 
@@ -65,7 +81,8 @@ def test_task_yaml_names_what_its_recipe_produces(key):
     assert amazon.command == "amazon"
     assert [tuple(d) for d in amazon.domain] == [
         (convert.source, f"{src_cat}.json.gz", f"meta_{src_cat}.json.gz"),
-        (convert.target, f"{tgt_cat}.json.gz", f"meta_{tgt_cat}.json.gz")]
+        (convert.target, f"{tgt_cat}.json.gz", f"meta_{tgt_cat}.json.gz"),
+    ]
     # step 2: images of both item tables that convert reads
     assert [d.command for d in downloads] == ["download-images"] * 2
     assert [d.items for d in downloads] == [convert.source_items, convert.target_items]
@@ -108,13 +125,11 @@ def test_food_kitchen_task_cannot_collide_with_the_shipped_pairs():
 
 def test_other_overlap_ratio_and_cli(tmp_path, capsys):
     path = tmp_path / "p.yaml"
-    assert main(["paper-task", "clothes_home", "--overlap-ratio", "0.1", "--properties",
-                 str(path)]) == 0
+    assert main(["paper-task", "clothes_home", "--overlap-ratio", "0.1", "--properties", str(path)]) == 0
     config = yaml.safe_load(path.read_text(encoding="utf-8"))
     assert config["target_domain"]["dataset"] == "clothes_home_ku10_home"
     *_, convert = split_recipe(config["prepare_command"])
-    assert (convert.name, convert.overlap_ratio, convert.properties) == ("clothes_home_ku10", 0.1,
-                                                                         str(path))
+    assert (convert.name, convert.overlap_ratio, convert.properties) == ("clothes_home_ku10", 0.1, str(path))
     assert tasks.properties_path("food_kitchen", 0.9) == "properties/amazon_food_kitchen_ku90.yaml"
     capsys.readouterr()
     assert main(["paper-task", "food_kitchen", "--print-recipe"]) == 0
@@ -124,8 +139,7 @@ def test_other_overlap_ratio_and_cli(tmp_path, capsys):
     assert len(text_only) == 2 and "clip-image" not in text_only[-1]
     with pytest.raises(PrepError, match="unknown paper task"):
         tasks.task("books")
-    assert main(["paper-task", "clothes_sports", "--overlap-ratio", "1.5",
-                 "--properties", str(path)]) == 2
+    assert main(["paper-task", "clothes_sports", "--overlap-ratio", "1.5", "--properties", str(path)]) == 2
 
 
 def test_runner_prints_the_recipe_when_the_data_is_missing(tmp_path):
@@ -134,9 +148,13 @@ def test_runner_prints_the_recipe_when_the_data_is_missing(tmp_path):
     yaml_path = os.path.join(REPO, "properties", "clothes_sports.yaml")
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     done = subprocess.run(
-        [sys.executable, os.path.join(REPO, "run_sieoug.py"), "--model=LightGCN",
-         f"--config_files={yaml_path}"],
-        cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
+        [sys.executable, os.path.join(REPO, "run_sieoug.py"), "--model=LightGCN", f"--config_files={yaml_path}"],
+        cwd=str(tmp_path),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert not (tmp_path / "dataset").exists()
     assert done.stderr.startswith("run_sieoug.py: error: source_domain dataset 'clothes_sports_clothes' not found")
@@ -144,8 +162,12 @@ def test_runner_prints_the_recipe_when_the_data_is_missing(tmp_path):
     assert lines[0].endswith("does not exist; make it with:") and 6 <= len(lines) <= 10
     assert tasks.AMAZON_2018_URL == "https://nijianmo.github.io/amazon/index.html"
     assert any(tasks.AMAZON_2018_URL in line for line in lines[1:4])
-    files = ["Clothing_Shoes_and_Jewelry.json.gz", "meta_Clothing_Shoes_and_Jewelry.json.gz",
-             "Sports_and_Outdoors.json.gz", "meta_Sports_and_Outdoors.json.gz"]
+    files = [
+        "Clothing_Shoes_and_Jewelry.json.gz",
+        "meta_Clothing_Shoes_and_Jewelry.json.gz",
+        "Sports_and_Outdoors.json.gz",
+        "meta_Sports_and_Outdoors.json.gz",
+    ]
     assert any(all(f in line for f in files) for line in lines[1:4])
     commands = [line.strip() for line in lines if line.startswith("  .venv/bin/python -m dataset_prep ")]
     assert commands == tasks.task_recipe("clothes_sports")
@@ -162,22 +184,25 @@ def test_task_recipe_runs_end_to_end_on_small_dumps(tmp_path, monkeypatch):
 
     import pandas as pd
     from PIL import Image
+    from test_dataset_prep import tiny_clip_loader
 
     from dataset_prep import encoders
-    from test_dataset_prep import tiny_clip_loader
 
     t = tasks.task("food_kitchen")
     fixtures = os.path.join(REPO, "tests", "fixtures", "amazon")
-    for src, dst in (("Kitchen.json.gz", t.source.reviews), ("meta_Kitchen.json", t.source.meta),
-                     ("Grocery.json", t.target.reviews), ("meta_Grocery.json.gz", t.target.meta)):
+    for src, dst in (
+        ("Kitchen.json.gz", t.source.reviews),
+        ("meta_Kitchen.json", t.source.meta),
+        ("Grocery.json", t.target.reviews),
+        ("meta_Grocery.json.gz", t.target.meta),
+    ):
         with open(os.path.join(fixtures, src), "rb") as f:
             data = f.read()
         (tmp_path / dst).write_bytes(data if src.endswith(".gz") else gzip.compress(data, mtime=0))
     monkeypatch.chdir(tmp_path)
     record = []
     monkeypatch.setattr(encoders, "load_open_clip", tiny_clip_loader(record))
-    amazon, *downloads, convert = [shlex.split(step)[3:] + ["--quiet"]
-                                   for step in tasks.task_recipe("food_kitchen")]
+    amazon, *downloads, convert = [shlex.split(step)[3:] + ["--quiet"] for step in tasks.task_recipe("food_kitchen")]
     assert main(amazon) == 0
     remote = tmp_path / "remote"
     remote.mkdir()
@@ -210,8 +235,9 @@ def test_task_recipe_runs_end_to_end_on_small_dumps(tmp_path, monkeypatch):
         assert (folder / f"{dataset}.inter").is_file()
         for modality in new[role]["modalities"]:
             assert (folder / f"{dataset}.{modality}.feat.npz").is_file()
-    assert {k: new[k] for k in ("seed", "eval_args", "metrics", "topk")} == \
-        {k: old[k] for k in ("seed", "eval_args", "metrics", "topk")}
+    assert {k: new[k] for k in ("seed", "eval_args", "metrics", "topk")} == {
+        k: old[k] for k in ("seed", "eval_args", "metrics", "topk")
+    }
     with open(tmp_path / "dataset" / f"{t.pair}.summary.json", encoding="utf-8") as f:
         summary = json.load(f)
     for role in ("source", "target"):

@@ -7,14 +7,14 @@ stream); then the loss, every parameter's gradient and the full-sort scores of b
 must agree: exactly when both builds are on the CPU (building is deterministic),
 to float32 rounding when the second is on the GPU.
 """
+
 import pytest
 import torch
+from conftest import build_on_synthetic
 from recbole.data.interaction import Interaction
 
 from sieoug_recbole.models.base import DOMAINS
 from sieoug_recbole.registry import model_names
-
-from conftest import build_on_synthetic
 
 ON_GPU = torch.cuda.is_available()
 USERS = torch.tensor([1, 2, 7, 40])  # overlapped users (1..n) and one more: valid in both domains
@@ -67,8 +67,9 @@ def device_differences(name, config):
 CASES = [(n, {}) for n in model_names() if n != "Pop"] + [("SIEOUG", {"ot_device": "model"})]
 
 
-@pytest.mark.parametrize("name, overrides", CASES,
-                         ids=[n + "".join(f"-{k}={v}" for k, v in o.items()) for n, o in CASES])
+@pytest.mark.parametrize(
+    "name, overrides", CASES, ids=[n + "".join(f"-{k}={v}" for k, v in o.items()) for n, o in CASES]
+)
 def test_model_same_on_both_devices(name, overrides, fast_config, tmp_path):
     fast_config.update(graph_cache_dir=str(tmp_path / "graphs"), n_clusters=8, ot_eps=0.05, **overrides)
     device, pairs = device_differences(name, fast_config)
@@ -78,8 +79,9 @@ def test_model_same_on_both_devices(name, overrides, fast_config, tmp_path):
             assert torch.equal(cpu, other), (name, what)
         else:  # float32 rounding, relative to the quantity's scale
             scale = float(cpu.abs().max()) or 1.0
-            torch.testing.assert_close(other, cpu, rtol=1e-3, atol=1e-4 * scale,
-                                       msg=lambda m: f"{name} {what} on {device}: {m}")
+            torch.testing.assert_close(
+                other, cpu, rtol=1e-3, atol=1e-4 * scale, msg=lambda m: f"{name} {what} on {device}: {m}"
+            )
 
 
 @pytest.mark.skipif(not ON_GPU, reason="no CUDA device")

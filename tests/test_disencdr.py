@@ -1,10 +1,11 @@
 """DisenCDR: its KL terms, the joint encoder's mixing, and one shared part per overlapped user."""
+
 import numpy as np
 import pytest
 import torch
+from conftest import build_on_synthetic
 from torch.distributions import Normal, kl_divergence
 
-from conftest import build_on_synthetic
 from sieoug_recbole.models.base import DOMAINS
 from sieoug_recbole.models.disencdr import Gaussian, gaussian_kl, mix_overlapped, row_normalized
 
@@ -29,8 +30,9 @@ def test_gaussian_kl_matches_torch_distributions():
     q, p = _gaussian(5, 3, 0), _gaussian(5, 3, 1)
     for prior in (p, None):
         ref = p if prior is not None else Gaussian(torch.zeros(5, 3), torch.zeros(5, 3))
-        expected = kl_divergence(Normal(q.mean, (0.5 * q.logvar).exp()),
-                                 Normal(ref.mean, (0.5 * ref.logvar).exp())).sum(-1)
+        expected = kl_divergence(
+            Normal(q.mean, (0.5 * q.logvar).exp()), Normal(ref.mean, (0.5 * ref.logvar).exp())
+        ).sum(-1)
         torch.testing.assert_close(gaussian_kl(q, prior), expected)
     assert torch.allclose(gaussian_kl(q, q), torch.zeros(5), atol=1e-6)
 
@@ -48,6 +50,7 @@ def test_mix_overlapped_mixes_only_the_overlapped_rows():
 
 def test_row_normalized_rows_are_means():
     import scipy.sparse as sp
+
     matrix = sp.csr_matrix(np.array([[1, 1, 0], [0, 0, 0], [0, 1, 0]], dtype=np.float32))
     np.testing.assert_allclose(row_normalized(matrix).toarray(), [[0.5, 0.5, 0], [0, 0, 0], [0, 1, 0]])
 
@@ -98,9 +101,13 @@ def test_kl_term_equals_its_formula_on_a_batch(built):
     for domain in DOMAINS:
         users, pos, neg = model.batch(domain, batch)
         p = post[domain]
-        expected = (gaussian_kl(p.specific_user.rows(users)).mean() + gaussian_kl(p.specific_item.rows(pos)).mean()
-                    + gaussian_kl(p.specific_item.rows(neg)).mean() + (1 - beta) * gaussian_kl(p.shared.rows(users)).mean()
-                    + beta * gaussian_kl(p.shared.rows(users), p.single.rows(users)).mean())
+        expected = (
+            gaussian_kl(p.specific_user.rows(users)).mean()
+            + gaussian_kl(p.specific_item.rows(pos)).mean()
+            + gaussian_kl(p.specific_item.rows(neg)).mean()
+            + (1 - beta) * gaussian_kl(p.shared.rows(users)).mean()
+            + beta * gaussian_kl(p.shared.rows(users), p.single.rows(users)).mean()
+        )
         _, kl = model.domain_loss(domain, batch, p)
         torch.testing.assert_close(kl, model.kl_weight * expected)
         # the beta term counts the overlapped users only (the others' two posteriors are one)
@@ -123,6 +130,7 @@ def test_a_target_step_reaches_the_source_through_the_joint_encoder(built):
 
 def test_bad_keys_are_clear_errors(fast_config):
     from sieoug_recbole.config_checks import ConfigError
+
     for key, value in (("beta", 1.5), ("loss_type", "mse"), ("n_layers", 0), ("dropout", 1.0)):
         with pytest.raises(ConfigError, match=f"config key '{key}' must be"):
             build_on_synthetic("DisenCDR", {**fast_config, key: value})

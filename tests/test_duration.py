@@ -1,10 +1,11 @@
 """DURation (sieoug_recbole/models/duration.py) and its alignment terms
 (sieoug_recbole/transfer_losses.py): the kernel discrepancy and CORAL are zero exactly when
 they should be, and the model's overlapped users have one unified vector."""
+
 import pytest
 import torch
-
 from conftest import build_on_synthetic
+
 from sieoug_recbole.models.base import DOMAINS
 from sieoug_recbole.transfer_losses import coral, covariance, gaussian_mmd
 
@@ -49,7 +50,7 @@ def test_an_overlapped_user_has_one_vector_made_from_both_domains(fast_config):
     n_o = model.overlapped_num_users
     source, target = model.user_vectors("source"), model.user_vectors("target")
     torch.testing.assert_close(source[1:n_o], target[1:n_o])  # unified
-    assert not torch.allclose(source[n_o:n_o + 50], target[n_o:n_o + 50])  # different people
+    assert not torch.allclose(source[n_o : n_o + 50], target[n_o : n_o + 50])  # different people
     # the source items reach an overlapped user's target vector, not a target-only user's
     rows = torch.tensor([1, 2, n_o, n_o + 1])
     model.user_vectors("target", rows).sum().backward()

@@ -1,13 +1,14 @@
 """ETL (sieoug_recbole/models/etl.py) and the shared pieces it is built from
 (sieoug_recbole/models/cdr_parts.py): the sparse row reader, the overlapped users' shared
 vectors, scoring as the decoder's reconstruction, and the transformation after training."""
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from conftest import SYNTHETIC_YAML, build_on_synthetic
 from recbole.data.interaction import Interaction
 
-from conftest import SYNTHETIC_YAML, build_on_synthetic
 from sieoug_recbole.models.base import DOMAINS
 from sieoug_recbole.models.cdr_parts import InteractionRows
 from sieoug_recbole.models.etl import orthogonality_residual, reconstruction_loss
@@ -49,7 +50,7 @@ def test_overlapped_users_share_one_vector_in_both_domains(fast_config):
     users, n_o = model.user_embedding, model.overlapped_num_users
     source, target = users.table("source"), users.table("target")
     torch.testing.assert_close(source[:n_o], target[:n_o])
-    assert not torch.allclose(source[n_o:n_o + 20], target[n_o:n_o + 20])
+    assert not torch.allclose(source[n_o : n_o + 20], target[n_o : n_o + 20])
     rows = torch.tensor([2, n_o + 1, 5])
     torch.testing.assert_close(users("target", rows), target[rows])
     users("target", rows).sum().backward()  # a target step moves the shared vector, seen by the source
@@ -58,8 +59,15 @@ def test_overlapped_users_share_one_vector_in_both_domains(fast_config):
 
 def test_reconstruction_and_orthogonality_follow_their_formulas():
     logits, targets = torch.tensor([[0.5, -1.0], [2.0, 0.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    expected = -(np.log(1 / (1 + np.exp(-0.5))) + np.log(1 - 1 / (1 + np.exp(1.0)))
-                 + np.log(1 - 1 / (1 + np.exp(-2.0))) + np.log(0.5)) / 2
+    expected = (
+        -(
+            np.log(1 / (1 + np.exp(-0.5)))
+            + np.log(1 - 1 / (1 + np.exp(1.0)))
+            + np.log(1 - 1 / (1 + np.exp(-2.0)))
+            + np.log(0.5)
+        )
+        / 2
+    )
     assert float(reconstruction_loss(logits, targets)) == pytest.approx(expected, rel=1e-5)
     torch.manual_seed(0)
     codes = torch.randn(5, 4)

@@ -1,10 +1,16 @@
 """The on-disk item-feature format and its alignment to the framework's item ids."""
+
 import numpy as np
 import pytest
-
 from conftest import SYNTHETIC_YAML
-from sieoug_recbole.features import (FeatureFileError, align_item_features, feature_path,
-                                     read_item_features, write_item_features)
+
+from sieoug_recbole.features import (
+    FeatureFileError,
+    align_item_features,
+    feature_path,
+    read_item_features,
+    write_item_features,
+)
 
 
 def _write_raw(path, **arrays):
@@ -31,14 +37,17 @@ def test_missing_item_is_an_error_or_zero_with_warning(tmp_path):
     np.testing.assert_array_equal(aligned, [[1, 1], [0, 0]])
 
 
-@pytest.mark.parametrize("arrays, message", [
-    ({"item_id": np.array(["a", "b"]), "feature": np.array([[1.0], [np.nan]])}, "NaN or inf"),
-    ({"item_id": np.array(["a", "a"]), "feature": np.ones((2, 2))}, "duplicate item id"),
-    ({"item_id": np.array(["a", "b"]), "feature": np.ones(2)}, "must be 2-D"),
-    ({"item_id": np.array(["a", "b"]), "feature": np.ones((3, 2))}, "2 item ids but 3 feature rows"),
-    ({"item_id": np.array(["a"]), "feature": np.array([[1]])}, "must be float"),
-    ({"tokens": np.array(["a"]), "feature": np.ones((1, 2))}, "missing array"),
-])
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"item_id": np.array(["a", "b"]), "feature": np.array([[1.0], [np.nan]])}, "NaN or inf"),
+        ({"item_id": np.array(["a", "a"]), "feature": np.ones((2, 2))}, "duplicate item id"),
+        ({"item_id": np.array(["a", "b"]), "feature": np.ones(2)}, "must be 2-D"),
+        ({"item_id": np.array(["a", "b"]), "feature": np.ones((3, 2))}, "2 item ids but 3 feature rows"),
+        ({"item_id": np.array(["a"]), "feature": np.array([[1]])}, "must be float"),
+        ({"tokens": np.array(["a"]), "feature": np.ones((1, 2))}, "missing array"),
+    ],
+)
 def test_bad_files_name_the_file_and_the_problem(tmp_path, arrays, message):
     path = _write_raw(tmp_path / "bad.npz", **arrays)
     with pytest.raises(FeatureFileError, match=message) as info:

@@ -3,13 +3,14 @@
 The hook adds exactly lambda * L_C; lambda = 0 changes nothing; the registered X+GOUM models;
 whole-population matching (ot_scope: global); and the bad settings, each one clear error.
 """
+
 import warnings
 
 import pytest
 import torch
+from conftest import SYNTHETIC_YAML, build_on_synthetic
 
 import sieoug_recbole
-from conftest import SYNTHETIC_YAML, build_on_synthetic
 from sieoug_recbole.config_checks import ConfigError
 from sieoug_recbole.matching import goum, guide_mask, guided_contrastive_loss, squared_euclidean_cost
 from sieoug_recbole.quick_start import make_config
@@ -44,10 +45,15 @@ def test_the_hook_adds_exactly_lambda_times_the_guided_loss(name, guided_config)
 @pytest.mark.parametrize("name", ["LightGCN", "SIEOUG"])
 def test_lambda_zero_leaves_the_model_bit_identical(name, guided_config, tmp_path):
     base = {**guided_config, "dual_domain_eval": True, "train_epochs": ["BOTH:3"]}
-    without = sieoug_recbole.run(name, [SYNTHETIC_YAML], {**base, "guidance": "none",
-                                                           "checkpoint_dir": str(tmp_path / "a")}, verbose=False)
-    with_hook = sieoug_recbole.run(name, [SYNTHETIC_YAML], {**base, "guidance": "goum", "guide_lambda": 0.0,
-                                                             "checkpoint_dir": str(tmp_path / "b")}, verbose=False)
+    without = sieoug_recbole.run(
+        name, [SYNTHETIC_YAML], {**base, "guidance": "none", "checkpoint_dir": str(tmp_path / "a")}, verbose=False
+    )
+    with_hook = sieoug_recbole.run(
+        name,
+        [SYNTHETIC_YAML],
+        {**base, "guidance": "goum", "guide_lambda": 0.0, "checkpoint_dir": str(tmp_path / "b")},
+        verbose=False,
+    )
     assert with_hook["metrics_by_domain"] == without["metrics_by_domain"]
     assert with_hook["valid_history"] == without["valid_history"]
     a = torch.load(without["saved_model_file"], weights_only=False)["state_dict"]
@@ -62,12 +68,15 @@ def test_registered_guided_models():
         assert f"{base}+GOUM" in model_names()
 
 
-@pytest.mark.parametrize("model, overrides, match", [
-    ("LightGCN", {"guidance": "wasserstein"}, "config key 'guidance' must be one of"),
-    ("LightGCN", {"ot_scope": "everyone"}, "config key 'ot_scope'"),
-    ("LightGCN", {"ot_refresh": 0}, "config key 'ot_refresh' must be an integer >= 1"),
-    ("LightGCN", {"ot_eps": 0}, "config key 'ot_eps'"),
-])
+@pytest.mark.parametrize(
+    "model, overrides, match",
+    [
+        ("LightGCN", {"guidance": "wasserstein"}, "config key 'guidance' must be one of"),
+        ("LightGCN", {"ot_scope": "everyone"}, "config key 'ot_scope'"),
+        ("LightGCN", {"ot_refresh": 0}, "config key 'ot_refresh' must be an integer >= 1"),
+        ("LightGCN", {"ot_eps": 0}, "config key 'ot_eps'"),
+    ],
+)
 def test_bad_guidance_settings_fail_when_the_config_is_read(model, overrides, match, guided_config):
     with pytest.raises(ConfigError, match=match):
         make_config(model, [SYNTHETIC_YAML], {**guided_config, **overrides})
@@ -84,16 +93,22 @@ def test_global_scope_needs_goum_and_a_plan_that_fits(guided_config):
         build_on_synthetic("SIEOUG-G", {**guided_config, "ot_scope": "global"})
     with pytest.raises(ConfigError, match=r"dense plan of .* above ot_dense_limit .* set ot_global_plan: sparse"):
         build_on_synthetic("SIEOUG", {**guided_config, "ot_scope": "global", "ot_dense_limit": 1000})
-    build_on_synthetic("SIEOUG", {**guided_config, "ot_scope": "global", "ot_dense_limit": 1000,
-                                  "ot_global_plan": "sparse"})  # the sparse plan is fine
+    build_on_synthetic(
+        "SIEOUG", {**guided_config, "ot_scope": "global", "ot_dense_limit": 1000, "ot_global_plan": "sparse"}
+    )  # the sparse plan is fine
 
 
 def test_a_pair_without_overlapped_users_warns_and_the_record_says_so(tmp_path, fast_config):
     from sieoug_recbole.synthetic import generate_pair
 
     generate_pair(str(tmp_path / "data"), name="synthetic", overlap_ratio=0.0, seed=0)
-    config = {**fast_config, "data_path": str(tmp_path / "data") + "/", "graph_cache_dir": str(tmp_path / "g"),
-              "n_clusters": 8, "train_epochs": ["BOTH:1"]}
+    config = {
+        **fast_config,
+        "data_path": str(tmp_path / "data") + "/",
+        "graph_cache_dir": str(tmp_path / "g"),
+        "n_clusters": 8,
+        "train_epochs": ["BOTH:1"],
+    }
     with pytest.warns(RuntimeWarning, match="without overlapped users: nothing anchors the matching"):
         result = sieoug_recbole.run("LightGCN+GOUM", [SYNTHETIC_YAML], config, verbose=False)
     assert result["guidance"]["anchored"] is False and result["guidance"]["overlapped_users"] == 0
@@ -104,8 +119,13 @@ def test_a_pair_without_overlapped_users_warns_and_the_record_says_so(tmp_path, 
 
 @pytest.mark.parametrize("plan", ["dense", "sparse"])
 def test_global_scope_trains_with_a_refreshed_population_plan(plan, guided_config):
-    config = {**guided_config, "ot_scope": "global", "ot_global_plan": plan, "ot_refresh": 1,
-              "train_epochs": ["BOTH:2"]}
+    config = {
+        **guided_config,
+        "ot_scope": "global",
+        "ot_global_plan": plan,
+        "ot_refresh": 1,
+        "train_epochs": ["BOTH:2"],
+    }
     result = sieoug_recbole.run("SIEOUG", [SYNTHETIC_YAML], config, verbose=False)
     for stats in result["epoch_stats"]:  # one refresh an epoch, a converged plan, guided batches
         assert stats["plan_iterations"] >= 0 and stats["plan_marginal_error"] < 1e-2
@@ -163,9 +183,17 @@ def test_the_user_map_recovers_a_planted_map(kind):
 def test_with_a_map_the_plan_matches_rotated_user_spaces(guided_config):
     """Target user vectors are the source's rotated: without a map GOUM matches badly, with the
     orthogonal map fitted on the anchors every person in the batch finds itself."""
-    model, batch, _, _ = build_on_synthetic("SIEOUG", {**guided_config, "ot_map": "orthogonal", "ot_eps": 0.02,
-                                                       "n_layers": 0, "use_item_graph": False,
-                                                       "use_hypergraph": False})
+    model, batch, _, _ = build_on_synthetic(
+        "SIEOUG",
+        {
+            **guided_config,
+            "ot_map": "orthogonal",
+            "ot_eps": 0.02,
+            "n_layers": 0,
+            "use_item_graph": False,
+            "use_hypergraph": False,
+        },
+    )
     rotation, _ = torch.linalg.qr(torch.randn(16, 16, generator=torch.Generator().manual_seed(1)))
     with torch.no_grad():
         source = model.user_embedding["source"].weight

@@ -3,19 +3,21 @@
 The pure mapping first; then every registered model built in both layouts from one seed:
 the same initial vectors, loss, gradients and scores, and the same metrics after training.
 """
+
 import numpy as np
 import pytest
 import torch
+from conftest import SYNTHETIC_YAML, build_on_synthetic
 from recbole.data.interaction import Interaction
 
 import sieoug_recbole
-from conftest import SYNTHETIC_YAML, build_on_synthetic
 from sieoug_recbole.id_layout import IdLayout, IdRanges
 from sieoug_recbole.registry import model_names
 
 # 3 overlapped users (ids 1..3; 4 counts the padding), 2 target-only, 3 source-only; items alike
-RANGES = IdRanges(overlap_users=4, target_only_users=2, source_only_users=3,
-                  overlap_items=1, target_only_items=3, source_only_items=2)
+RANGES = IdRanges(
+    overlap_users=4, target_only_users=2, source_only_users=3, overlap_items=1, target_only_items=3, source_only_items=2
+)
 
 
 def test_domain_ids_follow_the_framework_numbering():
@@ -145,9 +147,15 @@ def test_same_weights_same_scores_after_a_perturbation(name, fast_config, tmp_pa
 def test_trained_metrics_do_not_depend_on_the_layout(name, fast_config, tmp_path):
     results = {}
     for layout in ("local", "global"):
-        config = {**fast_config, "id_layout": layout, "train_epochs": ["BOTH:2"], "dual_domain_eval": True,
-                  "graph_cache_dir": str(tmp_path / "graphs"), "n_clusters": 8,
-                  "checkpoint_dir": str(tmp_path / layout)}
+        config = {
+            **fast_config,
+            "id_layout": layout,
+            "train_epochs": ["BOTH:2"],
+            "dual_domain_eval": True,
+            "graph_cache_dir": str(tmp_path / "graphs"),
+            "n_clusters": 8,
+            "checkpoint_dir": str(tmp_path / layout),
+        }
         results[layout] = sieoug_recbole.run(name, [SYNTHETIC_YAML], config, verbose=False)["metrics_by_domain"]
     for domain in ("target", "source"):
         for split in ("valid", "test"):

@@ -1,5 +1,6 @@
 """The packages' import structure: no cycles; data preparation and the file formats load
 neither torch nor the framework, and do not repair it."""
+
 import ast
 import json
 import os
@@ -17,26 +18,30 @@ def fresh_interpreter(code):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-LOADED = ("import json, sys\nimport numpy as np\n"
-          "top = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'recbole', 'recbole_cdr', 'sieoug_recbole'})\n"
-          "print(json.dumps({'loaded': top, 'np_float': 'float' in np.__dict__, **result}))\n")
+LOADED = (
+    "import json, sys\nimport numpy as np\n"
+    "top = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'recbole', 'recbole_cdr', 'sieoug_recbole'})\n"
+    "print(json.dumps({'loaded': top, 'np_float': 'float' in np.__dict__, **result}))\n"
+)
 
 
 def test_dataset_prep_and_its_cli_load_neither_torch_nor_the_framework():
-    code = ("import contextlib, io, runpy, sys\n"
-            "import dataset_prep, dataset_prep.cli, dataset_prep.convert, dataset_prep.amazon, "
-            "dataset_prep.food_kitchen, dataset_prep.tasks, dataset_prep.encoders, dataset_prep.properties\n"
-            "result = {'exit': [], 'usage': []}\n"
-            "for args in (['--help'], ['convert', '--help'], ['amazon', '--help'], ['paper-task', '--help'],\n"
-            "             ['food-kitchen', '--help'], ['download-images', '--help']):\n"
-            "    sys.argv = ['dataset_prep'] + args\n"
-            "    out = io.StringIO()\n"
-            "    try:\n"
-            "        with contextlib.redirect_stdout(out):\n"
-            "            runpy.run_module('dataset_prep', run_name='__main__', alter_sys=True)\n"
-            "    except SystemExit as stop:\n"
-            "        result['exit'].append(stop.code)\n"
-            "    result['usage'].append(out.getvalue().startswith('usage:'))\n" + LOADED)
+    code = (
+        "import contextlib, io, runpy, sys\n"
+        "import dataset_prep, dataset_prep.cli, dataset_prep.convert, dataset_prep.amazon, "
+        "dataset_prep.food_kitchen, dataset_prep.tasks, dataset_prep.encoders, dataset_prep.properties\n"
+        "result = {'exit': [], 'usage': []}\n"
+        "for args in (['--help'], ['convert', '--help'], ['amazon', '--help'], ['paper-task', '--help'],\n"
+        "             ['food-kitchen', '--help'], ['download-images', '--help']):\n"
+        "    sys.argv = ['dataset_prep'] + args\n"
+        "    out = io.StringIO()\n"
+        "    try:\n"
+        "        with contextlib.redirect_stdout(out):\n"
+        "            runpy.run_module('dataset_prep', run_name='__main__', alter_sys=True)\n"
+        "    except SystemExit as stop:\n"
+        "        result['exit'].append(stop.code)\n"
+        "    result['usage'].append(out.getvalue().startswith('usage:'))\n" + LOADED
+    )
     result = fresh_interpreter(code)
     assert result["exit"] == [0] * 6 and all(result["usage"])
     assert result["loaded"] == []  # no torch, no recbole / recbole_cdr, no sieoug_recbole
@@ -44,17 +49,21 @@ def test_dataset_prep_and_its_cli_load_neither_torch_nor_the_framework():
 
 
 def test_the_file_formats_need_numpy_only():
-    code = ("import sys\nimport sieoug_formats.features, sieoug_formats.inter\n"
-            "result = {'pandas': 'pandas' in sys.modules}\n" + LOADED)
+    code = (
+        "import sys\nimport sieoug_formats.features, sieoug_formats.inter\n"
+        "result = {'pandas': 'pandas' in sys.modules}\n" + LOADED
+    )
     result = fresh_interpreter(code)
     assert result["loaded"] == [] and result["pandas"] is False and result["np_float"] is False
 
 
 def test_importing_sieoug_recbole_repairs_the_framework_and_keeps_the_public_api():
-    code = ("import sieoug_recbole\nfrom sieoug_recbole import compat, features\nimport sieoug_formats.features as f\n"
-            "result = {'api': all(hasattr(sieoug_recbole, n) for n in sieoug_recbole.__all__),\n"
-            "          'utilities_in_compat': [n for n in ('load_checkpoint', 'id2token') if hasattr(compat, n)],\n"
-            "          'same_format': features.read_item_features is f.read_item_features}\n" + LOADED)
+    code = (
+        "import sieoug_recbole\nfrom sieoug_recbole import compat, features\nimport sieoug_formats.features as f\n"
+        "result = {'api': all(hasattr(sieoug_recbole, n) for n in sieoug_recbole.__all__),\n"
+        "          'utilities_in_compat': [n for n in ('load_checkpoint', 'id2token') if hasattr(compat, n)],\n"
+        "          'same_format': features.read_item_features is f.read_item_features}\n" + LOADED
+    )
     result = fresh_interpreter(code)
     assert result["api"] and result["same_format"] and result["np_float"] is True
     assert result["utilities_in_compat"] == []  # compat holds repairs only
@@ -101,7 +110,7 @@ def find_cycle(graph):
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state:
                 found = visit(nxt)
                 if found:

@@ -1,4 +1,5 @@
 """sieoug_recbole.jsonable: the one conversion of values to JSON's types."""
+
 import json
 import math
 from collections import OrderedDict
@@ -15,12 +16,23 @@ class Kind(Enum):
 
 
 def test_numpy_and_torch_values_become_python_numbers_and_lists():
-    value = {"f32": np.float32(0.25), "i64": np.int64(7), "flag": np.bool_(True),
-             "array": np.arange(4).reshape(2, 2), "tensor": torch.tensor([0.5, 1.5]),
-             "scalar_tensor": torch.tensor(3)}
+    value = {
+        "f32": np.float32(0.25),
+        "i64": np.int64(7),
+        "flag": np.bool_(True),
+        "array": np.arange(4).reshape(2, 2),
+        "tensor": torch.tensor([0.5, 1.5]),
+        "scalar_tensor": torch.tensor(3),
+    }
     out = jsonable(value)
-    assert out == {"f32": 0.25, "i64": 7, "flag": True, "array": [[0, 1], [2, 3]],
-                   "tensor": [0.5, 1.5], "scalar_tensor": 3}
+    assert out == {
+        "f32": 0.25,
+        "i64": 7,
+        "flag": True,
+        "array": [[0, 1], [2, 3]],
+        "tensor": [0.5, 1.5],
+        "scalar_tensor": 3,
+    }
     assert type(out["f32"]) is float and type(out["i64"]) is int and type(out["flag"]) is bool
     assert type(out["array"][0][0]) is int
     json.dumps(out)  # no TypeError

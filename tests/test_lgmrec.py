@@ -1,16 +1,16 @@
 """LGMRec (sieoug_recbole/models/lgmrec.py): its pieces against their formulas, the model's
 local part alone, the hypergraph's training step, and LGMRec+GOUM."""
+
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import build_on_synthetic
 from recbole.data.interaction import Interaction
 
-from conftest import build_on_synthetic
 from sieoug_recbole.models.base import DOMAINS
-from sieoug_recbole.models.lgmrec import (gumbel_softmax_rows, hypergraph_contrastive_loss,
-                                          hypergraph_propagation)
+from sieoug_recbole.models.lgmrec import gumbel_softmax_rows, hypergraph_contrastive_loss, hypergraph_propagation
 from sieoug_recbole.models.lightgcn import lightgcn_propagation
 
 
@@ -92,10 +92,15 @@ def test_without_the_hypergraph_it_is_its_local_part(fast_config):
             step = model.training_representations(domain)
             assert step.global_parts is None and step.global_ is None
             users, items = model.domain_representations(domain)
-            cge_users, cge_items = lightgcn_propagation(model.adjacency[domain], model.user_embedding[domain].weight,
-                                                        model.item_embedding[domain].weight, model.n_layers)
+            cge_users, cge_items = lightgcn_propagation(
+                model.adjacency[domain],
+                model.user_embedding[domain].weight,
+                model.item_embedding[domain].weight,
+                model.n_layers,
+            )
             local = torch.cat([cge_users, cge_items]) + sum(
-                F.normalize(e, dim=1) for e in modal_embedding_by_hand(model, built.dataset, domain))
+                F.normalize(e, dim=1) for e in modal_embedding_by_hand(model, built.dataset, domain)
+            )
             torch.testing.assert_close(torch.cat([users, items]), local, rtol=1e-4, atol=1e-5)
     model.train()
     terms = model.calculate_loss(built.batch)
@@ -142,8 +147,9 @@ def test_hypergraph_step_contrasts_the_modalities_and_trains_the_hyperedges(fast
         users, pos, _ = model.batch(domain, batch)
         users, pos = state.user_position[users], state.item_position[pos]
         assert (users >= 0).all() and (pos >= 0).all()
-        expected = (hypergraph_contrastive_loss(users_t[users], users_v, users, 0.2)
-                    + hypergraph_contrastive_loss(items_t[pos], items_v, pos, 0.2))
+        expected = hypergraph_contrastive_loss(users_t[users], users_v, users, 0.2) + hypergraph_contrastive_loss(
+            items_t[pos], items_v, pos, 0.2
+        )
         torch.testing.assert_close(terms[position], 0.5 * expected)
         assert terms[position] > 0
     sum(terms).backward()

@@ -1,12 +1,13 @@
 """Matching measured against hidden links (sieoug_formats/links.py, sieoug_recbole/link_diagnostics.py)."""
+
 import os
 
 import numpy as np
 import pytest
 import torch
+from conftest import SYNTHETIC_YAML, build_on_synthetic
 
 import sieoug_recbole
-from conftest import SYNTHETIC_YAML, build_on_synthetic
 from sieoug_formats.links import LinkFileError, read_links, write_links
 from sieoug_recbole.link_diagnostics import LinkDiagnostics, link_rows, plan_statistics
 
@@ -35,8 +36,10 @@ def test_the_synthetic_pair_writes_the_true_links_of_its_delinked_users(syntheti
 
 def test_a_link_to_a_user_not_in_the_pair_is_a_clear_error(fast_config):
     model, _, dataset, _ = build_on_synthetic("LightGCN", fast_config)
-    token_ids = {d: dict(s.field2token_id[s.uid_field]) for d, s in
-                 (("source", dataset.source_domain_dataset), ("target", dataset.target_domain_dataset))}
+    token_ids = {
+        d: dict(s.field2token_id[s.uid_field])
+        for d, s in (("source", dataset.source_domain_dataset), ("target", dataset.target_domain_dataset))
+    }
     with pytest.raises(LinkFileError, match=r"x.tsv: line 3: target user 'nobody' is not in the pair's target domain"):
         link_rows([("u1", "u1~t"), ("u2", "nobody")], token_ids, model.layout, "x.tsv")
 
@@ -58,13 +61,20 @@ def test_plan_statistics_of_known_plans():
 def test_planted_embeddings_are_found_by_the_population_plan_not_by_batches(fast_config, tmp_path):
     """A model whose target user vectors equal the source vectors of the same person (de-linked
     or not): whole-population GOUM finds the hidden people, per-batch matching rarely can."""
-    config = {**fast_config, "graph_cache_dir": str(tmp_path / "g"), "n_clusters": 8, "ot_eps": 0.02,
-              "train_batch_size": 64}
+    config = {
+        **fast_config,
+        "graph_cache_dir": str(tmp_path / "g"),
+        "n_clusters": 8,
+        "ot_eps": 0.02,
+        "train_batch_size": 64,
+    }
     model, _, dataset, _ = build_on_synthetic("LightGCN+GOUM", config)
     sources = dataset.source_domain_dataset
     targets = dataset.target_domain_dataset
-    token_ids = {"source": dict(sources.field2token_id[sources.uid_field]),
-                 "target": dict(targets.field2token_id[targets.uid_field])}
+    token_ids = {
+        "source": dict(sources.field2token_id[sources.uid_field]),
+        "target": dict(targets.field2token_id[targets.uid_field]),
+    }
     links = read_links(os.path.join(config["data_path"], "synthetic.links.tsv"))
     src_rows, tgt_rows = link_rows(links, token_ids, model.layout)
     with torch.no_grad():  # plant: every person's target vector is its source vector
@@ -76,24 +86,45 @@ def test_planted_embeddings_are_found_by_the_population_plan_not_by_batches(fast
         n_o = model.overlapped_num_users
         target[1:n_o] = source[1:n_o]
     stats = LinkDiagnostics(src_rows, tgt_rows, batch_size=64, batches=6).measure(model)
-    assert stats["global_pairs"] == len(links) and stats["global_chance_top10"] == pytest.approx(10 / (model.n_users["target"] - 1))
+    assert stats["global_pairs"] == len(links) and stats["global_chance_top10"] == pytest.approx(
+        10 / (model.n_users["target"] - 1)
+    )
     assert stats["global_top1"] > 0.95 and stats["global_mass_ratio"] > 50
     assert stats["batch_top1"] > 0.9  # in a batch that holds both halves, the pair is found too
     assert stats["batch_chance_top10"] > stats["global_chance_top10"]
 
 
 def test_training_records_link_statistics_at_the_start_during_and_at_the_best_epoch(fast_config, tmp_path):
-    config = {**fast_config, "dual_domain_eval": True, "train_epochs": ["BOTH:4"], "link_file": "auto",
-              "link_diagnostics_every": 2, "graph_cache_dir": str(tmp_path / "g"), "n_clusters": 8}
+    config = {
+        **fast_config,
+        "dual_domain_eval": True,
+        "train_epochs": ["BOTH:4"],
+        "link_file": "auto",
+        "link_diagnostics_every": 2,
+        "graph_cache_dir": str(tmp_path / "g"),
+        "n_clusters": 8,
+    }
     result = sieoug_recbole.run("SIEOUG", [SYNTHETIC_YAML], config, verbose=False)
     history = result["link_diagnostics"]["history"]
     assert [entry["epoch"] for entry in history] == [0, 2, 4, "best"]
     best = result["link_diagnostics"]["best"]
-    for key in ("global_mass_ratio", "global_top1", "global_top10", "global_chance_top10",
-                "batch_mass_ratio", "batch_top10", "batch_chance_top10", "global_pairs"):
+    for key in (
+        "global_mass_ratio",
+        "global_top1",
+        "global_top10",
+        "global_chance_top10",
+        "batch_mass_ratio",
+        "batch_top10",
+        "batch_chance_top10",
+        "global_pairs",
+    ):
         assert key in best and np.isfinite(best[key])
-    without = sieoug_recbole.run("SIEOUG", [SYNTHETIC_YAML], {**config, "link_diagnostics_every": 0,
-                                                              "checkpoint_dir": str(tmp_path / "b")}, verbose=False)
+    without = sieoug_recbole.run(
+        "SIEOUG",
+        [SYNTHETIC_YAML],
+        {**config, "link_diagnostics_every": 0, "checkpoint_dir": str(tmp_path / "b")},
+        verbose=False,
+    )
     assert without["link_diagnostics"] is None
     # measuring never touches training: the same metrics with and without the diagnostics
     assert without["metrics_by_domain"] == result["metrics_by_domain"]

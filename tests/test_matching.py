@@ -1,4 +1,5 @@
 """Tests of sieoug_recbole.matching (overlapped user guidance, paper Sec 3.3 / App. B)."""
+
 import warnings
 
 import numpy as np
@@ -39,7 +40,9 @@ def _marginal_errors(plan):
 # ------------------------------------------------------------------------------------ goum
 
 
-@pytest.mark.parametrize("n,m,eps,seed", [(20, 20, 0.1, 0), (40, 25, 0.1, 1), (25, 40, 0.05, 2), (64, 64, 0.05, 3), (7, 3, 0.2, 4)])
+@pytest.mark.parametrize(
+    "n,m,eps,seed", [(20, 20, 0.1, 0), (40, 25, 0.1, 1), (25, 40, 0.05, 2), (64, 64, 0.05, 3), (7, 3, 0.2, 4)]
+)
 def test_goum_matches_pot_sinkhorn_log(n, m, eps, seed):
     _, _, cost, guide, _, _ = _problem(n, m, seed)
     plan, info = goum(cost, guide, eps, tol=1e-10, return_info=True)

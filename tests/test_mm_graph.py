@@ -1,10 +1,16 @@
 """The learned kNN graph's pure functions (LATTICE): neighbour table, edge values, product."""
+
 import numpy as np
 import pytest
 import torch
 
-from sieoug_recbole.models.mm_graph import (knn_dots, knn_edge_values, knn_neighbours, knn_propagate,
-                                            knn_propagate_reference)
+from sieoug_recbole.models.mm_graph import (
+    knn_dots,
+    knn_edge_values,
+    knn_neighbours,
+    knn_propagate,
+    knn_propagate_reference,
+)
 from sieoug_recbole.similarity import knn_graph, normalize_item_graph
 
 
@@ -54,8 +60,9 @@ def test_product_and_its_gradients_match_the_reference():
     # a rectangular product (n rows over a longer x) and float32, as LATTICE uses it
     longer = _features(90).requires_grad_()
     values = torch.rand(60, 7)
-    torch.testing.assert_close(knn_propagate(neighbours, values, longer),
-                               knn_propagate_reference(neighbours, values, longer))
+    torch.testing.assert_close(
+        knn_propagate(neighbours, values, longer), knn_propagate_reference(neighbours, values, longer)
+    )
 
 
 def test_edge_dots_and_their_gradient_match_plain_torch():
@@ -66,5 +73,6 @@ def test_edge_dots_and_their_gradient_match_plain_torch():
     ours = knn_dots(neighbours, x)
     plain = (x.unsqueeze(1) * x[neighbours]).sum(-1)
     torch.testing.assert_close(ours, plain)
-    torch.testing.assert_close(torch.autograd.grad((ours * upstream).sum(), x)[0],
-                               torch.autograd.grad((plain * upstream).sum(), x)[0])
+    torch.testing.assert_close(
+        torch.autograd.grad((ours * upstream).sum(), x)[0], torch.autograd.grad((plain * upstream).sum(), x)[0]
+    )

@@ -1,9 +1,9 @@
 """What every model shares (models/base.py): the evaluation cache, phases, config checks."""
+
 import pytest
 import torch
-from recbole.data.interaction import Interaction
-
 from conftest import build_on_synthetic
+from recbole.data.interaction import Interaction
 
 
 def test_loading_weights_clears_the_evaluation_cache(fast_config):

@@ -1,15 +1,23 @@
 """MOTKD: the proxy transport, the bridge it builds, the attention, the distillation terms, and
 how the model wires them (the learning test against popularity is in test_baselines.py)."""
+
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import build_on_synthetic
+
 from sieoug_recbole.models.base import DOMAINS
 from sieoug_recbole.models.lightgcn import lightgcn_propagation
 from sieoug_recbole.models.mm_graph import DomainModalities
-from sieoug_recbole.models.motkd import (bridge_counterparts, channel_attention, preference_distillation,
-                                         proxy_cost, proxy_plan, proxy_prototypes, representation_distillation)
+from sieoug_recbole.models.motkd import (
+    bridge_counterparts,
+    channel_attention,
+    preference_distillation,
+    proxy_cost,
+    proxy_plan,
+    proxy_prototypes,
+    representation_distillation,
+)
 
 
 # ----- pure functions ------------------------------------------------------------------------
@@ -49,8 +57,9 @@ def test_bridge_glues_the_two_plans_at_the_proxies():
     torch.testing.assert_close(counterparts, 10 * coupling @ target, rtol=1e-4, atol=1e-6)
     # a convex combination: constant target vectors are their own counterparts
     ones = torch.ones(6, 3)
-    torch.testing.assert_close(bridge_counterparts(plan_s, proxy_prototypes(plan_t, ones)), torch.ones(10, 3),
-                               rtol=1e-4, atol=0)
+    torch.testing.assert_close(
+        bridge_counterparts(plan_s, proxy_prototypes(plan_t, ones)), torch.ones(10, 3), rtol=1e-4, atol=0
+    )
 
 
 def test_channel_attention_weights_are_a_distribution():
@@ -126,8 +135,9 @@ def test_content_channels_equal_propagating_the_projected_features(start, fast_c
             users, item_vectors = lightgcn_propagation(model.adjacency[domain], start_0, items_0, model.n_layers)
             torch.testing.assert_close(step.channels("user")[:, index], users, rtol=1e-4, atol=1e-6)
             torch.testing.assert_close(step.channels("item")[:, index], item_vectors, rtol=1e-4, atol=1e-6)
-        ids = lightgcn_propagation(model.adjacency[domain], users_0, model.item_embedding[domain].weight,
-                                   model.n_layers)
+        ids = lightgcn_propagation(
+            model.adjacency[domain], users_0, model.item_embedding[domain].weight, model.n_layers
+        )
         torch.testing.assert_close(step.channels("user")[:, 0], ids[0], rtol=1e-4, atol=1e-6)
 
 
@@ -153,8 +163,9 @@ def test_transfer_terms_couple_the_domains_through_proxies_and_teacher(fast_conf
 
 
 def test_without_transfer_terms_the_domains_train_apart(fast_config):
-    model, batch = build(fast_config, ot_weight=0.0, teacher_weight=0.0, kd_representation_weight=0.0,
-                         kd_prediction_weight=0.0)
+    model, batch = build(
+        fast_config, ot_weight=0.0, teacher_weight=0.0, kd_representation_weight=0.0, kd_prediction_weight=0.0
+    )
     losses = model.calculate_loss(batch)
     assert all(float(term) == 0 for term in losses[2:])
     model.zero_grad()
@@ -179,8 +190,9 @@ def test_overlapped_users_counterpart(mode, fast_config):
     torch.testing.assert_close(counterparts[overlapped], expected)
 
 
-@pytest.mark.parametrize("key, value", [("proxy_eps", 0), ("n_proxies", 0), ("overlap_counterpart", "both"),
-                                        ("kd_prediction_weight", -1.0)])
+@pytest.mark.parametrize(
+    "key, value", [("proxy_eps", 0), ("n_proxies", 0), ("overlap_counterpart", "both"), ("kd_prediction_weight", -1.0)]
+)
 def test_bad_keys_are_clear_errors(key, value, fast_config):
     with pytest.raises(ValueError, match=f"config key '{key}' must be"):
         build(fast_config, **{key: value})

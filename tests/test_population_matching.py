@@ -1,11 +1,16 @@
 """Whole-population GOUM (sieoug_recbole/population_matching.py): plans, supports, scope."""
+
 import numpy as np
 import pytest
 import torch
 
 from sieoug_recbole.matching import goum, guide_mask, squared_euclidean_cost
-from sieoug_recbole.population_matching import (candidate_pairs, mean_squared_distance, population_plan,
-                                                sparse_entropic_plan)
+from sieoug_recbole.population_matching import (
+    candidate_pairs,
+    mean_squared_distance,
+    population_plan,
+    sparse_entropic_plan,
+)
 
 
 def planted(n=300, d=16, noise=0.3, seed=0):
@@ -17,7 +22,9 @@ def planted(n=300, d=16, noise=0.3, seed=0):
 
 def test_mean_squared_distance_is_the_mean_of_the_cost():
     x, y = planted(50)
-    assert mean_squared_distance(x, y) == pytest.approx(float(squared_euclidean_cost(x, y, normalize=None).mean()), rel=1e-9)
+    assert mean_squared_distance(x, y) == pytest.approx(
+        float(squared_euclidean_cost(x, y, normalize=None).mean()), rel=1e-9
+    )
 
 
 def test_candidates_are_both_sides_nearest_plus_guided_pairs():
@@ -76,15 +83,19 @@ def test_sparse_plan_marginals_and_warm_start():
     torch.testing.assert_close(col_sums, torch.ones(200, dtype=torch.float64), atol=1e-9, rtol=0)
     nearby = cost + 1e-3 * torch.rand(len(cost), dtype=cost.dtype, generator=torch.Generator().manual_seed(1))
     _, cold = sparse_entropic_plan(rows, cols, nearby, 200, 200, eps=0.1, max_iter=2000, tol=1e-6)
-    _, warm = sparse_entropic_plan(rows, cols, nearby, 200, 200, eps=0.1, max_iter=2000, tol=1e-6,
-                                   init=info["potential"])
+    _, warm = sparse_entropic_plan(
+        rows, cols, nearby, 200, 200, eps=0.1, max_iter=2000, tol=1e-6, init=info["potential"]
+    )
     assert warm["converged"] and warm["iterations"] < cold["iterations"] / 2
 
 
 def test_a_dense_plan_too_large_is_a_clear_error():
     x, y = planted(50)
-    with pytest.raises(ValueError, match=r"50 x 50 users \(2,500 entries\) exceeds ot_dense_limit \(1,000\); "
-                                         "set ot_global_plan: sparse"):
+    with pytest.raises(
+        ValueError,
+        match=r"50 x 50 users \(2,500 entries\) exceeds ot_dense_limit \(1,000\); "
+        "set ot_global_plan: sparse",
+    ):
         population_plan(x, y, torch.zeros(2, 0, dtype=torch.long), eps=0.1, dense_limit=1000)
 
 

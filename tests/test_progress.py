@@ -1,5 +1,6 @@
 """What a person reads while a model trains: a few progress lines on the console by default
 (run_sieoug.py), everything with --verbose and always in RecBole's log file."""
+
 import glob
 import io
 import logging
@@ -8,6 +9,7 @@ import subprocess
 import sys
 
 from conftest import REPO, SYNTHETIC_YAML
+
 from sieoug_recbole.progress import PROGRESS, EpochProgress, show_progress_only
 
 
@@ -52,16 +54,29 @@ def test_epoch_progress_reports_each_validation_and_the_best(caplog):
         "epoch 1/3 (BOTH): valid NDCG@10 = 0.1000 (best so far)",
         "epoch 2/3 (BOTH): valid NDCG@10 = 0.2000 (best so far)",
         "epoch 3/3 (BOTH): valid NDCG@10 = 0.1500",
-        "best epoch: 2 (BOTH), valid NDCG@10 = 0.2000; testing its weights"]
+        "best epoch: 2 (BOTH), valid NDCG@10 = 0.2000; testing its weights",
+    ]
 
 
 def run_cli(synthetic_dir, cwd, *extra):
     # the synthetic yaml's own state (INFO) and progress bars (show_progress: True)
-    args = [f"--config_files={SYNTHETIC_YAML}", "--model=SIEOUG", f"--data_path={synthetic_dir}{os.sep}",
-            "--train_epochs=['BOTH:2']", "--embedding_size=16", "--n_clusters=8", *extra]
-    return subprocess.run([sys.executable, os.path.join(REPO, "run_sieoug.py"), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1"))
+    args = [
+        f"--config_files={SYNTHETIC_YAML}",
+        "--model=SIEOUG",
+        f"--data_path={synthetic_dir}{os.sep}",
+        "--train_epochs=['BOTH:2']",
+        "--embedding_size=16",
+        "--n_clusters=8",
+        *extra,
+    ]
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, "run_sieoug.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1"),
+    )
 
 
 def test_the_cli_output_is_short_by_default_and_full_with_verbose(synthetic_dir, tmp_path):
@@ -69,8 +84,13 @@ def test_the_cli_output_is_short_by_default_and_full_with_verbose(synthetic_dir,
     assert quiet.returncode == 0, quiet.stderr[-3000:]
     assert quiet.stdout.startswith("target-domain test: hit@10 = ") and len(quiet.stdout.splitlines()) == 1
     assert len(quiet.stdout) + len(quiet.stderr) < 4000
-    for line in ("data ready in", "model SIEOUG built in", "epoch 1/2 (BOTH): valid NDCG@10 = ",
-                 "epoch 2/2 (BOTH): valid NDCG@10 = ", "best epoch: "):
+    for line in (
+        "data ready in",
+        "model SIEOUG built in",
+        "epoch 1/2 (BOTH): valid NDCG@10 = ",
+        "epoch 2/2 (BOTH): valid NDCG@10 = ",
+        "best epoch: ",
+    ):
         assert line in quiet.stderr, line
     assert "learning_rate" not in quiet.stderr and "Train     1" not in quiet.stderr  # no config dump, no bars
     log_files = glob.glob(str(tmp_path / "log" / "SIEOUG" / "*.log"))

@@ -1,4 +1,5 @@
 """Entry points: run_sieoug.py, run_hyper.py, reloading checkpoints, determinism, bad config."""
+
 import glob
 import json
 import os
@@ -7,9 +8,9 @@ import sys
 import warnings
 
 import pytest
+from conftest import REPO, SYNTHETIC_YAML
 
 import sieoug_recbole
-from conftest import REPO, SYNTHETIC_YAML
 from sieoug_recbole.quick_start import DatasetMissingError
 
 
@@ -19,9 +20,16 @@ def _cli_overrides(cfg):
 
 def test_run_sieoug_writes_result_json(fast_config, tmp_path):
     result_file = tmp_path / "r.json"
-    cmd = [sys.executable, os.path.join(REPO, "run_sieoug.py"), "--model=LightGCN",
-           f"--config_files={SYNTHETIC_YAML}", "--result_file", str(result_file),
-           *_cli_overrides(fast_config), "--learning_rate=0.01"]
+    cmd = [
+        sys.executable,
+        os.path.join(REPO, "run_sieoug.py"),
+        "--model=LightGCN",
+        f"--config_files={SYNTHETIC_YAML}",
+        "--result_file",
+        str(result_file),
+        *_cli_overrides(fast_config),
+        "--learning_rate=0.01",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "target-domain test: hit@10 = " in done.stdout
@@ -37,32 +45,57 @@ def test_run_sieoug_writes_result_json(fast_config, tmp_path):
 
 
 def test_run_sieoug_rejects_malformed_override():
-    done = subprocess.run([sys.executable, os.path.join(REPO, "run_sieoug.py"), "--model=LightGCN",
-                           "--config_files=x.yaml", "stray"], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, os.path.join(REPO, "run_sieoug.py"), "--model=LightGCN", "--config_files=x.yaml", "stray"],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 2 and "--key=value" in done.stderr
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--model=SIEOUGX", f"--config_files={SYNTHETIC_YAML}"], "--model: unknown model 'SIEOUGX'; registered models: "),
-    (["--model=LightGCN", "--config_files=no_such.yaml"], "--config_files: no_such.yaml does not exist")])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--model=SIEOUGX", f"--config_files={SYNTHETIC_YAML}"],
+            "--model: unknown model 'SIEOUGX'; registered models: ",
+        ),
+        (["--model=LightGCN", "--config_files=no_such.yaml"], "--config_files: no_such.yaml does not exist"),
+    ],
+)
 def test_run_sieoug_names_a_bad_model_or_file(args, message):
-    done = subprocess.run([sys.executable, os.path.join(REPO, "run_sieoug.py"), *args],
-                          capture_output=True, text=True)
+    done = subprocess.run([sys.executable, os.path.join(REPO, "run_sieoug.py"), *args], capture_output=True, text=True)
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
 
 
 HYPER_FILE = os.path.join(REPO, "properties", "hyper", "sieoug.hyper")
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--model=SIEOUGX", f"--params_file={HYPER_FILE}"], "--model: unknown model 'SIEOUGX'"),
-    (["--model=LightGCN", "--params_file=no_such.hyper"], "no_such.hyper does not exist"),
-    (["--model=LightGCN", f"--config_files={os.path.join(REPO, 'properties', 'clothes_sports.yaml')}",
-      f"--params_file={HYPER_FILE}"], "error: source_domain dataset 'clothes_sports_clothes' not found")])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model=SIEOUGX", f"--params_file={HYPER_FILE}"], "--model: unknown model 'SIEOUGX'"),
+        (["--model=LightGCN", "--params_file=no_such.hyper"], "no_such.hyper does not exist"),
+        (
+            [
+                "--model=LightGCN",
+                f"--config_files={os.path.join(REPO, 'properties', 'clothes_sports.yaml')}",
+                f"--params_file={HYPER_FILE}",
+            ],
+            "error: source_domain dataset 'clothes_sports_clothes' not found",
+        ),
+    ],
+)
 def test_run_hyper_names_a_bad_model_file_or_missing_data(args, message, tmp_path):
     # from an empty folder: the task's data (dataset/ relative to it) is not there
-    done = subprocess.run([sys.executable, os.path.join(REPO, "run_hyper.py"), *args], cwd=tmp_path,
-                          env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, os.path.join(REPO, "run_hyper.py"), *args],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=REPO),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
 
 
@@ -78,7 +111,8 @@ def test_same_seed_same_metrics_other_seed_differs(fast_config):
 def test_checkpoint_reloads_and_reproduces_test_metrics(fast_config):
     result = sieoug_recbole.run("LightGCN", [SYNTHETIC_YAML], fast_config, verbose=False)
     config, model, dataset, train_data, valid_data, test_data = sieoug_recbole.load_data_and_model(
-        result["saved_model_file"])
+        result["saved_model_file"]
+    )
     from recbole_cdr.utils import get_trainer
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
@@ -109,8 +143,7 @@ def test_resume_continues_after_the_checkpoint_epoch(fast_config):
     # only the epochs after the checkpoint's ran, and its best score was the one to beat
     assert len(trainer.valid_history) == 5 - (checkpoint["epoch"] + 1) > 0
     assert trainer.best_valid_score >= checkpoint["best_valid_score"]
-    two_phases = make_config("LightGCN", [SYNTHETIC_YAML],
-                             dict(fast_config, train_epochs=["SOURCE:1", "TARGET:2"]))
+    two_phases = make_config("LightGCN", [SYNTHETIC_YAML], dict(fast_config, train_epochs=["SOURCE:1", "TARGET:2"]))
     with pytest.raises(NotImplementedError, match="one-phase train_epochs schedule"):
         build_run(two_phases)[-1].resume_checkpoint(first["saved_model_file"])
 
@@ -123,8 +156,9 @@ def test_an_override_key_nothing_reads_is_warned_about(fast_config, monkeypatch)
     monkeypatch.setattr(sys, "argv", ["run_sieoug.py", "--guide_lamda=0.3"])  # RecBole reads argv
     with pytest.warns(UserWarning, match="guide_lamda"):
         make_config("SIEOUG", [SYNTHETIC_YAML], dict(fast_config))
-    monkeypatch.setattr(sys, "argv", ["run_sieoug.py", "--guide_lambda=0.3",
-                                      f"--source_data_path={fast_config['data_path']}"])
+    monkeypatch.setattr(
+        sys, "argv", ["run_sieoug.py", "--guide_lambda=0.3", f"--source_data_path={fast_config['data_path']}"]
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # declared keys (a domain prefix included) pass quietly
         make_config("SIEOUG", [SYNTHETIC_YAML], dict(fast_config, ot_eps=0.05, torch_num_threads=1))
@@ -142,8 +176,10 @@ def test_a_yaml_file_key_nothing_reads_is_warned_about(fast_config, tmp_path):
     # read although no packaged yaml declares them: domain-prefixed keys (RecBole-CDR moves
     # them into the domain's section) and keys the framework's code reads
     valid = tmp_path / "valid.yaml"
-    valid.write_text(f"target_data_path: {fast_config['data_path']}\nsource_modalities: [text]\n"
-                     "encoding: utf-8\ntail_ratio: 0.1\nsource_domain:\n  encoding: utf-8\n")
+    valid.write_text(
+        f"target_data_path: {fast_config['data_path']}\nsource_modalities: [text]\n"
+        "encoding: utf-8\ntail_ratio: 0.1\nsource_domain:\n  encoding: utf-8\n"
+    )
     assert unknown_file_keys([str(valid)]) == []
     valid.write_text("source_datset: x\n")
     assert unknown_file_keys([str(valid)]) == [f"{valid}: source_datset"]
@@ -161,9 +197,14 @@ def test_run_hyper_two_trials(fast_config, tmp_path):
     fixed = tmp_path / "fixed.yaml"
     fixed.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in fast_config.items()))
     out = tmp_path / "hyper.jsonl"
-    cmd = [sys.executable, os.path.join(REPO, "run_hyper.py"), "--model=LightGCN",
-           f"--config_files={SYNTHETIC_YAML} {fixed}", f"--params_file={params}",
-           f"--output_file={out}"]
+    cmd = [
+        sys.executable,
+        os.path.join(REPO, "run_hyper.py"),
+        "--model=LightGCN",
+        f"--config_files={SYNTHETIC_YAML} {fixed}",
+        f"--params_file={params}",
+        f"--output_file={out}",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "best params: {'learning_rate':" in done.stdout

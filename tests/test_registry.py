@@ -1,10 +1,11 @@
 """Registration: the framework's own lookups find our models; every model trains and evaluates."""
+
 import os
 
 import pytest
+from conftest import SYNTHETIC_YAML, build_on_synthetic
 
 import sieoug_recbole
-from conftest import SYNTHETIC_YAML, build_on_synthetic
 from sieoug_recbole.registry import model_names
 
 
@@ -29,8 +30,7 @@ def test_stock_run_recbole_cdr_equals_ours(fast_config):
     from recbole_cdr.quick_start import run_recbole_cdr
 
     ours = sieoug_recbole.run("LightGCN", [SYNTHETIC_YAML], dict(fast_config), verbose=False)
-    stock = run_recbole_cdr(model="LightGCN", config_file_list=[SYNTHETIC_YAML],
-                            config_dict=dict(fast_config))
+    stock = run_recbole_cdr(model="LightGCN", config_file_list=[SYNTHETIC_YAML], config_dict=dict(fast_config))
     assert {k: float(v) for k, v in stock["test_result"].items()} == ours["test_result"]
 
 
@@ -52,11 +52,21 @@ def test_every_registered_model_trains_and_evaluates(name, fast_config):
     assert result["test_result"]["hit@10"] > 0.0
 
 
-@pytest.mark.parametrize("model, key, value", [
-    ("LightGCN", "n_layers", -1), ("LightGCN", "n_layers", 2.5), ("NeuMF", "reg_weight", -0.1),
-    ("FREEDOM", "embedding_size", 0), ("BiTGCF", "reg_weight", "high"), ("SIEOUG", "temperature", 0),
-    ("SIEOUG", "guide_lambda", -1.0), ("LATTICE", "init_graph_weight", 1.5),
-    ("BiTGCF", "transfer_lambda", -0.5), ("CMF", "alpha", 2)])
+@pytest.mark.parametrize(
+    "model, key, value",
+    [
+        ("LightGCN", "n_layers", -1),
+        ("LightGCN", "n_layers", 2.5),
+        ("NeuMF", "reg_weight", -0.1),
+        ("FREEDOM", "embedding_size", 0),
+        ("BiTGCF", "reg_weight", "high"),
+        ("SIEOUG", "temperature", 0),
+        ("SIEOUG", "guide_lambda", -1.0),
+        ("LATTICE", "init_graph_weight", 1.5),
+        ("BiTGCF", "transfer_lambda", -0.5),
+        ("CMF", "alpha", 2),
+    ],
+)
 def test_bad_model_key_is_a_clear_error(model, key, value, fast_config):
     # each would otherwise train silently wrong (a negative lambda maximises the guided loss,
     # n_layers = -2 negates the embeddings, ...)
@@ -76,8 +86,10 @@ def test_a_registered_model_yaml_declares_its_keys(fast_config, tmp_path, monkey
 
     monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))  # unregistered after the test
     yaml_file = tmp_path / "TinyGCN.yaml"
-    yaml_file.write_text("embedding_size: 8   # width\nn_layers: 1   # layers\nreg_weight: 0.0001\n"
-                         "tiny_knob: 3   # a key of this model only\n")
+    yaml_file.write_text(
+        "embedding_size: 8   # width\nn_layers: 1   # layers\nreg_weight: 0.0001\n"
+        "tiny_knob: 3   # a key of this model only\n"
+    )
     registry.register_model(type("TinyGCN", (LightGCN,), {}), yaml_file=str(yaml_file))
     assert registry.model_yaml_keys("TinyGCN") == {"embedding_size", "n_layers", "reg_weight", "tiny_knob"}
     assert registry.model_yaml_keys("NoSuchModel") == frozenset()
@@ -124,16 +136,32 @@ def test_the_readme_model_example_trains(fast_config, tmp_path, monkeypatch):
 
 def test_the_model_writing_api_is_public():
     """What a model file needs comes from the package itself (the objects of models.base)."""
-    from sieoug_recbole import (BPRDomainLoss, CrossDomainModel, domain_id_embeddings, forced_variant,
-                                keep_domain_rows, register_model)
-    from sieoug_recbole import registry
+    from sieoug_recbole import (
+        BPRDomainLoss,
+        CrossDomainModel,
+        domain_id_embeddings,
+        forced_variant,
+        keep_domain_rows,
+        register_model,
+        registry,
+    )
     from sieoug_recbole.models import base
 
     assert (CrossDomainModel, BPRDomainLoss, domain_id_embeddings, keep_domain_rows, forced_variant) == (
-        base.CrossDomainModel, base.BPRDomainLoss, base.domain_id_embeddings, base.keep_domain_rows,
-        base.forced_variant)
+        base.CrossDomainModel,
+        base.BPRDomainLoss,
+        base.domain_id_embeddings,
+        base.keep_domain_rows,
+        base.forced_variant,
+    )
     assert register_model is registry.register_model
-    assert {"CrossDomainModel", "BPRDomainLoss", "domain_id_embeddings", "keep_domain_rows",
-            "forced_variant", "register_model"} <= set(sieoug_recbole.__all__)
+    assert {
+        "CrossDomainModel",
+        "BPRDomainLoss",
+        "domain_id_embeddings",
+        "keep_domain_rows",
+        "forced_variant",
+        "register_model",
+    } <= set(sieoug_recbole.__all__)
     variant = forced_variant(CrossDomainModel, "Forced", "doc", __name__, guide_lambda=0)
     assert issubclass(variant, CrossDomainModel) and variant.forced_config == {"guide_lambda": 0}

@@ -1,9 +1,10 @@
 """Model selection (sieoug_recbole/trainer.py): per domain or on the target, early stopping."""
+
 import pytest
 import torch
+from conftest import SYNTHETIC_YAML
 
 import sieoug_recbole
-from conftest import SYNTHETIC_YAML
 from sieoug_recbole.checkpoint import load_checkpoint
 from sieoug_recbole.trainer import DomainSelection
 
@@ -32,8 +33,13 @@ def test_domain_selection_keeps_the_best_weights_and_counts_stale_evaluations():
 
 
 def _run(fast_config, tmp_path, **overrides):
-    config = {**fast_config, "dual_domain_eval": True, "learning_rate": 0.01,
-              "checkpoint_dir": str(tmp_path / "saved"), **overrides}
+    config = {
+        **fast_config,
+        "dual_domain_eval": True,
+        "learning_rate": 0.01,
+        "checkpoint_dir": str(tmp_path / "saved"),
+        **overrides,
+    }
     return sieoug_recbole.run("LightGCN", [SYNTHETIC_YAML], config, verbose=False)
 
 
@@ -42,8 +48,10 @@ def test_per_domain_selection_tests_each_domain_at_its_own_best_epoch(fast_confi
     history = result["valid_history"]
     assert len(history) == 12 and all("source" in entry for entry in history)
     assert [entry["epoch"] for entry in history] == list(range(1, 13))
-    best = {"target": max(range(12), key=lambda i: (history[i]["ndcg@10"], i)),
-            "source": max(range(12), key=lambda i: (history[i]["source"]["ndcg@10"], i))}
+    best = {
+        "target": max(range(12), key=lambda i: (history[i]["ndcg@10"], i)),
+        "source": max(range(12), key=lambda i: (history[i]["source"]["ndcg@10"], i)),
+    }
     assert result["best_epoch_by_domain"] == {d: e + 1 for d, e in best.items()}
     assert result["selection"] == ["source", "target"]
     metrics = result["metrics_by_domain"]
@@ -90,8 +98,13 @@ def test_early_stopping_waits_for_both_domains_and_the_minimum(fast_config, tmp_
     assert len(short["valid_history"]) >= 9
 
 
-@pytest.mark.parametrize("key, value, match", [("selection", "source", "config key 'selection' must be one of"),
-                                                ("stopping_min_epochs", -1, "config key 'stopping_min_epochs'")])
+@pytest.mark.parametrize(
+    "key, value, match",
+    [
+        ("selection", "source", "config key 'selection' must be one of"),
+        ("stopping_min_epochs", -1, "config key 'stopping_min_epochs'"),
+    ],
+)
 def test_bad_selection_settings_fail_when_the_config_is_read(key, value, match, fast_config):
     from sieoug_recbole.config_checks import ConfigError
     from sieoug_recbole.quick_start import make_config
@@ -104,14 +117,17 @@ def test_learning_rate_schedule_and_a_slower_source(fast_config):
     from conftest import build_on_synthetic
     from recbole_cdr.utils import get_trainer
 
-    built = build_on_synthetic("LightGCN", {**fast_config, "learning_rate": 0.01, "learning_rate_decay": 0.5,
-                                            "lr_scale_source": 0.1})
+    built = build_on_synthetic(
+        "LightGCN", {**fast_config, "learning_rate": 0.01, "learning_rate_decay": 0.5, "lr_scale_source": 0.1}
+    )
     trainer = get_trainer(built.config["MODEL_TYPE"], built.config["model"])(built.config, built.model)
     groups = trainer.optimizer.param_groups
     names = {id(p): n for n, p in built.model.named_parameters()}
     source_group = next(g for g in groups if g["lr"] == pytest.approx(0.001))
-    assert {names[id(p)] for p in source_group["params"]} == {"user_embedding.source.weight",
-                                                            "item_embedding.source.weight"}
+    assert {names[id(p)] for p in source_group["params"]} == {
+        "user_embedding.source.weight",
+        "item_embedding.source.weight",
+    }
     from sieoug_recbole.quick_start import build_run
 
     _, train_data, _, _, _, _ = build_run(built.config)

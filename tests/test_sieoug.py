@@ -1,18 +1,18 @@
 """SIEOUG: representations, guidance, the ablation variants, and that guidance helps."""
+
 import os
 
 import pytest
 import torch
+from conftest import SYNTHETIC_YAML, build_on_synthetic
 
 import sieoug_recbole
-from conftest import SYNTHETIC_YAML, build_on_synthetic
 
 
 @pytest.fixture
 def sieoug_config(fast_config, tmp_path):
     fast_config.update(graph_cache_dir=str(tmp_path / "graphs"), n_clusters=8, ot_eps=0.05)
     return fast_config
-
 
 
 @pytest.mark.parametrize("score", ["cosine", "dot"])
@@ -141,8 +141,7 @@ def test_hypergraph_weights_frozen_or_learned(sieoug_config):
     layers = [x]
     for weight in model.hyper_weight["target"]:
         layers.append(left @ right @ layers[-1] @ weight)
-    torch.testing.assert_close(model.hypergraph_view("target", x), torch.stack(layers).mean(0),
-                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(model.hypergraph_view("target", x), torch.stack(layers).mean(0), rtol=1e-4, atol=1e-5)
     sieoug_config["learn_hyper_weight"] = True
     model, batch, _, _ = build_on_synthetic("SIEOUG-O", sieoug_config)
     assert model.hyper_weight["target"].requires_grad
@@ -213,8 +212,10 @@ def test_variants_differ_as_specified(sieoug_config):
             from sieoug_recbole.matching import fgw_plan
 
             model.guidance.cost_normalize = "max"
-            torch.testing.assert_close(model.guidance.batch_plan(user_src, user_tgt, guide),
-                                       fgw_plan(user_src, user_tgt, alpha=model.guidance.fgw_alpha, normalize="max"))
+            torch.testing.assert_close(
+                model.guidance.batch_plan(user_src, user_tgt, guide),
+                fgw_plan(user_src, user_tgt, alpha=model.guidance.fgw_alpha, normalize="max"),
+            )
         if name == "SIEOUG-M":  # no overlapped pair, no guidance term
             assert no_guide is None
     plan_m, guide = plans["SIEOUG-M"]
@@ -243,8 +244,7 @@ def test_epoch_statistics_are_logged(sieoug_config):
     result = sieoug_recbole.run("SIEOUG", [SYNTHETIC_YAML], sieoug_config, verbose=False)
     stats = result["epoch_stats"][0]
     assert (stats["phase"], stats["epoch"]) == ("BOTH", 0)
-    for key in ("loss_source", "loss_target", "loss_guide", "guided_pairs", "goum_iterations",
-                "goum_marginal_error"):
+    for key in ("loss_source", "loss_target", "loss_guide", "guided_pairs", "goum_iterations", "goum_marginal_error"):
         assert key in stats
     assert stats["guided_pairs"] >= 1 and stats["goum_marginal_error"] < 1e-3
 
@@ -275,14 +275,30 @@ def test_guidance_helps_on_planted_sparse_target(tmp_path):
     ndcg = {"LightGCN": [], "SIEOUG-O": [], "SIEOUG": []}
     for seed in range(3):
         out = tmp_path / f"pair{seed}"
-        generate_pair(str(out), n_target_items=200, target_per_user=3, source_per_user=20,
-                      n_categories=8, n_common=600, n_source_only=100, n_target_only=100,
-                      seed=seed)
-        config = {"data_path": str(out) + "/", "checkpoint_dir": str(tmp_path / "saved"),
-                  "show_progress": False, "state": "ERROR", "learning_rate": 0.003,
-                  "stopping_step": 10, "train_epochs": ["BOTH:80"], "embedding_size": 32,
-                  "n_clusters": 8, "graph_cache_dir": str(tmp_path / "graphs"),
-                  "prune_ratio": 0.0}  # the guidance mechanism alone, on the full user-item graph
+        generate_pair(
+            str(out),
+            n_target_items=200,
+            target_per_user=3,
+            source_per_user=20,
+            n_categories=8,
+            n_common=600,
+            n_source_only=100,
+            n_target_only=100,
+            seed=seed,
+        )
+        config = {
+            "data_path": str(out) + "/",
+            "checkpoint_dir": str(tmp_path / "saved"),
+            "show_progress": False,
+            "state": "ERROR",
+            "learning_rate": 0.003,
+            "stopping_step": 10,
+            "train_epochs": ["BOTH:80"],
+            "embedding_size": 32,
+            "n_clusters": 8,
+            "graph_cache_dir": str(tmp_path / "graphs"),
+            "prune_ratio": 0.0,
+        }  # the guidance mechanism alone, on the full user-item graph
         for model in ndcg:
             result = sieoug_recbole.run(model, [SYNTHETIC_YAML], dict(config), verbose=False)
             ndcg[model].append(result["test_result"]["ndcg@10"])
@@ -310,8 +326,7 @@ def test_guide_similarity_follows_the_score_unless_set(sieoug_config):
     assert model.guidance.similarity == "cosine"
     model, _, _, _ = build_on_synthetic("SIEOUG", dict(sieoug_config, guide_similarity="cosine"))
     assert (model.score, model.guidance.similarity) == ("dot", "cosine")
-    for key, value in (("guide_similarity", "euclid"), ("negatives", "popular"), ("score", "l2"),
-                       ("ot_device", "gpu")):
+    for key, value in (("guide_similarity", "euclid"), ("negatives", "popular"), ("score", "l2"), ("ot_device", "gpu")):
         with pytest.raises(ValueError, match=key):
             build_on_synthetic("SIEOUG", dict(sieoug_config, **{key: value}))
 

@@ -13,11 +13,11 @@ from sieoug_recbole.similarity import (
     hypergraph_factors,
     knn_graph,
     normalize_item_graph,
+    pipeline,
     regularised_transport,
     risgf,
     sishe,
 )
-from sieoug_recbole.similarity import pipeline
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -82,9 +82,7 @@ def planted_sishe(planted_graph):
 
 
 # ----------------------------------------------------------------------------- knn_graph
-@pytest.mark.parametrize(
-    "n,block_size", [(96, 32), (96, 12), (96, 7), (97, 50), (97, 97), (97, 1), (97, None)]
-)
+@pytest.mark.parametrize("n,block_size", [(96, 32), (96, 12), (96, 7), (97, 50), (97, 97), (97, 1), (97, None)])
 @pytest.mark.parametrize("k", [1, 5])
 def test_knn_matches_brute_force(n, block_size, k):
     rng = np.random.default_rng(n + k)
@@ -112,7 +110,7 @@ def test_knn_ties_broken_by_lower_index_for_every_block_size():
     expected = {0: [1, 2], 1: [0, 2], 2: [0, 1], 3: [0, 1], 4: [5, 6], 5: [4, 6], 6: [0, 1]}
     for bs in (1, 2, 3, 7, None):
         g = knn_graph(x, 2, block_size=bs)
-        got = {i: g.indices[g.indptr[i]:g.indptr[i + 1]].tolist() for i in range(7)}
+        got = {i: g.indices[g.indptr[i] : g.indptr[i + 1]].tolist() for i in range(7)}
         assert got == expected, bs
     # a duplicate of an earlier row still keeps itself when include_self=True
     g = knn_graph(x, 2, include_self=True)
@@ -181,15 +179,17 @@ def test_knn_faiss_backend_or_clear_import_error():
     assert recall > 0.9
 
 
-
 def test_knn_faiss_recall_on_planted_clusters():
     pytest.importorskip("faiss")
     # 10 clusters; within a cluster items vary along 4 latent directions plus small noise
     # (embeddings have such local structure; on isotropic noise any index must scan most items)
     rng = np.random.default_rng(4)
     labels = rng.integers(10, size=3000)
-    x = (2.0 * rng.standard_normal((10, 32))[labels] + rng.standard_normal((3000, 4)) @ rng.standard_normal((4, 32))
-         + 0.3 * rng.standard_normal((3000, 32))).astype(np.float32)
+    x = (
+        2.0 * rng.standard_normal((10, 32))[labels]
+        + rng.standard_normal((3000, 4)) @ rng.standard_normal((4, 32))
+        + 0.3 * rng.standard_normal((3000, 32))
+    ).astype(np.float32)
     exact = knn_graph(x, 5, backend="exact")
     approx = knn_graph(x, 5, backend="faiss")
     assert np.all(np.diff(approx.indptr) == 5) and np.all(approx.diagonal() == 0)
@@ -222,6 +222,7 @@ def test_knn_auto_backend_follows_the_threshold(monkeypatch):
         knn_graph(x, 3)  # no second warning
     assert used == ["exact", "exact"]
     assert knn.choose_backend(50) == "exact" and knn.choose_backend(51) == "exact"
+
 
 # ----------------------------------------------------------------------------- risgf
 def test_risgf_single_graph_is_returned():
@@ -317,7 +318,7 @@ def test_sishe_marginals_sparsity_and_monotone_objective(planted_sishe):
     obj = np.array(hist["objective"])
     assert np.all(np.diff(obj) <= tol * np.maximum(1.0, np.abs(obj[1:])))
     dense = gamma.toarray()
-    j = -np.trace(dense.T @ (a @ dense)) + 0.1 * (dense ** 2).sum()
+    j = -np.trace(dense.T @ (a @ dense)) + 0.1 * (dense**2).sum()
     assert obj[-1] == pytest.approx(j, rel=1e-9)
     assert hist["iterations"] == len(obj)
 
@@ -381,7 +382,6 @@ def test_sishe_inner_solver_with_hard_rows_and_ties():
     assert np.abs(fast - ref).max() < 1e-6
 
 
-
 def test_transport_sparse_costs_equal_dense_costs():
     # off the pattern a sparse Y is 0: the plan equals the one for the dense Y with zeros
     rng = np.random.default_rng(6)
@@ -409,6 +409,7 @@ def test_transport_input_errors():
         regularised_transport(np.zeros((3, 2)), 0.1, f=np.zeros(2))
     with pytest.raises(ValueError, match="method"):
         regularised_transport(np.zeros((3, 2)), 0.1, method="sinkhorn")
+
 
 def test_sishe_k_equal_one_and_n():
     a = sp.random(20, 20, density=0.3, random_state=0, format="csr")
@@ -498,13 +499,27 @@ def test_build_item_structure_cache(tmp_path):
 
 def test_cache_key_covers_every_input():
     feats, _ = planted(40, 4, d=5, seed=2)
-    params = {"z": 5, "mu": 0.1, "eta": 0.1, "n_clusters": 15, "seed": 0, "include_self": False,
-              **pipeline._PIPELINE_DEFAULTS}
+    params = {
+        "z": 5,
+        "mu": 0.1,
+        "eta": 0.1,
+        "n_clusters": 15,
+        "seed": 0,
+        "include_self": False,
+        **pipeline._PIPELINE_DEFAULTS,
+    }
     base = pipeline._cache_key(feats, params)
     assert base == pipeline._cache_key(dict(reversed(list(feats.items()))), params)
     keys = {base}
-    for name, value in [("z", 6), ("mu", 0.2), ("eta", 0.05), ("n_clusters", 14), ("seed", 1),
-                        ("include_self", True), ("sishe_tol", 1e-7)]:
+    for name, value in [
+        ("z", 6),
+        ("mu", 0.2),
+        ("eta", 0.05),
+        ("n_clusters", 14),
+        ("seed", 1),
+        ("include_self", True),
+        ("sishe_tol", 1e-7),
+    ]:
         keys.add(pipeline._cache_key(feats, {**params, name: value}))
     changed = {m: x.copy() for m, x in feats.items()}
     changed["mod1"][7, 2] += 1e-12
@@ -533,6 +548,7 @@ def test_build_item_structure_records_the_resolved_knn_backend(monkeypatch, tmp_
     assert approx.info["params"]["knn_faiss"]["version"]
     assert approx.info["cache_key"] != exact.info["cache_key"] and approx.info["cache_hit"] is False
 
+
 def test_build_item_structure_errors():
     with pytest.raises(ValueError, match="features"):
         build_item_structure({}, progress=False)
@@ -546,6 +562,7 @@ def test_build_item_structure_errors():
 @pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), "x", None])
 def test_positive_number_rejects_with_the_argument_name(bad):
     from sieoug_recbole.checks import positive_number
+
     with pytest.raises(ValueError, match="^mu must be"):
         positive_number(bad, "mu")
 
@@ -553,11 +570,13 @@ def test_positive_number_rejects_with_the_argument_name(bad):
 @pytest.mark.parametrize("bad", [True, 1.0, "3", 0, 5])
 def test_integer_in_range_rejects_with_the_argument_name(bad):
     from sieoug_recbole.checks import integer_in_range
+
     with pytest.raises(ValueError, match="^k must be"):
         integer_in_range(bad, "k", 1, 4)
 
 
 def test_checks_return_canonical_values():
     from sieoug_recbole.checks import integer_in_range, positive_number
+
     assert positive_number("0.5", "mu") == 0.5 and isinstance(positive_number(2, "mu"), float)
     assert integer_in_range(np.int64(4), "k", 1, 4) == 4 and type(integer_in_range(np.int64(4), "k", 1)) is int

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from sieoug_recbole.similarity import build_item_structure, knn_graph, sishe
-from sieoug_recbole.similarity import knn
+from sieoug_recbole.similarity import build_item_structure, knn, knn_graph, sishe
 
 
 def block_graph(n=150, k=5, seed=11):
@@ -28,8 +27,11 @@ def planted_points(n, groups=10, d=32, seed=4):
     embeddings have)."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(groups, size=n)
-    x = (2.0 * rng.standard_normal((groups, d))[labels] + rng.standard_normal((n, 4)) @ rng.standard_normal((4, d))
-         + 0.3 * rng.standard_normal((n, d)))
+    x = (
+        2.0 * rng.standard_normal((groups, d))[labels]
+        + rng.standard_normal((n, 4)) @ rng.standard_normal((4, d))
+        + 0.3 * rng.standard_normal((n, d))
+    )
     return x.astype(np.float32), labels
 
 
@@ -38,10 +40,13 @@ def recall(approx, exact):
 
 
 # ----------------------------------------------------------------------------- SISHE
-@pytest.mark.parametrize("init,iterations,obj,sq,first", [
-    ("spectral", 7, -436.25318676106644, 146.97644800070847, [1, 2, 0, 4, 3, 1, 2, 0, 4, 3, 1, 2]),
-    ("random", 61, -436.2536862004805, 147.04653752748862, [2, 3, 1, 4, 0, 2, 3, 1, 4, 0, 2, 3]),
-])
+@pytest.mark.parametrize(
+    "init,iterations,obj,sq,first",
+    [
+        ("spectral", 7, -436.25318676106644, 146.97644800070847, [1, 2, 0, 4, 3, 1, 2, 0, 4, 3, 1, 2]),
+        ("random", 61, -436.2536862004805, 147.04653752748862, [2, 3, 1, 4, 0, 2, 3, 1, 4, 0, 2, 3]),
+    ],
+)
 def test_sishe_output_is_pinned(init, iterations, obj, sq, first):
     # numbers of the current algorithm on a fixed input: a refactor must leave them unchanged
     a, labels = block_graph()

@@ -1,11 +1,12 @@
 """The synthetic generator's planted structure, and the shared sparse graph helpers."""
+
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
 
-from sieoug_recbole.graph import bipartite_adjacency, propagate, symmetric_normalize, SparseOperator
+from sieoug_recbole.graph import SparseOperator, bipartite_adjacency, propagate, symmetric_normalize
 from sieoug_recbole.synthetic import generate_pair
 
 
@@ -15,8 +16,9 @@ def _users(folder, name):
 
 @pytest.mark.parametrize("ratio", [0.0, 0.5, 1.0])
 def test_overlap_ratio_links_that_fraction_of_common_people(tmp_path, ratio):
-    summary = generate_pair(str(tmp_path), n_common=100, n_source_only=10, n_target_only=10,
-                            overlap_ratio=ratio, seed=3)
+    summary = generate_pair(
+        str(tmp_path), n_common=100, n_source_only=10, n_target_only=10, overlap_ratio=ratio, seed=3
+    )
     shared = _users(tmp_path, "synthetic_source") & _users(tmp_path, "synthetic_target")
     assert len(shared) == summary["overlapped_users"] == round(ratio * 100)
 

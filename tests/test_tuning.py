@@ -1,13 +1,14 @@
 """run_hyper.py on both tools: failed trials recorded and the search going on, one line appended
 per trial as it ends, unknown keys refused before any trial, overrides reaching every trial."""
+
 import importlib.util
 import json
 import os
 import sys
 
 import pytest
-
 from conftest import REPO, SYNTHETIC_YAML
+
 from sieoug_recbole import tuning
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # a Ray started here: loopback only
@@ -30,9 +31,17 @@ def _space(tmp_path, text):
 
 
 def _args(synthetic_dir, space, out, *more):
-    return ["--model=LightGCN", f"--config_files={SYNTHETIC_YAML}", f"--params_file={space}",
-            f"--output_file={out}", f"--data_path={synthetic_dir}{os.sep}", "--embedding_size=16",
-            "--train_epochs=['BOTH:2']", "--show_progress=False", *more]
+    return [
+        "--model=LightGCN",
+        f"--config_files={SYNTHETIC_YAML}",
+        f"--params_file={space}",
+        f"--output_file={out}",
+        f"--data_path={synthetic_dir}{os.sep}",
+        "--embedding_size=16",
+        "--train_epochs=['BOTH:2']",
+        "--show_progress=False",
+        *more,
+    ]
 
 
 def _lines(path):
@@ -84,8 +93,22 @@ def test_ray_tune_tpe_with_asha(run_hyper, synthetic_dir, tmp_path):
     pytest.importorskip("ray.tune")
     out = tmp_path / "a.jsonl"
     space = _space(tmp_path, "learning_rate uniform 0.005,0.05\n")
-    run_hyper(_args(synthetic_dir, space, out, "--tool", "ray", "--algo", "tpe", "--max_evals", "3",
-                    "--asha", "--cpus_per_trial", "1"))
+    run_hyper(
+        _args(
+            synthetic_dir,
+            space,
+            out,
+            "--tool",
+            "ray",
+            "--algo",
+            "tpe",
+            "--max_evals",
+            "3",
+            "--asha",
+            "--cpus_per_trial",
+            "1",
+        )
+    )
     lines = _lines(out)
     assert sorted(line["trial"] for line in lines) == [1, 2, 3]
     assert all(0.005 <= line["params"]["learning_rate"] <= 0.05 for line in lines)
@@ -105,8 +128,13 @@ def test_each_trial_is_appended_as_it_ends(run_hyper, tmp_path, monkeypatch, syn
         seen.append((len(_lines(out)) if out.exists() else 0, dict(overrides), dict(params)))
         if len(seen) == 3:
             raise KeyboardInterrupt  # the search is interrupted during its third trial
-        return {"best_valid_score": params["learning_rate"] / 10, "valid_score_bigger": True,
-                "best_valid_result": {}, "test_result": {}, "n_validations": 1}
+        return {
+            "best_valid_score": params["learning_rate"] / 10,
+            "valid_score_bigger": True,
+            "best_valid_result": {},
+            "test_result": {},
+            "n_validations": 1,
+        }
 
     monkeypatch.setattr(tuning, "train_trial", fake_trial)
     space = _space(tmp_path, "learning_rate choice [1,2,3]\n")
@@ -116,21 +144,34 @@ def test_each_trial_is_appended_as_it_ends(run_hyper, tmp_path, monkeypatch, syn
     assert [count for count, _, _ in seen] == [0, 1, 2]  # each trial finds the earlier ones written
     assert [line["params"] for line in _lines(out)] == [p for _, _, p in seen[:2]]  # nothing finished lost
     for _, overrides, _ in seen:  # every trial got every override, as given on the command line
-        assert overrides == {"data_path": f"{synthetic_dir}{os.sep}", "embedding_size": "16",
-                             "train_epochs": "['BOTH:2']", "show_progress": "False", "stopping_step": "7"}
+        assert overrides == {
+            "data_path": f"{synthetic_dir}{os.sep}",
+            "embedding_size": "16",
+            "train_epochs": "['BOTH:2']",
+            "show_progress": "False",
+            "stopping_step": "7",
+        }
 
 
-@pytest.mark.parametrize("space_text, more, message", [
-    ("learning_rat choice [0.01]\n", [], "the search space: key(s) learning_rat are not declared"),
-    ("learning_rate choice [0.01]\n", ["--embeding_size=8"], "the overrides: key(s) embeding_size are not declared"),
-    ("learning_rate choice [0.01]\n", ["--learning_rate=0.1"], "learning_rate are both searched and overridden"),
-    ("learning_rate choise [0.01]\n", [], "space.hyper:1: learning_rate: type 'choise' is not one of"),
-    ("learning_rate uniform 0.01\n", [], "space.hyper:1: learning_rate: uniform takes low,high"),
-    ("learning_rate choice 0.01\n", [], "choice takes a non-empty list"),
-    ("learning_rate choice [0.01]\n", ["stray"], "overrides must look like --key=value, got: stray"),
-])
-def test_bad_space_or_override_is_an_error_before_any_trial(run_hyper, synthetic_dir, tmp_path, monkeypatch,
-                                                            capsys, space_text, more, message):
+@pytest.mark.parametrize(
+    "space_text, more, message",
+    [
+        ("learning_rat choice [0.01]\n", [], "the search space: key(s) learning_rat are not declared"),
+        (
+            "learning_rate choice [0.01]\n",
+            ["--embeding_size=8"],
+            "the overrides: key(s) embeding_size are not declared",
+        ),
+        ("learning_rate choice [0.01]\n", ["--learning_rate=0.1"], "learning_rate are both searched and overridden"),
+        ("learning_rate choise [0.01]\n", [], "space.hyper:1: learning_rate: type 'choise' is not one of"),
+        ("learning_rate uniform 0.01\n", [], "space.hyper:1: learning_rate: uniform takes low,high"),
+        ("learning_rate choice 0.01\n", [], "choice takes a non-empty list"),
+        ("learning_rate choice [0.01]\n", ["stray"], "overrides must look like --key=value, got: stray"),
+    ],
+)
+def test_bad_space_or_override_is_an_error_before_any_trial(
+    run_hyper, synthetic_dir, tmp_path, monkeypatch, capsys, space_text, more, message
+):
     monkeypatch.setattr(tuning, "train_trial", lambda *a, **k: pytest.fail("a trial ran"))
     out = tmp_path / "h.jsonl"
     for tool in ("hyperopt", "ray"):

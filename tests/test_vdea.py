@@ -1,24 +1,32 @@
 """VDEA: the Wasserstein geometry of its Gaussians, its local and global alignments."""
+
 import numpy as np
 import pytest
 import torch
-
 from conftest import build_on_synthetic
+
 from sieoug_recbole.models.base import DOMAINS
 from sieoug_recbole.models.disencdr import Gaussian
-from sieoug_recbole.models.vdea import (first_distinct, fused_gw_value, gaussian_w2, global_alignment,
-                                        l2_normalized_rows, wasserstein_points)
+from sieoug_recbole.models.vdea import (
+    first_distinct,
+    fused_gw_value,
+    gaussian_w2,
+    global_alignment,
+    l2_normalized_rows,
+    wasserstein_points,
+)
 
 
 def test_gaussian_w2_is_the_quantile_distance_in_one_dimension():
     from scipy.stats import norm
-    a = Gaussian(torch.tensor([[0.3]], dtype=torch.float64), torch.tensor([[np.log(0.5 ** 2)]], dtype=torch.float64))
-    b = Gaussian(torch.tensor([[-1.0]], dtype=torch.float64), torch.tensor([[np.log(2.0 ** 2)]], dtype=torch.float64))
+
+    a = Gaussian(torch.tensor([[0.3]], dtype=torch.float64), torch.tensor([[np.log(0.5**2)]], dtype=torch.float64))
+    b = Gaussian(torch.tensor([[-1.0]], dtype=torch.float64), torch.tensor([[np.log(2.0**2)]], dtype=torch.float64))
     # W2^2 of two distributions on the line: the mean squared gap between their quantile functions
     levels = (np.arange(200000) + 0.5) / 200000
     numeric = np.mean((norm.ppf(levels, 0.3, 0.5) - norm.ppf(levels, -1.0, 2.0)) ** 2)
     assert gaussian_w2(a, b).item() == pytest.approx(numeric, rel=1e-3)
-    assert gaussian_w2(a, b).item() == pytest.approx(1.3 ** 2 + 1.5 ** 2)
+    assert gaussian_w2(a, b).item() == pytest.approx(1.3**2 + 1.5**2)
 
 
 def test_wasserstein_points_give_the_w2_geometry():
@@ -31,9 +39,12 @@ def test_wasserstein_points_give_the_w2_geometry():
 
 def test_fused_gw_value_equals_pot_and_the_plan_has_uniform_marginals():
     import ot
+
     generator = torch.Generator().manual_seed(1)
-    x, y = torch.randn(7, 4, generator=generator, dtype=torch.float64), torch.randn(5, 4, generator=generator,
-                                                                                    dtype=torch.float64)
+    x, y = (
+        torch.randn(7, 4, generator=generator, dtype=torch.float64),
+        torch.randn(5, 4, generator=generator, dtype=torch.float64),
+    )
     alpha = 0.3
     loss, plan = global_alignment(x, y, alpha)
     # the plan: every source user's mass 1, every target user's n / m
@@ -41,6 +52,7 @@ def test_fused_gw_value_equals_pot_and_the_plan_has_uniform_marginals():
     torch.testing.assert_close(plan.sum(dim=0), torch.full((5,), 7 / 5, dtype=torch.float64))
     # the loss: POT's fused Gromov-Wasserstein objective of the same (mean-normalised) costs and plan
     from sieoug_recbole.matching import squared_euclidean_cost
+
     costs = [squared_euclidean_cost(u, v, "mean").numpy() for u, v in ((x, y), (x, x), (y, y))]
     T = plan.numpy() / 7
     structure = ot.gromov.gwloss(*ot.gromov.init_matrix(costs[1], costs[2], T.sum(1), T.sum(0), "square_loss"), T)
@@ -54,8 +66,9 @@ def test_fused_gw_value_equals_pot_and_the_plan_has_uniform_marginals():
 def test_fused_gw_value_is_differentiable_in_the_costs():
     plan = torch.full((3, 2), 1 / 6, dtype=torch.float64)
     cost = torch.rand(3, 2, dtype=torch.float64, requires_grad=True)
-    value = fused_gw_value(plan, cost, torch.zeros(3, 3, dtype=torch.float64), torch.zeros(2, 2, dtype=torch.float64),
-                           0.0)
+    value = fused_gw_value(
+        plan, cost, torch.zeros(3, 3, dtype=torch.float64), torch.zeros(2, 2, dtype=torch.float64), 0.0
+    )
     value.backward()
     torch.testing.assert_close(cost.grad, plan)  # d<T, M>/dM = T
 
@@ -68,9 +81,11 @@ def test_first_distinct_keeps_the_order_of_first_occurrence():
 
 def test_l2_normalized_rows():
     import scipy.sparse as sp
+
     matrix = sp.csr_matrix(np.array([[1, 1, 0, 1], [0, 0, 0, 0]], dtype=np.float32))
-    np.testing.assert_allclose(l2_normalized_rows(matrix).toarray(), [[3 ** -0.5, 3 ** -0.5, 0, 3 ** -0.5], [0] * 4],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        l2_normalized_rows(matrix).toarray(), [[3**-0.5, 3**-0.5, 0, 3**-0.5], [0] * 4], rtol=1e-6
+    )
 
 
 # ----- the model ----------------------------------------------------------------------------
@@ -146,6 +161,7 @@ def test_without_alignment_the_domains_are_independent(fast_config):
 
 def test_bad_keys_are_clear_errors(fast_config):
     from sieoug_recbole.config_checks import ConfigError
+
     for key, value in (("global_alpha", 2.0), ("global_users", 1), ("input_dropout", 1.0), ("kl_weight", -1)):
         with pytest.raises(ConfigError, match=f"config key '{key}' must be"):
             build_on_synthetic("VDEA", {**fast_config, key: value})

@@ -1,4 +1,5 @@
 """``python -m sieoug_recbole.benchmark``: see :mod:`sieoug_recbole.benchmark.cli`."""
+
 import sys
 
 from sieoug_recbole.benchmark.cli import main

@@ -1,4 +1,5 @@
 """``python -m sieoug_recbole.benchmark {run,one,report,plot}`` (see docs/benchmark.md)."""
+
 import argparse
 import contextlib
 import json
@@ -24,30 +25,58 @@ def _comma_list(values):
 def add_grid_options(parser, for_run):
     group = parser.add_argument_group("grid (a grid yaml and/or these options; options win)")
     group.add_argument("--grid", help="grid yaml: models, tasks, seeds, epochs, config, model_config, sweep")
-    group.add_argument("--models", action="append", metavar="A,B",
-                       help="models (comma-separated or repeated); default: the grid's, else "
-                            + "the registered Table 1 models" if for_run else
-                       "models to show, in this order (default: all, in Table 1 order)")
-    group.add_argument("--task", action="append", metavar="LABEL:K_U=YAML[,YAML]",
-                       help="a task (repeatable), e.g. food_kitchen:0.1=properties/food_kitchen_ku10.yaml; "
-                            "replaces the grid's tasks")
-    group.add_argument("--seeds", metavar="S1,S2", help="seeds (config key 'seed'); default: the grid's, "
-                       f"else {','.join(map(str, G.DEFAULT_SEEDS))}")
+    group.add_argument(
+        "--models",
+        action="append",
+        metavar="A,B",
+        help="models (comma-separated or repeated); default: the grid's, else " + "the registered Table 1 models"
+        if for_run
+        else "models to show, in this order (default: all, in Table 1 order)",
+    )
+    group.add_argument(
+        "--task",
+        action="append",
+        metavar="LABEL:K_U=YAML[,YAML]",
+        help="a task (repeatable), e.g. food_kitchen:0.1=properties/food_kitchen_ku10.yaml; replaces the grid's tasks",
+    )
+    group.add_argument(
+        "--seeds",
+        metavar="S1,S2",
+        help=f"seeds (config key 'seed'); default: the grid's, else {','.join(map(str, G.DEFAULT_SEEDS))}",
+    )
     group.add_argument("--epochs", type=int, help="train_epochs: ['BOTH:N'] for every run")
-    group.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="config override for every run (yaml value; repeatable)")
-    group.add_argument("--model-set", action="append", default=[], metavar="MODEL:KEY=VALUE",
-                       help="config override for one model (repeatable)")
-    group.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2,...",
-                       help="one run per value (repeatable: all combinations); paper symbols "
-                            "lambda, eps, K, z, mu, eta stand for their config keys")
+    group.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for every run (yaml value; repeatable)",
+    )
+    group.add_argument(
+        "--model-set",
+        action="append",
+        default=[],
+        metavar="MODEL:KEY=VALUE",
+        help="config override for one model (repeatable)",
+    )
+    group.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="one run per value (repeatable: all combinations); paper symbols "
+        "lambda, eps, K, z, mu, eta stand for their config keys",
+    )
 
 
 def grid_from_args(args, require_tasks=True, default_models=None):
     """The grid of the command line (on top of --grid): dict with models, tasks, seeds, ..."""
     grid = G.load_grid(args.grid) if args.grid else {}
-    models = (_comma_list(args.models) or grid.get("models")
-              or list(default_models if default_models is not None else G.table1_models()))
+    models = (
+        _comma_list(args.models)
+        or grid.get("models")
+        or list(default_models if default_models is not None else G.table1_models())
+    )
     tasks = [G.parse_task(t) for t in args.task] if args.task else grid.get("tasks", [])
     if require_tasks and not tasks:
         raise G.GridError("no tasks: give --task LABEL:K_U=YAML or a --grid file with tasks")
@@ -62,8 +91,9 @@ def grid_from_args(args, require_tasks=True, default_models=None):
         if not sep:
             raise G.GridError(f"--model-set is MODEL:KEY=VALUE, got '{text}'")
         if model.strip() not in models:
-            raise G.GridError(f"--model-set '{text}': {model.strip()} is not among the models run "
-                              f"({', '.join(models)})")
+            raise G.GridError(
+                f"--model-set '{text}': {model.strip()} is not among the models run ({', '.join(models)})"
+            )
         key, value = G.parse_assignment(assignment)
         model_config.setdefault(model.strip(), {})[key] = value
     sweep = dict(grid.get("sweep", {}))
@@ -71,16 +101,30 @@ def grid_from_args(args, require_tasks=True, default_models=None):
         key, values = G.parse_sweep(text)
         sweep[key] = values
     epochs = args.epochs if args.epochs is not None else grid.get("epochs")
-    return {"models": models, "tasks": tasks, "seeds": seeds, "config": config,
-            "model_config": model_config, "sweep": sweep, "epochs": epochs}
+    return {
+        "models": models,
+        "tasks": tasks,
+        "seeds": seeds,
+        "config": config,
+        "model_config": model_config,
+        "sweep": sweep,
+        "epochs": epochs,
+    }
 
 
 def specs_of(grid):
     from sieoug_recbole.benchmark.runner import model_takes_key
 
-    return G.expand(grid["models"], grid["tasks"], grid["seeds"], grid["config"],
-                    grid["model_config"], grid["epochs"], grid["sweep"],
-                    takes=model_takes_key if grid["sweep"] else None)
+    return G.expand(
+        grid["models"],
+        grid["tasks"],
+        grid["seeds"],
+        grid["config"],
+        grid["model_config"],
+        grid["epochs"],
+        grid["sweep"],
+        takes=model_takes_key if grid["sweep"] else None,
+    )
 
 
 def missing_data(task, overrides):
@@ -168,7 +212,7 @@ def _run_grid_command(args, remote):
     registered = sieoug_recbole.model_names()
     unknown = [m for m in grid["models"] if m not in registered]
     if unknown:
-        message = (f"not registered: {', '.join(unknown)} (registered models: {', '.join(registered)})")
+        message = f"not registered: {', '.join(unknown)} (registered models: {', '.join(registered)})"
         if args.strict:
             print(f"error: {message}", file=sys.stderr)
             return 2
@@ -182,8 +226,10 @@ def _run_grid_command(args, remote):
         missing = None if args.no_data_check else missing_data(task, grid["config"])
         if missing and missing[2]:  # a shipped pair: built here once (a single run builds it too)
             if args.dry_run:
-                print(f"task '{task['label']}' (K_u={task['k_u']}): {missing[0]} is built from the "
-                      "shipped data when the grid runs")
+                print(
+                    f"task '{task['label']}' (K_u={task['k_u']}): {missing[0]} is built from the "
+                    "shipped data when the grid runs"
+                )
                 missing = None
             else:
                 from sieoug_recbole.quick_start import build_shipped_pair
@@ -192,8 +238,10 @@ def _run_grid_command(args, remote):
                 missing = missing_data(task, grid["config"])
         if missing:
             hint = f"; make it with: {missing[1]}" if missing[1] else ""
-            print(f"warning: task '{task['label']}' (K_u={task['k_u']}) skipped: {missing[0]} "
-                  f"does not exist{hint}", file=sys.stderr)
+            print(
+                f"warning: task '{task['label']}' (K_u={task['k_u']}) skipped: {missing[0]} does not exist{hint}",
+                file=sys.stderr,
+            )
         else:
             kept.append(task)
     grid["tasks"] = kept
@@ -213,11 +261,21 @@ def _run_grid_command(args, remote):
         print(f"{len(done)} done, {len(failed)} failed, {len(todo)} to run")
         return 0
     with _sigterm_interrupts():
-        new = run_grid(specs, args.results, runs_dir=args.runs_dir, jobs=args.jobs, remote=remote,
-                       retry_failed=args.retry_failed, rerun_changed=args.rerun_changed,
-                       keep_checkpoints=args.keep_checkpoints,
-                       verbose=args.verbose, threads=args.threads, timeout=args.timeout,
-                       in_process=args.in_process, progress=not args.no_progress)
+        new = run_grid(
+            specs,
+            args.results,
+            runs_dir=args.runs_dir,
+            jobs=args.jobs,
+            remote=remote,
+            retry_failed=args.retry_failed,
+            rerun_changed=args.rerun_changed,
+            keep_checkpoints=args.keep_checkpoints,
+            verbose=args.verbose,
+            threads=args.threads,
+            timeout=args.timeout,
+            in_process=args.in_process,
+            progress=not args.no_progress,
+        )
     failed = [r for r in new if r.get("status") != "ok"]
     if new:
         print(f"{len(new) - len(failed)} run(s) finished, {len(failed)} failed -> {args.results}")
@@ -237,8 +295,7 @@ def cmd_one(args):
     if not text:
         print("error: give --spec JSON or --spec-file", file=sys.stderr)
         return 2
-    return worker_main(text, out=args.out, run_dir=args.run_dir, verbose=args.verbose,
-                       threads=args.threads)
+    return worker_main(text, out=args.out, run_dir=args.run_dir, verbose=args.verbose, threads=args.threads)
 
 
 def _selected_runs(args):
@@ -250,8 +307,7 @@ def _selected_runs(args):
         found = list(dict.fromkeys(r["model"] for r in records))
         grid_specs = specs_of(grid_from_args(args, default_models=found))
     models = _comma_list(args.models) or None
-    return records, select(records, grid_specs=grid_specs, include_sweeps=args.include_sweeps,
-                           models=models), models
+    return records, select(records, grid_specs=grid_specs, include_sweeps=args.include_sweeps, models=models), models
 
 
 def cmd_report(args):
@@ -260,12 +316,20 @@ def cmd_report(args):
     records, runs, models = _selected_runs(args)
     if not runs:
         sweeps = not args.include_sweeps and any(r.get("sweep") for r in records)
-        raise G.GridError("no finished run matches" + (
-            " (sweep runs are left out of tables: plot them with 'plot --sensitivity KEY')"
-            if sweeps else ""))
-    _, markdown = write_report(runs, args.out, title=args.title, metrics=tuple(_comma_list([args.metrics])),
-                               split=args.split, ours=args.ours, reference=args.reference,
-                               models=models)
+        raise G.GridError(
+            "no finished run matches"
+            + (" (sweep runs are left out of tables: plot them with 'plot --sensitivity KEY')" if sweeps else "")
+        )
+    _, markdown = write_report(
+        runs,
+        args.out,
+        title=args.title,
+        metrics=tuple(_comma_list([args.metrics])),
+        split=args.split,
+        ours=args.ours,
+        reference=args.reference,
+        models=models,
+    )
     print(markdown)
     print(f"wrote {os.path.join(args.out, 'report.md')} and {os.path.join(args.out, 'report.csv')}")
     return 0
@@ -281,15 +345,23 @@ def cmd_plot(args):
     if not args.no_ku:
         written += plots.plot_k_u(runs, args.out, metrics, args.split, prefix=G.family_of(args.ours))
     if not args.no_curves:
-        written += plots.plot_curves(runs, args.out, ours=args.ours, metrics=metrics,
-                                     select_metric=args.curve_metric, split=args.split,
-                                     models=_comma_list(args.curve_models) or None)
+        written += plots.plot_curves(
+            runs,
+            args.out,
+            ours=args.ours,
+            metrics=metrics,
+            select_metric=args.curve_metric,
+            split=args.split,
+            models=_comma_list(args.curve_models) or None,
+        )
     for key in args.sensitivity:
         key = G.resolve_key(key)
         paths = plots.plot_sensitivity(records, key, args.out, metrics, args.split, models)
         if not paths:
-            print(f"warning: no finished run sets '{key}' in its overrides "
-                  f"(make some with: run --sweep {key}=v1,v2,...)", file=sys.stderr)
+            print(
+                f"warning: no finished run sets '{key}' in its overrides (make some with: run --sweep {key}=v1,v2,...)",
+                file=sys.stderr,
+            )
         written += paths
     for path in written:
         print(path)
@@ -300,21 +372,24 @@ def cmd_plot(args):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m sieoug_recbole.benchmark",
-                                     description="Benchmark grids (paper Table 1, Fig. 6-8): run, report, plot.")
+    parser = argparse.ArgumentParser(
+        prog="python -m sieoug_recbole.benchmark",
+        description="Benchmark grids (paper Table 1, Fig. 6-8): run, report, plot.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a grid of models x tasks x seeds (resumable)")
     add_grid_options(run, for_run=True)
     run.add_argument("--results", required=True, help="JSON-lines results file (appended)")
     run.add_argument("--runs-dir", help="per-run folders (default: <results without .jsonl>_runs)")
-    run.add_argument("--jobs", type=int, default=1,
-                     help="runs in parallel (one process each; local backend)")
+    run.add_argument("--jobs", type=int, default=1, help="runs in parallel (one process each; local backend)")
     run.add_argument("--threads", type=int, default=1, help="torch / BLAS threads per run")
     run.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
-    run.add_argument("--rerun-changed", action="store_true",
-                     help="rerun finished runs whose task or model yaml values changed since "
-                          "(the new record replaces the old)")
+    run.add_argument(
+        "--rerun-changed",
+        action="store_true",
+        help="rerun finished runs whose task or model yaml values changed since (the new record replaces the old)",
+    )
     run.add_argument("--keep-checkpoints", action="store_true", help="keep each run's saved/ and tensorboard/")
     run.add_argument("--timeout", type=float, help="seconds before a run is killed (recorded as failed)")
     run.add_argument("--verbose", action="store_true", help="RecBole's training log into each run.log")
@@ -342,20 +417,35 @@ def build_parser():
         add_grid_options(p, for_run=False)
         p.add_argument("--metrics", default="hit@10,ndcg@10")
         p.add_argument("--split", default="test", choices=["test", "valid"])
-        p.add_argument("--ours", default=G.FAMILY_PREFIX,
-                       help="the model compared with the best baseline; the baselines are the "
-                            f"models outside its family (default: {G.FAMILY_PREFIX}; see docs/benchmark.md)")
+        p.add_argument(
+            "--ours",
+            default=G.FAMILY_PREFIX,
+            help="the model compared with the best baseline; the baselines are the "
+            f"models outside its family (default: {G.FAMILY_PREFIX}; see docs/benchmark.md)",
+        )
         p.add_argument("--include-sweeps", action="store_true", help="let sweep runs into the table")
         if name == "report":
-            p.add_argument("--reference", default="LightGCN",
-                           help="the other model the gain of --ours is given over (default: LightGCN)")
+            p.add_argument(
+                "--reference",
+                default="LightGCN",
+                help="the other model the gain of --ours is given over (default: LightGCN)",
+            )
             p.add_argument("--title", default="Table 1")
             p.set_defaults(func=cmd_report)
         else:
-            p.add_argument("--sensitivity", action="append", default=[], metavar="KEY",
-                           help="metric vs this config key (repeatable; lambda, eps, K, z, mu, eta accepted)")
-            p.add_argument("--curve-models", action="append", metavar="A,B",
-                           help="models of the per-epoch plot (default: best baseline and --ours)")
+            p.add_argument(
+                "--sensitivity",
+                action="append",
+                default=[],
+                metavar="KEY",
+                help="metric vs this config key (repeatable; lambda, eps, K, z, mu, eta accepted)",
+            )
+            p.add_argument(
+                "--curve-models",
+                action="append",
+                metavar="A,B",
+                help="models of the per-epoch plot (default: best baseline and --ours)",
+            )
             p.add_argument("--curve-metric", default="ndcg@10", help="picks the best baseline of the curves")
             p.add_argument("--no-ku", action="store_true", help="no metric-vs-K_u plots")
             p.add_argument("--no-curves", action="store_true", help="no per-epoch plots")

@@ -12,6 +12,7 @@ harness always sets itself (see :data:`HARNESS_KEYS`). A run is identified by
 :func:`run_key`: (model, task, K_u, seed, hash of the overrides); the results file holds at most
 one finished run per key that counts (see :mod:`.records`).
 """
+
 import hashlib
 import itertools
 import json
@@ -19,6 +20,7 @@ import os
 import re
 
 import yaml
+
 
 def table1_models():
     """The models of the Table 1 grids: every model registered with ``table1=True``, in
@@ -36,9 +38,16 @@ FAMILY_PREFIX = "SIEOUG"  # SIEOUG and its variants; every other model is a base
 HARNESS_KEYS = ("seed", "dual_domain_eval", "checkpoint_dir", "show_progress")
 
 # Paper symbols accepted for config keys in --sweep and --sensitivity.
-KEY_ALIASES = {"lambda": "guide_lambda", "eps": "ot_eps", "epsilon": "ot_eps",
-               "K": "n_clusters", "clusters": "n_clusters", "z": "knn_k", "mu": "risgf_mu",
-               "eta": "sishe_eta"}
+KEY_ALIASES = {
+    "lambda": "guide_lambda",
+    "eps": "ot_eps",
+    "epsilon": "ot_eps",
+    "K": "n_clusters",
+    "clusters": "n_clusters",
+    "z": "knn_k",
+    "mu": "risgf_mu",
+    "eta": "sishe_eta",
+}
 
 GRID_KEYS = {"models", "tasks", "seeds", "epochs", "config", "model_config", "sweep"}
 
@@ -58,8 +67,8 @@ class _Loader(yaml.SafeLoader):
 
 
 _Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
 
 
 def load_yaml(stream):
@@ -117,8 +126,11 @@ def make_task(label, k_u, files):
         files = [files]
     if not files:
         raise GridError(f"task '{label}' has no yaml file")
-    return {"label": str(label), "k_u": None if k_u is None else parse_k_u(k_u),
-            "config_files": [str(f) for f in files]}
+    return {
+        "label": str(label),
+        "k_u": None if k_u is None else parse_k_u(k_u),
+        "config_files": [str(f) for f in files],
+    }
 
 
 def parse_seeds(text):
@@ -199,8 +211,7 @@ def load_grid(path):
     if raw.get("sweep"):
         if not isinstance(raw["sweep"], dict):
             raise GridError(f"{path}: sweep is a mapping key -> list of values")
-        grid["sweep"] = {resolve_key(k): (v if isinstance(v, list) else [v])
-                         for k, v in raw["sweep"].items()}
+        grid["sweep"] = {resolve_key(k): (v if isinstance(v, list) else [v]) for k, v in raw["sweep"].items()}
     return grid
 
 
@@ -224,8 +235,7 @@ def epochs_override(epochs):
     return {"train_epochs": [f"BOTH:{int(epochs)}"]}
 
 
-def expand(models, tasks, seeds, config=None, model_config=None, epochs=None, sweep=None,
-           takes=None):
+def expand(models, tasks, seeds, config=None, model_config=None, epochs=None, sweep=None, takes=None):
     """Every spec of a grid, seed-major (a finished seed gives a complete table first).
 
     ``sweep``: {key: [values]}; each combination of values is one more override (the runs are
@@ -239,10 +249,14 @@ def expand(models, tasks, seeds, config=None, model_config=None, epochs=None, sw
         for where, block in [("config", config)] + [(f"model_config.{m}", b) for m, b in model_config.items()]:
             if key in block:
                 raise GridError(f"{where}: '{key}' is set by the harness (use seeds for the seed)")
+
     def combos_of(model):
         items = [(k, v) for k, v in (sweep or {}).items() if takes is None or takes(model, k)]
-        return ([dict(zip([k for k, _ in items], values))
-                 for values in itertools.product(*[v for _, v in items])] if items else [None])
+        return (
+            [dict(zip([k for k, _ in items], values)) for values in itertools.product(*[v for _, v in items])]
+            if items
+            else [None]
+        )
 
     combos = {model: combos_of(model) for model in models}
     specs = []
@@ -256,9 +270,17 @@ def expand(models, tasks, seeds, config=None, model_config=None, epochs=None, sw
                     overrides.update(model_config.get(model, {}))
                     if combo:
                         overrides.update(combo)
-                    specs.append({"model": model, "task": task["label"], "k_u": task["k_u"],
-                                  "config_files": list(task["config_files"]), "seed": int(seed),
-                                  "overrides": overrides, "sweep": combo})
+                    specs.append(
+                        {
+                            "model": model,
+                            "task": task["label"],
+                            "k_u": task["k_u"],
+                            "config_files": list(task["config_files"]),
+                            "seed": int(seed),
+                            "overrides": overrides,
+                            "sweep": combo,
+                        }
+                    )
     return specs
 
 
@@ -287,8 +309,13 @@ def norm_k_u(k_u):
 
 def run_key(spec):
     """(model, task, K_u, seed, overrides hash): what makes two runs the same run."""
-    return (spec["model"], spec["task"], norm_k_u(spec.get("k_u")), int(spec["seed"]),
-            spec.get("overrides_hash") or overrides_hash(spec.get("overrides")))
+    return (
+        spec["model"],
+        spec["task"],
+        norm_k_u(spec.get("k_u")),
+        int(spec["seed"]),
+        spec.get("overrides_hash") or overrides_hash(spec.get("overrides")),
+    )
 
 
 def run_id(spec):

@@ -15,6 +15,7 @@ itself to its parent as it starts, with :func:`die_with_parent`:
 The parent passes its pid in ``SIEOUG_BENCHMARK_PARENT_PID``; a worker whose parent died before
 the tie was made sees another parent pid and exits at once.
 """
+
 import ctypes
 import os
 import signal
@@ -69,6 +70,5 @@ def die_with_parent(parent_pid=None, every_s=1.0):
     if os.getppid() != parent_pid:  # the parent died before the tie was made
         _orphaned()
     if how == "watchdog":
-        threading.Thread(target=_watch, args=(parent_pid, every_s), daemon=True,
-                         name="die-with-parent").start()
+        threading.Thread(target=_watch, args=(parent_pid, every_s), daemon=True, name="die-with-parent").start()
     return how

@@ -3,6 +3,7 @@
 Numbers as printed (HR@10, NDCG@10). Per pair the columns are
 (first, K_u=10%), (second, 10%), (first, 50%), (second, 50%), (first, 90%), (second, 90%).
 """
+
 PAIRS = {
     "clothes_sports": ("clothes", "sports"),
     "clothes_home": ("clothes", "home"),
@@ -73,8 +74,7 @@ def _table():
         for model, text in rows.items():
             values = [float(v) for v in text.split()]
             for i, (domain, k_u) in enumerate(columns):
-                table[(pair, domain, k_u, model)] = {"hit@10": values[2 * i],
-                                                     "ndcg@10": values[2 * i + 1]}
+                table[(pair, domain, k_u, model)] = {"hit@10": values[2 * i], "ndcg@10": values[2 * i + 1]}
     return table
 
 

@@ -8,6 +8,7 @@
 - :func:`plot_sensitivity`: metric vs one config key over runs that set it (paper Fig. 7-8,
   e.g. from ``run --sweep guide_lambda=...``; ``sensitivity_<key>.png``).
 """
+
 import math
 import os
 import re
@@ -44,13 +45,13 @@ def plot_k_u(runs, out, metrics=("hit@10", "ndcg@10"), split="test", prefix=FAMI
     tasks = list(dict.fromkeys(r["task"] for r in runs if r.get("k_u") is not None))
     for task in tasks:
         task_runs = [r for r in runs if r["task"] == task and r.get("k_u") is not None]
-        domains = [d for d in DOMAINS if any(value_of(r, d, split, m) is not None
-                                             for r in task_runs for m in metrics)]
+        domains = [d for d in DOMAINS if any(value_of(r, d, split, m) is not None for r in task_runs for m in metrics)]
         if not domains:
             continue
         models = order_models([r["model"] for r in task_runs], prefix)
-        fig, axes = plt.subplots(len(domains), len(metrics), squeeze=False,
-                                 figsize=(5 * len(metrics), 3.6 * len(domains)))
+        fig, axes = plt.subplots(
+            len(domains), len(metrics), squeeze=False, figsize=(5 * len(metrics), 3.6 * len(domains))
+        )
         for row, domain in enumerate(domains):
             for col, metric in enumerate(metrics):
                 ax = axes[row][col]
@@ -65,13 +66,20 @@ def plot_k_u(runs, out, metrics=("hit@10", "ndcg@10"), split="test", prefix=FAMI
                         continue
                     xs = sorted(points)
                     stats = [_mean_std(points[x]) for x in xs]
-                    ax.errorbar([x + dodge for x in xs], [s[0] for s in stats],
-                                yerr=[s[1] for s in stats], marker="o", capsize=3, label=model,
-                                linewidth=2.2 if model == prefix else 1.2)
+                    ax.errorbar(
+                        [x + dodge for x in xs],
+                        [s[0] for s in stats],
+                        yerr=[s[1] for s in stats],
+                        marker="o",
+                        capsize=3,
+                        label=model,
+                        linewidth=2.2 if model == prefix else 1.2,
+                    )
                 ax.set_xlabel("K_u (overlapped user ratio)")
                 ax.set_ylabel(f"{metric_label(metric)} ({split})")
-                name = next((r.get("domains", {}).get(domain) for r in task_runs
-                             if (r.get("domains") or {}).get(domain)), None)
+                name = next(
+                    (r.get("domains", {}).get(domain) for r in task_runs if (r.get("domains") or {}).get(domain)), None
+                )
                 short = str(name).rsplit("_", 1)[-1] if name else domain
                 ax.set_title(f"{task}: {domain} domain" + (f" ({short})" if short != domain else ""))
                 ax.grid(alpha=0.3)
@@ -93,15 +101,24 @@ def _histories(runs, model, metric):
         if r["model"] != model:
             continue
         step = int(r.get("eval_step") or 1)
-        points = [((i + 1) * step, entry[metric]) for i, entry in enumerate(r.get("valid_history") or [])
-                  if metric in entry]
+        points = [
+            ((i + 1) * step, entry[metric]) for i, entry in enumerate(r.get("valid_history") or []) if metric in entry
+        ]
         if points:
             curves.append(points)
     return curves
 
 
-def plot_curves(runs, out, ours=FAMILY_PREFIX, metrics=("hit@10", "ndcg@10"), select_metric="ndcg@10",
-                split="test", models=None, prefix=None):
+def plot_curves(
+    runs,
+    out,
+    ours=FAMILY_PREFIX,
+    metrics=("hit@10", "ndcg@10"),
+    select_metric="ndcg@10",
+    split="test",
+    models=None,
+    prefix=None,
+):
     """Validation metrics per epoch of ``ours`` and the best baseline (by mean target-domain
     ``select_metric`` on ``split``; baselines: the models outside the family ``prefix``, by
     default :func:`~sieoug_recbole.benchmark.grid.family_of` ``ours``) for each (task, K_u);
@@ -141,7 +158,7 @@ def plot_curves(runs, out, ours=FAMILY_PREFIX, metrics=("hit@10", "ndcg@10"), se
                 stats = [_mean_std(by_epoch[e]) for e in epochs]
                 mean = np.array([s[0] for s in stats])
                 std = np.array([s[1] for s in stats])
-                line, = ax.plot(epochs, mean, label=f"{model} ({len(curves)} seed(s))")
+                (line,) = ax.plot(epochs, mean, label=f"{model} ({len(curves)} seed(s))")
                 ax.fill_between(epochs, mean - std, mean + std, alpha=0.2, color=line.get_color())
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -198,8 +215,7 @@ def plot_sensitivity(records, key, out, metrics=("hit@10", "ndcg@10"), split="te
     all_values = [v for points in series.values() for v in points]
     numeric = all(_is_number(v) for v in all_values)
     categories = sorted({str(v) for v in all_values}) if not numeric else None
-    fig, axes = plt.subplots(len(panels), len(metrics), squeeze=False,
-                             figsize=(5 * len(metrics), 3.6 * len(panels)))
+    fig, axes = plt.subplots(len(panels), len(metrics), squeeze=False, figsize=(5 * len(metrics), 3.6 * len(panels)))
     for row, (task, k_u) in enumerate(panels):
         for col, metric in enumerate(metrics):
             ax = axes[row][col]
@@ -214,9 +230,15 @@ def plot_sensitivity(records, key, out, metrics=("hit@10", "ndcg@10"), split="te
                     xs = sorted(xs) if numeric else sorted(xs, key=lambda v: categories.index(str(v)))
                     stats = [_mean_std(points[x][(domain, metric)]) for x in xs]
                     positions = xs if numeric else [categories.index(str(x)) for x in xs]
-                    ax.errorbar(positions, [s[0] for s in stats], yerr=[s[1] for s in stats],
-                                marker="o", capsize=3, linestyle="-" if domain == "target" else "--",
-                                label=f"{model} {domain}{tag}")
+                    ax.errorbar(
+                        positions,
+                        [s[0] for s in stats],
+                        yerr=[s[1] for s in stats],
+                        marker="o",
+                        capsize=3,
+                        linestyle="-" if domain == "target" else "--",
+                        label=f"{model} {domain}{tag}",
+                    )
             if numeric:
                 xs_all = [v for v in all_values if v > 0]
                 if xs_all and len(xs_all) == len(all_values) and max(xs_all) / min(xs_all) >= 100:

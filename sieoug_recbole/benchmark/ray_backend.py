@@ -21,6 +21,7 @@ the local backend, and not retried.
 
 Ray is an optional extra (``pip install -e '.[ray]'``), imported only here and only when used.
 """
+
 import contextlib
 import logging
 import math
@@ -43,25 +44,37 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise RayBackendError("--backend ray needs Ray, which is not installed: "
-                              "pip install -e '.[ray]' (or pip install 'ray[tune]>=2.44')") from None
+        raise RayBackendError(
+            "--backend ray needs Ray, which is not installed: "
+            "pip install -e '.[ray]' (or pip install 'ray[tune]>=2.44')"
+        ) from None
     return ray
 
 
 def add_arguments(parser):
     """The ``run`` options of this backend."""
     group = parser.add_argument_group("backend (where runs go)")
-    group.add_argument("--backend", choices=["local", "ray"], default="local",
-                       help="local: worker processes here (--jobs at a time); ray: Ray tasks")
-    group.add_argument("--address", metavar="HOST:PORT",
-                       help="ray: the cluster's head node (`ray start --head` prints it; auto: "
-                            "the cluster `ray start` runs on this machine); default: a new Ray "
-                            "instance on this machine for this grid")
+    group.add_argument(
+        "--backend",
+        choices=["local", "ray"],
+        default="local",
+        help="local: worker processes here (--jobs at a time); ray: Ray tasks",
+    )
+    group.add_argument(
+        "--address",
+        metavar="HOST:PORT",
+        help="ray: the cluster's head node (`ray start --head` prints it; auto: "
+        "the cluster `ray start` runs on this machine); default: a new Ray "
+        "instance on this machine for this grid",
+    )
     group.add_argument("--cpus-per-run", type=float, default=1.0, help="ray: CPUs a run holds (default 1)")
     group.add_argument("--gpus-per-run", type=float, default=0.0, help="ray: GPUs a run holds (default 0)")
-    group.add_argument("--max-retries", type=int, default=DEFAULT_MAX_RETRIES,
-                       help="ray: times a run is started again after its Ray worker or node died "
-                            f"(default {DEFAULT_MAX_RETRIES})")
+    group.add_argument(
+        "--max-retries",
+        type=int,
+        default=DEFAULT_MAX_RETRIES,
+        help=f"ray: times a run is started again after its Ray worker or node died (default {DEFAULT_MAX_RETRIES})",
+    )
 
 
 def check_reachable(address, timeout=CONNECT_TIMEOUT_S):
@@ -74,9 +87,11 @@ def check_reachable(address, timeout=CONNECT_TIMEOUT_S):
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as exc:
-        raise RayBackendError(f"--address {address}: no Ray head node answers there "
-                              f"({exc.strerror or exc}); start one with "
-                              f"`ray start --head --port={port}` or correct HOST:PORT") from None
+        raise RayBackendError(
+            f"--address {address}: no Ray head node answers there "
+            f"({exc.strerror or exc}); start one with "
+            f"`ray start --head --port={port}` or correct HOST:PORT"
+        ) from None
 
 
 def init_ray(ray, address=None):
@@ -90,8 +105,9 @@ def init_ray(ray, address=None):
     try:
         ray.init(**options)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise RayBackendError(f"could not connect to Ray at {address or 'a new local instance'}: "
-                              f"{_first_line(exc)}") from None
+        raise RayBackendError(
+            f"could not connect to Ray at {address or 'a new local instance'}: {_first_line(exc)}"
+        ) from None
 
 
 def runs_that_fit(nodes, cpus, gpus):
@@ -101,15 +117,20 @@ def runs_that_fit(nodes, cpus, gpus):
         if not node.get("Alive", True):
             continue
         have = node.get("Resources", {})
-        fits = [math.floor(have.get(name, 0.0) / need + 1e-9)
-                for name, need in (("CPU", cpus), ("GPU", gpus)) if need > 0]
+        fits = [
+            math.floor(have.get(name, 0.0) / need + 1e-9) for name, need in (("CPU", cpus), ("GPU", gpus)) if need > 0
+        ]
         total += min(fits) if fits else 1
     return total
 
 
 def _describe_nodes(nodes):
-    return "; ".join(f"{n.get('NodeManagerAddress', '?')}: {n.get('Resources', {}).get('CPU', 0):g} CPU, "
-                     f"{n.get('Resources', {}).get('GPU', 0):g} GPU" for n in nodes if n.get("Alive", True))
+    return "; ".join(
+        f"{n.get('NodeManagerAddress', '?')}: {n.get('Resources', {}).get('CPU', 0):g} CPU, "
+        f"{n.get('Resources', {}).get('GPU', 0):g} GPU"
+        for n in nodes
+        if n.get("Alive", True)
+    )
 
 
 def _first_line(exc):
@@ -122,18 +143,25 @@ def _first_line(exc):
 def _node():
     import ray
 
-    return {"id": ray.get_runtime_context().get_node_id(), "ip": ray.util.get_node_ip_address(),
-            "hostname": socket.gethostname()}
+    return {
+        "id": ray.get_runtime_context().get_node_id(),
+        "ip": ray.util.get_node_ip_address(),
+        "hostname": socket.gethostname(),
+    }
 
 
 def run_on_node(spec, run_dir, cwd, verbose, threads, timeout):
     """The Ray task: one run in a worker process of this node; (record, node)."""
     node = _node()
     if not os.path.isdir(cwd):
-        return failed_record(spec, f"node {node['hostname']} ({node['ip']}): the driver's working "
-                             f"directory {cwd} does not exist there; a cluster needs the repository "
-                             "and dataset/ on a shared path, or the same checkout at the same path on "
-                             "every node", run_dir), node
+        return failed_record(
+            spec,
+            f"node {node['hostname']} ({node['ip']}): the driver's working "
+            f"directory {cwd} does not exist there; a cluster needs the repository "
+            "and dataset/ on a shared path, or the same checkout at the same path on "
+            "every node",
+            run_dir,
+        ), node
     os.chdir(cwd)  # task yaml files and data_path are relative to the driver's folder
     return execute(spec, run_dir, verbose, threads, timeout), node
 
@@ -141,11 +169,18 @@ def run_on_node(spec, run_dir, cwd, verbose, threads, timeout):
 class RayRuns:
     """The ``remote`` of :func:`runner.run_grid`: starts runs as Ray tasks (see the module)."""
 
-    def __init__(self, ray, cpus_per_run=1.0, gpus_per_run=0.0, max_retries=DEFAULT_MAX_RETRIES,
-                 verbose=False, threads=1, timeout=None):
+    def __init__(
+        self,
+        ray,
+        cpus_per_run=1.0,
+        gpus_per_run=0.0,
+        max_retries=DEFAULT_MAX_RETRIES,
+        verbose=False,
+        threads=1,
+        timeout=None,
+    ):
         self.ray = ray
-        self.task = ray.remote(run_on_node).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run,
-                                                    max_retries=0)
+        self.task = ray.remote(run_on_node).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
         self.max_retries = max(0, int(max_retries))
         self.arguments = (verbose, threads, timeout)
         nodes = ray.nodes()
@@ -154,7 +189,8 @@ class RayRuns:
             raise RayBackendError(
                 f"no node of the Ray cluster has {cpus_per_run:g} CPU(s) and {gpus_per_run:g} GPU(s) "
                 f"for a run (nodes: {_describe_nodes(nodes) or 'none'}); lower --cpus-per-run / "
-                "--gpus-per-run or add a node that has them")
+                "--gpus-per-run or add a node that has them"
+            )
         self.lock = threading.Lock()
         self.running = set()
         self.stopping = False
@@ -162,8 +198,11 @@ class RayRuns:
     def _died(self, exc):
         """Whether a task's error means its Ray worker or node died (worth another attempt)."""
         errors = self.ray.exceptions
-        return (isinstance(exc, errors.RayError) and not isinstance(exc, errors.RayTaskError)
-                and not isinstance(exc, errors.TaskCancelledError))
+        return (
+            isinstance(exc, errors.RayError)
+            and not isinstance(exc, errors.RayTaskError)
+            and not isinstance(exc, errors.TaskCancelledError)
+        )
 
     def _submit(self, spec, run_dir):
         with self.lock:
@@ -185,17 +224,25 @@ class RayRuns:
                 if self.stopping:
                     raise KeyboardInterrupt from None
                 if not self._died(exc):
-                    record, node = failed_record(spec, f"Ray task failed: {_first_line(exc)}",
-                                                 os.path.abspath(run_dir)), None
+                    record, node = (
+                        failed_record(spec, f"Ray task failed: {_first_line(exc)}", os.path.abspath(run_dir)),
+                        None,
+                    )
                     break
                 died.append(f"attempt {attempt}: {_first_line(exc)}")
             finally:
                 with self.lock:
                     self.running.discard(ref)
         else:
-            record, node = failed_record(
-                spec, f"the Ray worker running it died {len(died)} time(s), the limit "
-                f"(--max-retries {self.max_retries}): " + " | ".join(died), os.path.abspath(run_dir)), None
+            record, node = (
+                failed_record(
+                    spec,
+                    f"the Ray worker running it died {len(died)} time(s), the limit "
+                    f"(--max-retries {self.max_retries}): " + " | ".join(died),
+                    os.path.abspath(run_dir),
+                ),
+                None,
+            )
         record.update({"node": node, "attempts": attempt})
         if died:
             record["retried_after"] = died
@@ -221,7 +268,14 @@ def connected(args):
         raise RayBackendError("--cpus-per-run must be > 0 and --gpus-per-run >= 0")
     init_ray(ray, args.address)
     try:
-        yield RayRuns(ray, args.cpus_per_run, args.gpus_per_run, args.max_retries,
-                      verbose=args.verbose, threads=args.threads, timeout=args.timeout)
+        yield RayRuns(
+            ray,
+            args.cpus_per_run,
+            args.gpus_per_run,
+            args.max_retries,
+            verbose=args.verbose,
+            threads=args.threads,
+            timeout=args.timeout,
+        )
     finally:
         ray.shutdown()

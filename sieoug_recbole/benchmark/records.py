@@ -18,6 +18,7 @@ Fields of a line (``status`` "ok")::
 A failed run has ``status`` "failed" and ``error`` (message and the end of its log) instead of
 the metrics. Lines are only appended; when a key has several lines the last one counts.
 """
+
 import json
 import os
 import sys
@@ -118,10 +119,13 @@ def select(records, grid_specs=None, include_sweeps=False, models=None):
     for cell, by_hash in groups.items():
         if len(by_hash) > 1:
             best = max(by_hash.values(), key=lambda runs_: (len(runs_), max(i for i, _ in runs_)))
-            print(f"warning: {cell[0]} on {cell[1]} K_u={cell[2]} has runs with {len(by_hash)} "
-                  f"different override sets; using the {len(best)} run(s) with "
-                  f"{json.dumps(best[0][1].get('overrides'), sort_keys=True)} "
-                  f"(pass --grid to choose)", file=sys.stderr)
+            print(
+                f"warning: {cell[0]} on {cell[1]} K_u={cell[2]} has runs with {len(by_hash)} "
+                f"different override sets; using the {len(best)} run(s) with "
+                f"{json.dumps(best[0][1].get('overrides'), sort_keys=True)} "
+                f"(pass --grid to choose)",
+                file=sys.stderr,
+            )
             chosen.extend(r for _, r in best)
         else:
             chosen.extend(r for _, r in next(iter(by_hash.values())))
@@ -138,7 +142,6 @@ def order_models(models, prefix=FAMILY_PREFIX):
 
     def sort_key(model):
         ours = model == prefix
-        return (is_family(model, prefix), ours, model not in rank,
-                rank.get(model, seen.index(model)))
+        return (is_family(model, prefix), ours, model not in rank, rank.get(model, seen.index(model)))
 
     return sorted(seen, key=sort_key)

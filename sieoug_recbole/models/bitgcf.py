@@ -14,10 +14,11 @@ lambda = 1 switches the transfer off. The readout is the mean of layers 0..L (th
 concatenates its layers; the mean keeps the LightGCN scale used by our other baselines).
 Trained with BPR in both domains plus an L2 penalty on the batch's ego embeddings.
 """
+
 import torch
 
 from sieoug_recbole.config_checks import number
-from sieoug_recbole.models.base import BPRDomainLoss, CrossDomainModel, DOMAINS, domain_id_embeddings
+from sieoug_recbole.models.base import DOMAINS, BPRDomainLoss, CrossDomainModel, domain_id_embeddings
 from sieoug_recbole.models.lightgcn import domain_adjacencies
 
 
@@ -49,17 +50,17 @@ class BiTGCF(BPRDomainLoss, CrossDomainModel):
 
     def joint_representations(self):
         """{domain: (users, items)} after L layers of propagation with transfer."""
-        current = {d: torch.cat([self.user_embedding[d].weight, self.item_embedding[d].weight])
-                   for d in DOMAINS}
+        current = {d: torch.cat([self.user_embedding[d].weight, self.item_embedding[d].weight]) for d in DOMAINS}
         layers = {d: [current[d]] for d in DOMAINS}
         for _ in range(self.n_layers):
             spread = {d: self.adjacency[d] @ current[d] for d in DOMAINS}
-            current = {"source": self.transfer(spread["source"], spread["target"]),
-                       "target": self.transfer(spread["target"], spread["source"])}
+            current = {
+                "source": self.transfer(spread["source"], spread["target"]),
+                "target": self.transfer(spread["target"], spread["source"]),
+            }
             for d in DOMAINS:
                 layers[d].append(current[d])
-        return {d: torch.split(torch.stack(layers[d]).mean(dim=0), [self.n_users[d], self.n_items[d]])
-                for d in DOMAINS}
+        return {d: torch.split(torch.stack(layers[d]).mean(dim=0), [self.n_users[d], self.n_items[d]]) for d in DOMAINS}
 
     def calculate_loss(self, interaction):
         # one joint propagation serves both domains of the step

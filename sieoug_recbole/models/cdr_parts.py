@@ -10,6 +10,7 @@
 - :class:`BatchRowsOnly`: the mixin of a model whose training step computes vectors for the
   batch's rows only.
 """
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -39,12 +40,13 @@ class OverlapSharedUsers(nn.Module):
         self.n_overlap = int(n_overlap)
         self.own = domain_tables(layout, "user", dim)
         # rows 0 .. n_o - 1 are the same joint ids in both layouts and both domains
-        self.shared = nn.Embedding.from_pretrained(self.own["source"].weight.detach()[:self.n_overlap].clone(),
-                                                   freeze=False)
+        self.shared = nn.Embedding.from_pretrained(
+            self.own["source"].weight.detach()[: self.n_overlap].clone(), freeze=False
+        )
 
     def table(self, domain):
         """(the domain's table rows, dim): the shared rows, then the domain's own rows."""
-        return torch.cat([self.shared.weight, self.own[domain].weight[self.n_overlap:]])
+        return torch.cat([self.shared.weight, self.own[domain].weight[self.n_overlap :]])
 
     def forward(self, domain, rows):
         """The vectors of table ``rows`` of ``domain``."""

@@ -7,8 +7,8 @@ of layers 0..L) gives the user and item vectors, trained with BPR. Two contrasti
 
 - intra-domain (one per domain), to make the embeddings more representative: two views of
   the encoder, each adding to every layer's output a random vector of length ``noise_eps``
-  pointing into the output's orthant (one random direction per row and view); InfoNCE between a batch user's two views (the batch's
-  other users are the negatives), and likewise for the batch's positive items;
+  pointing into the output's orthant (one random direction per row and view); InfoNCE between
+  a batch user's two views (the batch's other users are the negatives), and likewise for the batch's positive items;
 - inter-domain, to transfer knowledge even with few overlapped users: a batch user's positive
   in the other domain is the same person's vector when the user is overlapped, and otherwise
   the most similar user of the other domain (cosine of the current vectors, searched over
@@ -21,6 +21,7 @@ Loss: sum over domains of (BPR + reg_weight L2 + intra_weight L_intra) + inter_w
 Reference: J. Lu, G. Sun, X. Fang, J. Yang, W. He. A Contrastive Learning Framework for
 Dual-Target Cross-Domain Recommendation. ACM MM 2023, 6332-6339. No public code.
 """
+
 from typing import NamedTuple
 
 import torch
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 
 from sieoug_recbole.config_checks import number
 from sieoug_recbole.graph import propagate
-from sieoug_recbole.models.base import BPRDomainLoss, CrossDomainModel, DOMAINS, domain_id_embeddings
+from sieoug_recbole.models.base import DOMAINS, BPRDomainLoss, CrossDomainModel, domain_id_embeddings
 from sieoug_recbole.models.lightgcn import domain_adjacencies, lightgcn_propagation
 from sieoug_recbole.transfer_losses import info_nce, nearest_rows
 
@@ -38,14 +39,19 @@ OTHER = {"source": "target", "target": "source"}
 class StepVectors(NamedTuple):
     """A domain's vectors in a training step: the clean users and items, and the two
     perturbed (users, items) views of the intra-domain task (empty when it is off)."""
+
     users: torch.Tensor
     items: torch.Tensor
     views: tuple
 
 
 class CLDTCDR(BPRDomainLoss, CrossDomainModel):
-    config_checks = {"intra_weight": number(0), "inter_weight": number(0),
-                     "cl_temperature": number(0, low_open=True), "noise_eps": number(0)}
+    config_checks = {
+        "intra_weight": number(0),
+        "inter_weight": number(0),
+        "cl_temperature": number(0, low_open=True),
+        "noise_eps": number(0),
+    }
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -59,13 +65,20 @@ class CLDTCDR(BPRDomainLoss, CrossDomainModel):
         self.user_embedding, self.item_embedding = domain_id_embeddings(self.layout, self.embedding_size)
         self.adjacency = domain_adjacencies(self, dataset)
         for domain in DOMAINS:  # the users a nearest-neighbour search may pick (not the padding row)
-            self.register_buffer(f"candidate_rows_{domain}",
-                                 torch.from_numpy(self.layout.domain_rows("user", domain)[1:]), persistent=False)
+            self.register_buffer(
+                f"candidate_rows_{domain}",
+                torch.from_numpy(self.layout.domain_rows("user", domain)[1:]),
+                persistent=False,
+            )
 
     # ----- encoders -------------------------------------------------------------------------
     def domain_representations(self, domain):
-        return lightgcn_propagation(self.adjacency[domain], self.user_embedding[domain].weight,
-                                    self.item_embedding[domain].weight, self.n_layers)
+        return lightgcn_propagation(
+            self.adjacency[domain],
+            self.user_embedding[domain].weight,
+            self.item_embedding[domain].weight,
+            self.n_layers,
+        )
 
     def perturbed_view(self, domain):
         """(users, items) of the encoder with every layer's output perturbed (a view of the
@@ -79,6 +92,7 @@ class CLDTCDR(BPRDomainLoss, CrossDomainModel):
         def layer(x):
             out = self.adjacency[domain] @ x
             return out + torch.sign(out) * direction
+
         ego = torch.cat([self.user_embedding[domain].weight, self.item_embedding[domain].weight])
         return torch.split(propagate(layer, ego, self.n_layers), [self.n_users[domain], self.n_items[domain]])
 
@@ -110,15 +124,16 @@ class CLDTCDR(BPRDomainLoss, CrossDomainModel):
         users, pos, _ = self.batch(domain, interaction)
         users, pos = torch.unique(users), torch.unique(pos)
         (users_1, items_1), (users_2, items_2) = views
-        return (info_nce(users_1[users], users_2[users], self.temperature)
-                + info_nce(items_1[pos], items_2[pos], self.temperature))
+        return info_nce(users_1[users], users_2[users], self.temperature) + info_nce(
+            items_1[pos], items_2[pos], self.temperature
+        )
 
     def transfer_loss(self, interaction, representations):
         if not self.inter_weight:
-            return torch.zeros((), device=self.device),
+            return (torch.zeros((), device=self.device),)
         inter = sum(self.inter_domain_loss(d, interaction, representations) for d in DOMAINS)
         self.record_statistic("inter_cl", inter.detach())
-        return self.inter_weight * inter,
+        return (self.inter_weight * inter,)
 
     def inter_domain_loss(self, domain, interaction, representations):
         """InfoNCE of ``domain``'s distinct batch users against their counterparts in the other

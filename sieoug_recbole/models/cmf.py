@@ -9,6 +9,7 @@ The paper fits the matrices with (weighted) Bregman losses mixed by alpha; on im
 feedback we use BPR on the framework's triples in each domain, weighted alpha (target) and
 1 - alpha (source), plus an L2 penalty on the batch's factors.
 """
+
 from torch import nn
 
 from sieoug_recbole.config_checks import number
@@ -31,7 +32,8 @@ class CMF(CrossDomainModel):
         # shared U over the joint user ids (every user is in it once), V per domain
         self.user_embedding = nn.Embedding(self.layout.ranges.total("user"), self.embedding_size)
         self.item_embedding = nn.ModuleDict(
-            {d: nn.Embedding(self.layout.ranges.total("item"), self.embedding_size) for d in DOMAINS})
+            {d: nn.Embedding(self.layout.ranges.total("item"), self.embedding_size) for d in DOMAINS}
+        )
         for table in [self.user_embedding] + list(self.item_embedding.values()):
             nn.init.xavier_normal_(table.weight)
         self.item_embedding = keep_domain_rows(self.item_embedding, self.layout, "item")
@@ -51,4 +53,4 @@ class CMF(CrossDomainModel):
         user_all, item_all = representations
         user, pos_item, neg_item = user_all[users], item_all[pos], item_all[neg]
         loss = bpr_loss(user, pos_item, neg_item) + self.reg_weight * l2_penalty(user, pos_item, neg_item)
-        return self.domain_weight(domain) * loss,
+        return (self.domain_weight(domain) * loss,)

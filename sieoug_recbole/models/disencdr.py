@@ -38,6 +38,7 @@ its shared part from that domain's single-domain shared encoder, which the beta 
 Reference: Cao, Lin, Cong, Ya, Liu and Wang, "DisenCDR: Learning Disentangled Representations
 for Cross-Domain Recommendation", SIGIR 2022; official code https://github.com/cjx96/DisenCDR.
 """
+
 from typing import NamedTuple
 
 import numpy as np
@@ -61,6 +62,7 @@ INITIAL_LOGVAR = -6.0
 # ----- pure functions ----------------------------------------------------------------------
 class Gaussian(NamedTuple):
     """Diagonal Gaussians, one per row: means and log-variances of the same shape."""
+
     mean: torch.Tensor
     logvar: torch.Tensor
 
@@ -80,8 +82,7 @@ def gaussian_kl(q, p=None):
     standard normal N(0, I) when not given."""
     if p is None:
         return 0.5 * (q.logvar.exp() + q.mean.pow(2) - 1.0 - q.logvar).sum(dim=-1)
-    return 0.5 * (p.logvar - q.logvar + (q.logvar.exp() + (q.mean - p.mean).pow(2)) / p.logvar.exp()
-                  - 1.0).sum(dim=-1)
+    return 0.5 * (p.logvar - q.logvar + (q.logvar.exp() + (q.mean - p.mean).pow(2)) / p.logvar.exp() - 1.0).sum(dim=-1)
 
 
 def mix_overlapped(source, target, source_weight, n_overlap):
@@ -89,8 +90,7 @@ def mix_overlapped(source, target, source_weight, n_overlap):
     ``source_weight * source + (1 - source_weight) * target`` (one mixed row per overlapped
     user, the same in both); the other rows are kept. ``source_weight``: (n_overlap - 1, 1)."""
     mixed = source_weight * source[1:n_overlap] + (1.0 - source_weight) * target[1:n_overlap]
-    return (torch.cat([source[:1], mixed, source[n_overlap:]]),
-            torch.cat([target[:1], mixed, target[n_overlap:]]))
+    return (torch.cat([source[:1], mixed, source[n_overlap:]]), torch.cat([target[:1], mixed, target[n_overlap:]]))
 
 
 def row_normalized(matrix):
@@ -134,8 +134,10 @@ class TwoHopLayer(nn.Module):
 
     def forward(self, x, outward, back):
         other = F.leaky_relu(outward @ self.out_hop(x), self.slope)
-        return [union(torch.cat([F.leaky_relu(back @ hop(other), self.slope), x], dim=1))
-                for hop, union in zip(self.back_hops, self.unions)]
+        return [
+            union(torch.cat([F.leaky_relu(back @ hop(other), self.slope), x], dim=1))
+            for hop, union in zip(self.back_hops, self.unions)
+        ]
 
 
 class GraphSideEncoder(nn.Module):
@@ -162,6 +164,7 @@ class GraphSideEncoder(nn.Module):
 class Stream(NamedTuple):
     """One encoder run: the encoder, its input features, its graph operators (outward, back) and
     the dropout to apply before every layer (``x -> x``)."""
+
     encoder: GraphSideEncoder
     features: torch.Tensor
     outward: SparseOperator
@@ -175,8 +178,9 @@ def run_streams(streams, n_layers, exchange=None):
     ones (the joint shared encoder mixes its branches there)."""
     features = {key: s.features for key, s in streams.items()}
     for index in range(n_layers):
-        outputs = {key: s.encoder.step(index, s.dropout(features[key]), s.outward, s.back)
-                   for key, s in streams.items()}
+        outputs = {
+            key: s.encoder.step(index, s.dropout(features[key]), s.outward, s.back) for key, s in streams.items()
+        }
         if exchange is not None:
             outputs = exchange(outputs)
         features = {key: out[0] for key, out in outputs.items()}
@@ -186,6 +190,7 @@ def run_streams(streams, n_layers, exchange=None):
 class DomainPosteriors(NamedTuple):
     """What one forward pass gives a domain: the vectors that score (``users``, ``items``:
     posterior means) and the posteriors the loss samples and regularises."""
+
     users: torch.Tensor
     items: torch.Tensor
     specific_user: Gaussian
@@ -201,8 +206,14 @@ class DisenCDR(CrossDomainModel):
     Reference: Cao et al., SIGIR 2022; official code https://github.com/cjx96/DisenCDR.
     """
 
-    config_checks = {"n_layers": integer(1), "beta": number(0, 1), "kl_weight": number(0),
-                     "dropout": number(0, 0.95), "leaky_slope": number(0), "loss_type": choice(*LOSS_TYPES)}
+    config_checks = {
+        "n_layers": integer(1),
+        "beta": number(0, 1),
+        "kl_weight": number(0),
+        "dropout": number(0, 0.95),
+        "leaky_slope": number(0),
+        "loss_type": choice(*LOSS_TYPES),
+    }
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -219,6 +230,7 @@ class DisenCDR(CrossDomainModel):
 
         def encoders():
             return nn.ModuleDict({d: GraphSideEncoder(dim, self.n_layers, slope) for d in DOMAINS})
+
         self.specific_user_encoder, self.specific_item_encoder = encoders(), encoders()
         self.single_shared_encoder, self.joint_shared_encoder = encoders(), encoders()
 
@@ -232,8 +244,9 @@ class DisenCDR(CrossDomainModel):
         degree = {d: np.asarray(m[1:n_o].sum(axis=1), dtype=np.float64).ravel() for d, m in matrices.items()}
         total = degree["source"] + degree["target"]
         weight = np.divide(degree["source"], total, out=np.full_like(total, 0.5), where=total > 0)
-        self.register_buffer("source_weight", torch.from_numpy(weight.astype(np.float32)).unsqueeze(1),
-                             persistent=False)
+        self.register_buffer(
+            "source_weight", torch.from_numpy(weight.astype(np.float32)).unsqueeze(1), persistent=False
+        )
         self._step = None  # both domains' posteriors of the current training step
 
     # ----- forward ------------------------------------------------------------------------
@@ -246,35 +259,57 @@ class DisenCDR(CrossDomainModel):
         def apply(x):
             mask = domain_rand(self.layout, kind, domain, x.shape[1], x.device) < keep
             return x * mask / keep
+
         return apply
 
     def _user_streams(self, encoders, inputs):
-        return {d: Stream(encoders[d], inputs[d].weight, self.to_items[d], self.to_users[d],
-                          self._dropout("user", d)) for d in DOMAINS}
+        return {
+            d: Stream(encoders[d], inputs[d].weight, self.to_items[d], self.to_users[d], self._dropout("user", d))
+            for d in DOMAINS
+        }
 
     def _exchange(self, outputs):
         """The joint encoder's mixing of its two branches' outputs for the overlapped users."""
-        mixed = [mix_overlapped(s, t, self.source_weight, self.overlapped_num_users)
-                 for s, t in zip(outputs["source"], outputs["target"])]
+        mixed = [
+            mix_overlapped(s, t, self.source_weight, self.overlapped_num_users)
+            for s, t in zip(outputs["source"], outputs["target"])
+        ]
         return {"source": tuple(m[0] for m in mixed), "target": tuple(m[1] for m in mixed)}
 
     def posteriors(self):
         """``{domain: DomainPosteriors}`` of the current weights (dropout while training)."""
-        specific_users = run_streams(self._user_streams(self.specific_user_encoder, self.user_embedding),
-                                     self.n_layers)
+        specific_users = run_streams(self._user_streams(self.specific_user_encoder, self.user_embedding), self.n_layers)
         specific_items = run_streams(
-            {d: Stream(self.specific_item_encoder[d], self.item_embedding[d].weight, self.to_users[d],
-                       self.to_items[d], self._dropout("item", d)) for d in DOMAINS}, self.n_layers)
-        single = run_streams(self._user_streams(self.single_shared_encoder, self.shared_user_embedding),
-                             self.n_layers)
-        joint = run_streams(self._user_streams(self.joint_shared_encoder, self.shared_user_embedding),
-                            self.n_layers, exchange=self._exchange)
+            {
+                d: Stream(
+                    self.specific_item_encoder[d],
+                    self.item_embedding[d].weight,
+                    self.to_users[d],
+                    self.to_items[d],
+                    self._dropout("item", d),
+                )
+                for d in DOMAINS
+            },
+            self.n_layers,
+        )
+        single = run_streams(self._user_streams(self.single_shared_encoder, self.shared_user_embedding), self.n_layers)
+        joint = run_streams(
+            self._user_streams(self.joint_shared_encoder, self.shared_user_embedding),
+            self.n_layers,
+            exchange=self._exchange,
+        )
         n_o = self.overlapped_num_users
         out = {}
         for d in DOMAINS:
             shared = Gaussian(*(torch.cat([s[:1], j[1:n_o], s[n_o:]]) for s, j in zip(single[d], joint[d])))
-            out[d] = DomainPosteriors(shared.mean + specific_users[d].mean, specific_items[d].mean,
-                                      specific_users[d], specific_items[d], shared, single[d])
+            out[d] = DomainPosteriors(
+                shared.mean + specific_users[d].mean,
+                specific_items[d].mean,
+                specific_users[d],
+                specific_items[d],
+                shared,
+                single[d],
+            )
         return out
 
     def calculate_loss(self, interaction):
@@ -301,12 +336,18 @@ class DisenCDR(CrossDomainModel):
         user = shared.sample(noisy) + specific.sample(noisy)
         pos_vector, neg_vector = pos_item.sample(noisy), neg_item.sample(noisy)
         if self.loss_type == "bce":
-            reconstruction = -(F.logsigmoid((user * pos_vector).sum(-1))
-                               + F.logsigmoid(-(user * neg_vector).sum(-1))).mean()
+            reconstruction = -(
+                F.logsigmoid((user * pos_vector).sum(-1)) + F.logsigmoid(-(user * neg_vector).sum(-1))
+            ).mean()
         else:
             reconstruction = bpr_loss(user, pos_vector, neg_vector)
         shared_to_single = gaussian_kl(shared, post.single.rows(users)).mean()  # 0 for a non-overlapped user
         self.record_statistic(f"kl_shared_single_{domain}", shared_to_single.detach())
-        kl = (gaussian_kl(specific).mean() + gaussian_kl(pos_item).mean() + gaussian_kl(neg_item).mean()
-              + (1.0 - self.beta) * gaussian_kl(shared).mean() + self.beta * shared_to_single)
+        kl = (
+            gaussian_kl(specific).mean()
+            + gaussian_kl(pos_item).mean()
+            + gaussian_kl(neg_item).mean()
+            + (1.0 - self.beta) * gaussian_kl(shared).mean()
+            + self.beta * shared_to_single
+        )
         return reconstruction, self.kl_weight * kl

@@ -25,6 +25,7 @@ Reference: C. Lu, M. Yin, S. Shen, L. Ji, Q. Liu, H. Yang. Deep Unified Represen
 Heterogeneous Recommendation. WWW 2022 (arXiv:2201.05861); official code
 github.com/geekinglcq/HRec.
 """
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -57,8 +58,12 @@ def tower(width, n_layers):
 
 
 class DURation(BatchRowsOnly, CrossDomainModel):
-    config_checks = {"tower_layers": integer(1), "distribution_weight": number(0), "correlation_weight": number(0),
-                     "align_on": choice(*ALIGN_ON)}
+    config_checks = {
+        "tower_layers": integer(1),
+        "distribution_weight": number(0),
+        "correlation_weight": number(0),
+        "align_on": choice(*ALIGN_ON),
+    }
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -86,8 +91,9 @@ class DURation(BatchRowsOnly, CrossDomainModel):
         shared = rows < self.n_overlap
         if bool(shared.any()):
             other = self.user_items[OTHER[domain]]
-            total = total.index_add(0, shared.nonzero().squeeze(1),
-                                    other.product(rows[shared], self.item_input[OTHER[domain]].weight))
+            total = total.index_add(
+                0, shared.nonzero().squeeze(1), other.product(rows[shared], self.item_input[OTHER[domain]].weight)
+            )
             count = count + torch.where(shared, other.row_counts()[rows.clamp(max=self.n_overlap - 1)], 0.0)
         return total, count
 
@@ -116,7 +122,7 @@ class DURation(BatchRowsOnly, CrossDomainModel):
         user_rows, user_index = torch.unique(users, return_inverse=True)
         item_rows, item_index = torch.unique(torch.cat([pos, neg]), return_inverse=True)
         items = self.item_vectors(domain, item_rows)[item_index]
-        return self.user_vectors(domain, user_rows)[user_index], items[:len(pos)], items[len(pos):]
+        return self.user_vectors(domain, user_rows)[user_index], items[: len(pos)], items[len(pos) :]
 
     # ----- losses ---------------------------------------------------------------------------
     def domain_loss(self, domain, interaction, representations):
@@ -124,7 +130,7 @@ class DURation(BatchRowsOnly, CrossDomainModel):
         pos, neg = (user * pos_item).sum(dim=1), (user * neg_item).sum(dim=1)
         loss = -(F.logsigmoid(pos) + F.logsigmoid(-neg)).mean()
         self.record_statistic(f"log_loss_{domain}", loss.detach())
-        return loss + self.reg_weight * l2_penalty(user, pos_item, neg_item),
+        return (loss + self.reg_weight * l2_penalty(user, pos_item, neg_item),)
 
     def alignment_samples(self, interaction):
         """[(source sample, target sample)] the alignment compares: the batch's distinct users

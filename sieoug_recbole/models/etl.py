@@ -24,6 +24,7 @@ Reference: X. Chen, Y. Zhang, I. W. Tsang, Y. Pan, J. Su. Towards Equivalent Tra
 User Preferences in Cross Domain Recommendation. ACM TOIS 41(1), 2023; arXiv:2009.06884;
 official code github.com/xuChenSJTU/ETL-master.
 """
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -68,8 +69,9 @@ class ETL(BatchRowsOnly, CrossDomainModel):
         self.decoder_bias = domain_tables(self.layout, "item", 1, init=nn.init.zeros_)
         self.transformation = nn.Parameter(nn.init.orthogonal_(torch.empty(d, d)))
         for x in DOMAINS:  # the items a decoder reconstructs: the domain's, in evaluation order, no padding
-            self.register_buffer(f"decoded_items_{x}", torch.from_numpy(self.layout.domain_rows("item", x)[1:]),
-                                 persistent=False)
+            self.register_buffer(
+                f"decoded_items_{x}", torch.from_numpy(self.layout.domain_rows("item", x)[1:]), persistent=False
+            )
 
     # ----- the autoencoders -----------------------------------------------------------------
     def codes(self, domain, rows=None):
@@ -108,7 +110,7 @@ class ETL(BatchRowsOnly, CrossDomainModel):
         rows = torch.unique(self.batch(domain, interaction)[0])
         loss = reconstruction_loss(self.decode(domain, self.codes(domain, rows)), self.targets(domain, rows))
         self.record_statistic(f"reconstruction_{domain}", loss.detach())
-        return loss,
+        return (loss,)
 
     def overlapped_rows(self, interaction):
         """The distinct overlapped users of the step's source and target batches."""
@@ -119,8 +121,9 @@ class ETL(BatchRowsOnly, CrossDomainModel):
         rows = self.overlapped_rows(interaction)
         source, target = self.codes("source", rows), self.codes("target", rows)
         w = self.transformation
-        cross = (reconstruction_loss(self.decode("target", source @ w), self.targets("target", rows))
-                 + reconstruction_loss(self.decode("source", target @ w.T), self.targets("source", rows)))
+        cross = reconstruction_loss(
+            self.decode("target", source @ w), self.targets("target", rows)
+        ) + reconstruction_loss(self.decode("source", target @ w.T), self.targets("source", rows))
         orthogonal = orthogonality_residual(source, w, w.T) + orthogonality_residual(target, w.T, w)
         self.record_statistic("cross_reconstruction", cross.detach())
         self.record_statistic("orthogonality", orthogonal.detach())

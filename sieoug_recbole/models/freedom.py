@@ -13,16 +13,15 @@ Per domain (no transfer between domains):
 - loss: BPR on (u, v + h) plus lambda * sum_m BPR of u against the linearly projected raw
   features of modality m (the paper's modality-feature term), plus an optional L2 penalty.
 """
+
 import torch
 from torch import nn
 
 from sieoug_recbole.config_checks import boolean, integer, number
 from sieoug_recbole.graph import propagate
-from sieoug_recbole.models.base import (DOMAINS, CrossDomainModel, bpr_loss, domain_id_embeddings,
-                                         l2_penalty)
+from sieoug_recbole.models.base import DOMAINS, CrossDomainModel, bpr_loss, domain_id_embeddings, l2_penalty
 from sieoug_recbole.models.lightgcn import EdgePruning, domain_adjacencies, lightgcn_propagation
-from sieoug_recbole.models.mm_graph import (DomainModalities, lift_item_graph, mix_graphs,
-                                            modality_weights)
+from sieoug_recbole.models.mm_graph import DomainModalities, lift_item_graph, mix_graphs, modality_weights
 from sieoug_recbole.similarity import normalize_item_graph
 
 
@@ -33,8 +32,13 @@ class FREEDOM(EdgePruning, CrossDomainModel):
     Multimodal Recommendation", ACM MM 2023 (code: github.com/enoche/FREEDOM).
     """
 
-    config_checks = {"n_item_layers": integer(0), "knn_k": integer(1), "include_self": boolean(),
-                     "prune_ratio": number(0, 0.99), "feature_loss_weight": number(0)}
+    config_checks = {
+        "n_item_layers": integer(0),
+        "knn_k": integer(1),
+        "include_self": boolean(),
+        "prune_ratio": number(0, 0.99),
+        "feature_loss_weight": number(0),
+    }
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -51,15 +55,19 @@ class FREEDOM(EdgePruning, CrossDomainModel):
         self.adjacency = domain_adjacencies(self, dataset)
         self.init_edge_pruning(dataset, config["prune_ratio"])
         self.domains = {x: FreedomDomain(self, config, dataset, x) for x in DOMAINS}
-        self.feature_projection = nn.ModuleDict({
-            x: nn.ModuleDict({m: nn.Linear(f.shape[1], d) for m, f in self.domains[x].features.items()})
-            for x in DOMAINS})
+        self.feature_projection = nn.ModuleDict(
+            {
+                x: nn.ModuleDict({m: nn.Linear(f.shape[1], d) for m, f in self.domains[x].features.items()})
+                for x in DOMAINS
+            }
+        )
 
     # ----- representations and loss ---------------------------------------------------------
     def domain_representations(self, domain):
         ego_items = self.item_embedding[domain].weight
-        users, items = lightgcn_propagation(self.user_item_graph(domain), self.user_embedding[domain].weight,
-                                            ego_items, self.n_layers)
+        users, items = lightgcn_propagation(
+            self.user_item_graph(domain), self.user_embedding[domain].weight, ego_items, self.n_layers
+        )
         h = propagate(self.domains[domain].item_graph, ego_items, self.n_item_layers, reduce="last")
         return users, items + h
 
@@ -75,15 +83,15 @@ class FREEDOM(EdgePruning, CrossDomainModel):
         loss = bpr_loss(user, item_all[pos], item_all[neg])
         if self.feature_loss_weight:
             feature_loss = sum(
-                bpr_loss(user, self.projected_features(domain, m, pos),
-                         self.projected_features(domain, m, neg))
-                for m in self.domains[domain].modalities)
+                bpr_loss(user, self.projected_features(domain, m, pos), self.projected_features(domain, m, neg))
+                for m in self.domains[domain].modalities
+            )
             loss = loss + self.feature_loss_weight * feature_loss
         if self.reg_weight:
             loss = loss + self.reg_weight * l2_penalty(
-                self.user_embedding[domain](users), self.item_embedding[domain](pos),
-                self.item_embedding[domain](neg))
-        return loss,
+                self.user_embedding[domain](users), self.item_embedding[domain](pos), self.item_embedding[domain](neg)
+            )
+        return (loss,)
 
 
 class FreedomDomain:

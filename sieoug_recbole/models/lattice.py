@@ -18,16 +18,22 @@ refreshes the edge values still follow W_m, so W_m and alpha get gradients on ev
 (the released code detaches the graph between rebuilds). Everything is sparse: the learned graph
 is a torch neighbour table on the domain's items, the frozen ones are lifted sparse operators.
 """
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sieoug_recbole.config_checks import boolean, integer, number, optional
 from sieoug_recbole.graph import propagate
-from sieoug_recbole.models.base import BPRDomainLoss, CrossDomainModel, DOMAINS, domain_id_embeddings
+from sieoug_recbole.models.base import DOMAINS, BPRDomainLoss, CrossDomainModel, domain_id_embeddings
 from sieoug_recbole.models.lightgcn import domain_adjacencies, lightgcn_propagation
-from sieoug_recbole.models.mm_graph import (DomainModalities, knn_edge_values, knn_neighbours, knn_propagate,
-                                            lift_item_graph)
+from sieoug_recbole.models.mm_graph import (
+    DomainModalities,
+    knn_edge_values,
+    knn_neighbours,
+    knn_propagate,
+    lift_item_graph,
+)
 
 
 class LATTICE(BPRDomainLoss, CrossDomainModel):
@@ -37,9 +43,15 @@ class LATTICE(BPRDomainLoss, CrossDomainModel):
     (code: github.com/CRIPAC-DIG/LATTICE).
     """
 
-    config_checks = {"n_item_layers": integer(0), "knn_k": integer(1), "include_self": boolean(),
-                     "init_graph_weight": number(0, 1), "learn_graph": boolean(),
-                     "feat_embed_dim": optional(integer(1)), "graph_refresh_steps": integer(0)}
+    config_checks = {
+        "n_item_layers": integer(0),
+        "knn_k": integer(1),
+        "include_self": boolean(),
+        "init_graph_weight": number(0, 1),
+        "learn_graph": boolean(),
+        "feat_embed_dim": optional(integer(1)),
+        "graph_refresh_steps": integer(0),
+    }
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -58,12 +70,16 @@ class LATTICE(BPRDomainLoss, CrossDomainModel):
         self.adjacency = domain_adjacencies(self, dataset)
         self.domains = {x: LatticeDomain(self, config, dataset, x) for x in DOMAINS}
         # alpha: modality logits per domain (softmax -> mixing weights), start uniform
-        self.modality_logits = nn.ParameterDict({
-            x: nn.Parameter(torch.zeros(len(self.domains[x].modalities))) for x in DOMAINS})
+        self.modality_logits = nn.ParameterDict(
+            {x: nn.Parameter(torch.zeros(len(self.domains[x].modalities))) for x in DOMAINS}
+        )
         feat_dim = config["feat_embed_dim"] or d
-        self.feature_transform = nn.ModuleDict({
-            x: nn.ModuleDict({m: nn.Linear(f.shape[1], feat_dim) for m, f in self.domains[x].features.items()})
-            for x in DOMAINS})
+        self.feature_transform = nn.ModuleDict(
+            {
+                x: nn.ModuleDict({m: nn.Linear(f.shape[1], feat_dim) for m, f in self.domains[x].features.items()})
+                for x in DOMAINS
+            }
+        )
         self._learned_neighbours = {}  # domain -> {modality: (n_d, k) neighbour table on feature rows}
         self._steps = 0
 
@@ -119,8 +135,9 @@ class LATTICE(BPRDomainLoss, CrossDomainModel):
     # ----- representations and loss ------------------------------------------------------
     def domain_representations(self, domain):
         ego_items = self.item_embedding[domain].weight
-        users, items = lightgcn_propagation(self.adjacency[domain], self.user_embedding[domain].weight,
-                                            ego_items, self.n_layers)
+        users, items = lightgcn_propagation(
+            self.adjacency[domain], self.user_embedding[domain].weight, ego_items, self.n_layers
+        )
         h = propagate(self.item_graph_operator(domain), ego_items, self.n_item_layers, reduce="last")
         return users, items + F.normalize(h, dim=1)
 
@@ -135,6 +152,7 @@ class LatticeDomain:
         self.modalities = items.modalities
         self.rows = torch.from_numpy(items.rows).to(model.device)
         self.knn_graphs = items.knn_graphs(model.knn_k, model.include_self, weighted=True)
-        self.init_graphs = {m: lift_item_graph(g, items.rows, model.n_items[domain], model.device)
-                            for m, g in self.knn_graphs.items()}
+        self.init_graphs = {
+            m: lift_item_graph(g, items.rows, model.n_items[domain], model.device) for m, g in self.knn_graphs.items()
+        }
         self.features = {m: torch.from_numpy(x).to(model.device) for m, x in items.features.items()}

@@ -27,6 +27,7 @@ Reference: Z. Guo, J. Li, G. Li, C. Wang, S. Shi, B. Ruan. LGMRec: Local and Glo
 Learning for Multimodal Recommendation. AAAI 2024. Official code:
 https://github.com/georgeguo-cn/LGMRec
 """
+
 from itertools import combinations
 from typing import NamedTuple, Optional
 
@@ -121,10 +122,13 @@ class StepVectors(NamedTuple):
 
     def rows(self, index=slice(None)):
         """Fused vectors of the (users + items) table's rows ``index`` (all by default)."""
+
         def take(table):
             return None if table is None else table[index]
-        return fuse_local_global(take(self.collaborative), [take(e) for e in self.modal], take(self.global_),
-                                 self.global_weight)
+
+        return fuse_local_global(
+            take(self.collaborative), [take(e) for e in self.modal], take(self.global_), self.global_weight
+        )
 
     def users(self, rows=None):
         """Fused vectors of user ``rows`` (all users by default)."""
@@ -153,12 +157,21 @@ class LGMRec(CrossDomainModel):
     """
 
     config_checks = {
-        "n_modal_layers": integer(0), "modal_readout": choice("last", "mean"), "n_hyperedges": integer(1),
-        "n_hyper_layers": integer(1), "hyperedge_features": choice("raw", "projected"),
-        "hypergraph_input": choice("collaborative", "id"), "gumbel_temperature": number(0, low_open=True),
-        "gumbel_noise": choice(*NOISES), "hyperedge_noise_at_eval": boolean(), "keep_rate": number(0, 1, low_open=True),
-        "global_weight": number(0), "use_hypergraph": boolean(), "cl_weight": number(0),
-        "cl_temperature": number(0, low_open=True)}
+        "n_modal_layers": integer(0),
+        "modal_readout": choice("last", "mean"),
+        "n_hyperedges": integer(1),
+        "n_hyper_layers": integer(1),
+        "hyperedge_features": choice("raw", "projected"),
+        "hypergraph_input": choice("collaborative", "id"),
+        "gumbel_temperature": number(0, low_open=True),
+        "gumbel_noise": choice(*NOISES),
+        "hyperedge_noise_at_eval": boolean(),
+        "keep_rate": number(0, 1, low_open=True),
+        "global_weight": number(0),
+        "use_hypergraph": boolean(),
+        "cl_weight": number(0),
+        "cl_temperature": number(0, low_open=True),
+    }
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -173,9 +186,12 @@ class LGMRec(CrossDomainModel):
         for x in DOMAINS:
             widths = {m: f.shape[1] for m, f in self.domains[x].features.items()}
             self.feature_projection[x] = nn.ModuleDict({m: nn.Linear(w, d, bias=False) for m, w in widths.items()})
-            self.hyperedges[x] = nn.ParameterDict({
-                m: nn.Parameter(torch.empty(self.n_hyperedges, w if self.hyperedge_features == "raw" else d))
-                for m, w in widths.items()})
+            self.hyperedges[x] = nn.ParameterDict(
+                {
+                    m: nn.Parameter(torch.empty(self.n_hyperedges, w if self.hyperedge_features == "raw" else d))
+                    for m, w in widths.items()
+                }
+            )
             for m in widths:
                 nn.init.xavier_uniform_(self.feature_projection[x][m].weight)
                 nn.init.xavier_uniform_(self.hyperedges[x][m])
@@ -192,17 +208,23 @@ class LGMRec(CrossDomainModel):
         ego_items = self.item_embedding[domain].weight
         ego = torch.cat([self.user_embedding[domain].weight, ego_items])
         collaborative = propagate(self.adjacency[domain], ego, self.n_layers)
-        projected = {m: self.feature_projection[domain][m](state.features[m])[state.feature_rows]
-                     for m in state.modalities}  # (item rows, d); rows without features stay 0
+        projected = {
+            m: self.feature_projection[domain][m](state.features[m])[state.feature_rows] for m in state.modalities
+        }  # (item rows, d); rows without features stay 0
         modal = [self.modal_graph_embedding(domain, items) for items in projected.values()]
         global_parts = global_ = None
         if self.use_hypergraph:
-            items_in = (collaborative[n_users:] if self.hypergraph_input == "collaborative" else ego_items)
-            global_parts = {m: self.hypergraph_embedding(domain, m, projected[m], items_in[state.item_rows])
-                            for m in state.modalities}
-            global_ = torch.cat([scatter_rows(sum(u for u, _ in global_parts.values()), state.user_rows, n_users),
-                                 scatter_rows(sum(i for _, i in global_parts.values()), state.item_rows,
-                                              self.n_items[domain])])
+            items_in = collaborative[n_users:] if self.hypergraph_input == "collaborative" else ego_items
+            global_parts = {
+                m: self.hypergraph_embedding(domain, m, projected[m], items_in[state.item_rows])
+                for m in state.modalities
+            }
+            global_ = torch.cat(
+                [
+                    scatter_rows(sum(u for u, _ in global_parts.values()), state.user_rows, n_users),
+                    scatter_rows(sum(i for _, i in global_parts.values()), state.item_rows, self.n_items[domain]),
+                ]
+            )
         return StepVectors(collaborative, modal, global_, global_parts, self.global_weight, n_users)
 
     def step_user_vectors(self, domain, representations, rows=None):
@@ -212,8 +234,9 @@ class LGMRec(CrossDomainModel):
         """E^m of one modality: users start as the mean of their items' projected features,
         then K propagations over the user-item graph (readout ``modal_readout``)."""
         users = self.domains[domain].mean_of_items @ item_features
-        return propagate(self.adjacency[domain], torch.cat([users, item_features]), self.n_modal_layers,
-                         reduce=self.modal_readout)
+        return propagate(
+            self.adjacency[domain], torch.cat([users, item_features]), self.n_modal_layers, reduce=self.modal_readout
+        )
 
     def hypergraph_embedding(self, domain, modality, projected, items_in):
         """(global users, global items) of one modality, on the domain's own users and items
@@ -223,8 +246,9 @@ class LGMRec(CrossDomainModel):
         source = state.raw_features(modality) if self.hyperedge_features == "raw" else projected[state.item_rows]
         item_logits = source @ self.hyperedges[domain][modality].T  # (domain items, A)
         user_logits = state.user_item @ item_logits  # (domain users, A)
-        return hypergraph_propagation(self.dependency(item_logits), self.dependency(user_logits), items_in,
-                                      self.n_hyper_layers)
+        return hypergraph_propagation(
+            self.dependency(item_logits), self.dependency(user_logits), items_in, self.n_hyper_layers
+        )
 
     def dependency(self, logits):
         """Gumbel-softmax relaxed dependencies, with noise and dropout in training only (noise
@@ -239,8 +263,8 @@ class LGMRec(CrossDomainModel):
         loss = bpr_loss(*representations.triples(users, pos, neg))
         if self.reg_weight:
             loss = loss + self.reg_weight * l2_penalty(
-                self.user_embedding[domain](users), self.item_embedding[domain](pos),
-                self.item_embedding[domain](neg))
+                self.user_embedding[domain](users), self.item_embedding[domain](pos), self.item_embedding[domain](neg)
+            )
         contrast = self.hypergraph_contrast(domain, representations.global_parts, users, pos)
         self.record_statistic(f"loss_hcl_{domain}", contrast.detach())
         return loss, self.cl_weight * contrast

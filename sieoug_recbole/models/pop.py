@@ -1,4 +1,5 @@
 """Pop: rank each domain's items by their number of training interactions (a floor to beat)."""
+
 import numpy as np
 import torch
 from torch import nn
@@ -25,4 +26,4 @@ class Pop(CrossDomainModel):
         return torch.ones(self.n_users[domain], 1, device=items.device), items
 
     def domain_loss(self, domain, interaction, representations):
-        return (self.unused * 0).sum(),
+        return ((self.unused * 0).sum(),)

@@ -26,13 +26,14 @@ Variants (paper Table 1), as configuration and as registered names:
 user; ``SIEOUG-G`` unguided fused Gromov-Wasserstein matching instead of GOUM.
 ``use_item_graph`` / ``use_hypergraph`` drop a view (module ablations).
 """
+
 import os
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sieoug_recbole.config_checks import boolean, check_within_items, choice, integer, number, optional
+from sieoug_recbole.config_checks import boolean, check_within_items, choice, integer, number
 from sieoug_recbole.domain_data import domain_features
 from sieoug_recbole.graph import SparseOperator, propagate
 from sieoug_recbole.models.base import DOMAINS, CrossDomainModel, domain_id_embeddings, forced_variant, l2_penalty
@@ -53,10 +54,20 @@ class SIEOUG(EdgePruning, CrossDomainModel):
 
     # checked when the config is read (quick_start.make_config), before any data is loaded
     config_checks = {
-        "temperature": number(0, low_open=True), "score": choice(*SCORES), "negatives": choice(*NEGATIVES),
-        "knn_k": integer(1), "include_self": boolean(), "risgf_mu": number(0), "sishe_eta": number(0, low_open=True),
-        "n_clusters": integer(1), "graph_seed": integer(), "use_item_graph": boolean(), "use_hypergraph": boolean(),
-        "learn_hyper_weight": boolean(), "prune_ratio": number(0, 0.99)}
+        "temperature": number(0, low_open=True),
+        "score": choice(*SCORES),
+        "negatives": choice(*NEGATIVES),
+        "knn_k": integer(1),
+        "include_self": boolean(),
+        "risgf_mu": number(0),
+        "sishe_eta": number(0, low_open=True),
+        "n_clusters": integer(1),
+        "graph_seed": integer(),
+        "use_item_graph": boolean(),
+        "use_hypergraph": boolean(),
+        "learn_hyper_weight": boolean(),
+        "prune_ratio": number(0, 0.99),
+    }
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -72,9 +83,14 @@ class SIEOUG(EdgePruning, CrossDomainModel):
         d = self.embedding_size
         self.user_embedding, self.item_embedding = domain_id_embeddings(self.layout, d)
         # Eq 13: one D x D weight per hypergraph layer, starting as the identity
-        self.hyper_weight = nn.ParameterDict({
-            x: nn.Parameter(torch.eye(d).repeat(self.n_layers, 1, 1),
-                            requires_grad=bool(config["learn_hyper_weight"])) for x in DOMAINS})
+        self.hyper_weight = nn.ParameterDict(
+            {
+                x: nn.Parameter(
+                    torch.eye(d).repeat(self.n_layers, 1, 1), requires_grad=bool(config["learn_hyper_weight"])
+                )
+                for x in DOMAINS
+            }
+        )
         # Eq 15: a scoring vector and bias per view (LightGCN, item graph, hypergraph)
         self.view_score = nn.ParameterDict({x: nn.Parameter(torch.zeros(3, d)) for x in DOMAINS})
         self.view_bias = nn.ParameterDict({x: nn.Parameter(torch.zeros(3)) for x in DOMAINS})
@@ -150,7 +166,7 @@ class SIEOUG(EdgePruning, CrossDomainModel):
         user = representations.users(users)
         uses_neg = self.negatives != "in_batch"  # the sampled negatives' rows are needed
         item_rows = representations.items(torch.cat([pos, neg]) if uses_neg else pos)
-        pos_item, neg_item = item_rows[:len(pos)], item_rows[len(pos):]
+        pos_item, neg_item = item_rows[: len(pos)], item_rows[len(pos) :]
         logits = [(user * pos_item).sum(-1, keepdim=True)]
         if self.negatives in ("in_batch", "both"):
             in_batch = user @ pos_item.T
@@ -165,7 +181,7 @@ class SIEOUG(EdgePruning, CrossDomainModel):
         loss = -torch.log_softmax(logits, dim=1)[:, 0].mean()
         reg = l2_penalty(self.user_embedding[domain](users), self.item_embedding[domain](pos))
         self.record_statistic(f"loss_{domain}", loss.detach())
-        return loss + self.reg_weight * reg,
+        return (loss + self.reg_weight * reg,)
 
     def step_user_vectors(self, domain, representations, rows=None):
         """What guidance aligns: this step's user vectors (unit length with the cosine score)."""
@@ -191,25 +207,35 @@ class ItemViews:
         check_within_items("n_clusters", config["n_clusters"], len(ids), domain)
         check_within_items("knn_k", config["knn_k"], len(ids), domain, excluding_self=not config["include_self"])
         structure = build_item_structure(
-            features, z=config["knn_k"], mu=config["risgf_mu"], eta=config["sishe_eta"],
-            n_clusters=config["n_clusters"], seed=config["graph_seed"],
-            include_self=config["include_self"], cache_dir=cache_dir,
-            progress=config["show_progress"])
+            features,
+            z=config["knn_k"],
+            mu=config["risgf_mu"],
+            eta=config["sishe_eta"],
+            n_clusters=config["n_clusters"],
+            seed=config["graph_seed"],
+            include_self=config["include_self"],
+            cache_dir=cache_dir,
+            progress=config["show_progress"],
+        )
         device = model.device
         self.rows = torch.as_tensor(model.layout.to_rows("item", domain, ids), dtype=torch.long, device=device)
         self.view_of_row = torch.full((model.n_items[domain],), -1, dtype=torch.long, device=device)
         self.view_of_row[self.rows] = torch.arange(len(ids), device=device)
-        self.item_graph = (SparseOperator(normalize_item_graph(structure.A), device)
-                           if model.use_item_graph else None)
+        self.item_graph = SparseOperator(normalize_item_graph(structure.A), device) if model.use_item_graph else None
         self.edges_to_items = self.items_to_edges = self.edge_to_edge = None
         if model.use_hypergraph:
             to_items, to_edges = hypergraph_factors(structure.gamma)  # D_V^-1 gamma, D_E^-1 gamma^T
             self.edges_to_items = SparseOperator(to_items, device)
             self.items_to_edges = SparseOperator(to_edges, device)
-            self.edge_to_edge = torch.as_tensor((to_edges @ to_items).toarray(), dtype=torch.float32,
-                                                device=device)  # K x K
-        self.info = {"items": len(ids), "A_nnz": int(structure.A.nnz), "gamma_nnz": int(structure.gamma.nnz),
-                     "cache_hit": bool(structure.info.get("cache_hit", False))}
+            self.edge_to_edge = torch.as_tensor(
+                (to_edges @ to_items).toarray(), dtype=torch.float32, device=device
+            )  # K x K
+        self.info = {
+            "items": len(ids),
+            "A_nnz": int(structure.A.nnz),
+            "gamma_nnz": int(structure.gamma.nnz),
+            "cache_hit": bool(structure.info.get("cache_hit", False)),
+        }
 
 
 class StepRepresentations:
@@ -247,12 +273,19 @@ class StepRepresentations:
         return sum(w.unsqueeze(-1) * v for w, v in zip(weights.unbind(-1), views))
 
 
-SIEOUG_O = forced_variant(SIEOUG, "SIEOUG-O", "SIEOUG without cross-domain guidance (lambda = 0).",
-                          __name__, guide_lambda=0.0)
-SIEOUG_M = forced_variant(SIEOUG, "SIEOUG-M", "Guidance only between the two embeddings of each overlapped user.",
-                          __name__, guidance="overlap_only")
-SIEOUG_G = forced_variant(SIEOUG, "SIEOUG-G", "Unguided fused Gromov-Wasserstein matching instead of GOUM.",
-                          __name__, guidance="fgw")
+SIEOUG_O = forced_variant(
+    SIEOUG, "SIEOUG-O", "SIEOUG without cross-domain guidance (lambda = 0).", __name__, guide_lambda=0.0
+)
+SIEOUG_M = forced_variant(
+    SIEOUG,
+    "SIEOUG-M",
+    "Guidance only between the two embeddings of each overlapped user.",
+    __name__,
+    guidance="overlap_only",
+)
+SIEOUG_G = forced_variant(
+    SIEOUG, "SIEOUG-G", "Unguided fused Gromov-Wasserstein matching instead of GOUM.", __name__, guidance="fgw"
+)
 VARIANTS = (SIEOUG_O, SIEOUG_M, SIEOUG_G)
 for _cls in VARIANTS:  # checkpoints pickle the class by its name: make the name resolvable
     globals()[_cls.__name__] = _cls

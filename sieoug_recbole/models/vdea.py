@@ -29,6 +29,7 @@ alignments give both encoders).
 Reference: Liu, Zheng, Su, Hu, Tan and Chen, "Exploiting Variational Domain-Invariant User
 Embedding for Partially Overlapped Cross Domain Recommendation", SIGIR 2022 (no public code).
 """
+
 from typing import NamedTuple
 
 import numpy as np
@@ -100,6 +101,7 @@ def l2_normalized_rows(matrix):
 class UserPosteriors(NamedTuple):
     """A domain's step: posterior means (``users``, what scores and what guidance aligns),
     log-variances, and the item embeddings."""
+
     users: torch.Tensor
     logvar: torch.Tensor
     items: torch.Tensor
@@ -116,9 +118,16 @@ class VDEA(CrossDomainModel):
     Reference: Liu et al., SIGIR 2022 (no public code).
     """
 
-    config_checks = {"hidden_size": integer(1), "kl_weight": number(0), "input_dropout": number(0, 0.95),
-                     "local_weight": number(0), "global_weight": number(0), "global_alpha": number(0, 1),
-                     "global_users": integer(2), "global_max_iter": integer(1)}
+    config_checks = {
+        "hidden_size": integer(1),
+        "kl_weight": number(0),
+        "input_dropout": number(0, 0.95),
+        "local_weight": number(0),
+        "global_weight": number(0),
+        "global_alpha": number(0, 1),
+        "global_users": integer(2),
+        "global_max_iter": integer(1),
+    }
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -182,10 +191,11 @@ class VDEA(CrossDomainModel):
         rows = {d: self.batch(d, interaction)[0] for d in DOMAINS}
         local = self.local_alignment(representations, rows)
         if self.global_weight > 0:
-            points = {d: wasserstein_points(representations[d].gaussian(first_distinct(rows[d], self.global_users)))
-                      for d in DOMAINS}
-            global_, _ = global_alignment(points["source"], points["target"], self.global_alpha,
-                                          self.global_max_iter)
+            points = {
+                d: wasserstein_points(representations[d].gaussian(first_distinct(rows[d], self.global_users)))
+                for d in DOMAINS
+            }
+            global_, _ = global_alignment(points["source"], points["target"], self.global_alpha, self.global_max_iter)
         else:
             global_ = local.new_zeros(())
         self.record_statistic("local_alignment", local.detach())
@@ -199,5 +209,6 @@ class VDEA(CrossDomainModel):
         overlapped = torch.unique(both[is_overlapped(both, self.overlapped_num_users)])
         if len(overlapped) == 0:
             return representations["source"].users.new_zeros(())
-        return gaussian_w2(representations["source"].gaussian(overlapped),
-                           representations["target"].gaussian(overlapped)).mean()
+        return gaussian_w2(
+            representations["source"].gaussian(overlapped), representations["target"].gaussian(overlapped)
+        ).mean()

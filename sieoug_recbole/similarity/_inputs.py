@@ -20,7 +20,7 @@ def as_feature_matrix(features, name="features"):
     elif x.dtype.itemsize > 8:
         x = x.astype(np.float64)
     rows = max(1, (1 << 22) // x.shape[1])  # checked in blocks: no N x d temporary
-    if not all(np.isfinite(x[s:s + rows]).all() for s in range(0, x.shape[0], rows)):
+    if not all(np.isfinite(x[s : s + rows]).all() for s in range(0, x.shape[0], rows)):
         raise ValueError(f"{name} contains NaN or infinite values")
     return np.ascontiguousarray(x)
 

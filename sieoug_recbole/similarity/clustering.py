@@ -1,8 +1,9 @@
 """SISHE: balanced sparse soft clustering of the items (SIEOUG Eq 6-10, Algorithm 1).
 
 Objective and safeguard.  The outer update of ``sishe`` (linearise, then solve the
-transport problem for G) is the conditional-gradient (majorise-minimise) step of ``J(gamma) = -trace(gamma^T A gamma) + eta ||gamma||^2`` (Eq 6's regulariser
-with the 1/2 dropped: with ``Y = -A gamma`` and ``eta/2`` in Eq 7, Eq 6's printed 1/2
+transport problem for G) is the conditional-gradient (majorise-minimise) step of
+``J(gamma) = -trace(gamma^T A gamma) + eta ||gamma||^2`` (Eq 6's regulariser with the 1/2
+dropped: with ``Y = -A gamma`` and ``eta/2`` in Eq 7, Eq 6's printed 1/2
 cannot also hold, since the gradient of Eq 6's first term is ``-2 A_s gamma``); the step
 direction ``G - gamma`` is a descent direction of J.  A kNN graph is not positive
 semi-definite, so the full step can overshoot and increase J; we therefore take the
@@ -41,7 +42,6 @@ from ._inputs import as_square_csr
 from .spectral import spectral_start
 from .transport import marginal_error, regularised_transport
 
-
 #: prune entries of a step below this (round-off of rows that did not move)
 _NEGLIGIBLE = 1e-14
 
@@ -55,8 +55,9 @@ def _inner(a, b):
     return float(a.multiply(b).sum())
 
 
-def sishe(A, n_clusters, eta, seed=0, max_iter=300, tol=1e-6, inner_max_iter=2000,
-          return_history=False, init="spectral"):
+def sishe(
+    A, n_clusters, eta, seed=0, max_iter=300, tol=1e-6, inner_max_iter=2000, return_history=False, init="spectral"
+):
     """Sparsity Item Similarity Hypergraph Exploration (Eq 6-10, Algorithm 1).
 
     Balanced soft clustering of the N items of the graph A into K clusters::
@@ -99,8 +100,7 @@ def sishe(A, n_clusters, eta, seed=0, max_iter=300, tol=1e-6, inner_max_iter=200
     """
     A = as_square_csr(A)
     n = A.shape[0]
-    k, eta, tol, max_iter, inner_max_iter = _checked_arguments(
-        n, n_clusters, eta, tol, max_iter, inner_max_iter, init)
+    k, eta, tol, max_iter, inner_max_iter = _checked_arguments(n, n_clusters, eta, tol, max_iter, inner_max_iter, init)
     As = _symmetric_part(A)
     gamma0 = _start(As, k, init, np.random.default_rng(seed))
 
@@ -217,11 +217,22 @@ class _History:
     def record(self, gamma, ag, step, inner_iterations, error):
         """Append one iteration; returns its objective J."""
         obj, tr = sishe_objective(gamma, ag, self.eta)
-        for key, value in (("objective", obj), ("trace", tr), ("step", step),
-                           ("inner_iterations", inner_iterations), ("marginal_error", error)):
+        for key, value in (
+            ("objective", obj),
+            ("trace", tr),
+            ("step", step),
+            ("inner_iterations", inner_iterations),
+            ("marginal_error", error),
+        ):
             self.data[key].append(value)
         return obj
 
     def finish(self, stopped, final_error, init):
-        return {**self.data, "iterations": len(self.data["objective"]), "stopped": stopped,
-                "converged": stopped != "max_iter", "final_marginal_error": final_error, "init": init}
+        return {
+            **self.data,
+            "iterations": len(self.data["objective"]),
+            "stopped": stopped,
+            "converged": stopped != "max_iter",
+            "final_marginal_error": final_error,
+            "init": init,
+        }

@@ -55,8 +55,7 @@ def risgf(graphs, mu, max_iter=100, tol=1e-6, return_info=False):
     out = _csr_from_keys(keys, a, shape)
     if not return_info:
         return out
-    info = {"iterations": len(changes), "max_change": changes[-1] if changes else 0.0,
-            "union_nnz": int(len(keys))}
+    info = {"iterations": len(changes), "max_change": changes[-1] if changes else 0.0, "union_nnz": int(len(keys))}
     return out, info
 
 
@@ -71,9 +70,7 @@ def _checked_graphs(graphs):
     shape = mats[0].shape
     for m, g in enumerate(mats):
         if g.shape != shape:
-            raise ValueError(
-                f"graphs must all have the same shape: graphs[0] is {shape}, graphs[{m}] is {g.shape}"
-            )
+            raise ValueError(f"graphs must all have the same shape: graphs[0] is {shape}, graphs[{m}] is {g.shape}")
     return mats
 
 

@@ -116,7 +116,7 @@ def _pow2_scale(x):
     """If max |x| is very large or very small, multiply by a power of two (exact, keeps
     ties) so that it is in [0.5, 1): dot products can then neither overflow nor underflow."""
     m = float(np.abs(x).max()) if x.size else 0.0
-    if m == 0.0 or 2.0 ** -30 <= m <= 2.0 ** 30:
+    if m == 0.0 or 2.0**-30 <= m <= 2.0**30:
         return x
     _, e = np.frexp(m)
     return x * np.asarray(np.ldexp(1.0, -int(e)), dtype=x.dtype)
@@ -211,7 +211,10 @@ def choose_backend(n_items):
             f"knn_graph: {n_items} items is above FAISS_MIN_ITEMS = {FAISS_MIN_ITEMS}, where the "
             "approximate faiss search is much faster than the exact one (quadratic in N), but "
             "faiss is not installed; using the exact search. Install it with "
-            "`pip install -e .[faiss]`.", RuntimeWarning, stacklevel=3)
+            "`pip install -e .[faiss]`.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     return "exact"
 
 
@@ -227,11 +230,15 @@ def faiss_settings(n_items, dim, k):
     """
     lists = max(1, min(int(FAISS_LISTS_PER_SQRT_N * np.sqrt(n_items)), n_items // 8))
     sub_dim = min(FAISS_PQ_SUBVECTOR_DIM, max(1, dim // FAISS_PQ_MIN_SUBVECTORS))
-    return {"lists": lists, "probe": min(lists, FAISS_PROBE), "pq_subvector_dim": sub_dim,
-            "pq_subvectors": -(-dim // sub_dim),
-            "train_points": min(n_items, FAISS_TRAIN_POINTS_PER_LIST * lists),
-            "kmeans_iter": FAISS_KMEANS_ITER,
-            "candidates": min(n_items, FAISS_CANDIDATES_PER_NEIGHBOUR * (k + 1))}
+    return {
+        "lists": lists,
+        "probe": min(lists, FAISS_PROBE),
+        "pq_subvector_dim": sub_dim,
+        "pq_subvectors": -(-dim // sub_dim),
+        "train_points": min(n_items, FAISS_TRAIN_POINTS_PER_LIST * lists),
+        "kmeans_iter": FAISS_KMEANS_ITER,
+        "candidates": min(n_items, FAISS_CANDIDATES_PER_NEIGHBOUR * (k + 1)),
+    }
 
 
 def faiss_signature():
@@ -239,10 +246,16 @@ def faiss_signature():
     besides the features (part of build_item_structure's cache key)."""
     import faiss
 
-    return {"version": faiss.__version__, "lists_per_sqrt_n": FAISS_LISTS_PER_SQRT_N, "probe": FAISS_PROBE,
-            "pq_subvector_dim": FAISS_PQ_SUBVECTOR_DIM, "pq_min_subvectors": FAISS_PQ_MIN_SUBVECTORS,
-            "train_points_per_list": FAISS_TRAIN_POINTS_PER_LIST,
-            "kmeans_iter": FAISS_KMEANS_ITER, "candidates_per_neighbour": FAISS_CANDIDATES_PER_NEIGHBOUR}
+    return {
+        "version": faiss.__version__,
+        "lists_per_sqrt_n": FAISS_LISTS_PER_SQRT_N,
+        "probe": FAISS_PROBE,
+        "pq_subvector_dim": FAISS_PQ_SUBVECTOR_DIM,
+        "pq_min_subvectors": FAISS_PQ_MIN_SUBVECTORS,
+        "train_points_per_list": FAISS_TRAIN_POINTS_PER_LIST,
+        "kmeans_iter": FAISS_KMEANS_ITER,
+        "candidates_per_neighbour": FAISS_CANDIDATES_PER_NEIGHBOUR,
+    }
 
 
 def _import_faiss():
@@ -268,7 +281,8 @@ def _faiss_index(faiss, x, nz, inv_norms, settings):
     PQ fast-scan index proposes candidates, a flat float32 copy re-ranks them exactly."""
     width = settings["pq_subvector_dim"] * settings["pq_subvectors"]
     index = faiss.index_factory(
-        width, f"IVF{settings['lists']},PQ{settings['pq_subvectors']}x4fs,RFlat", faiss.METRIC_INNER_PRODUCT)
+        width, f"IVF{settings['lists']},PQ{settings['pq_subvectors']}x4fs,RFlat", faiss.METRIC_INNER_PRODUCT
+    )
     ivf = faiss.downcast_index(faiss.downcast_index(index).base_index)
     ivf.cp.min_points_per_centroid = 1  # the sample sizes are chosen in faiss_settings
     ivf.cp.niter = settings["kmeans_iter"]
@@ -279,7 +293,7 @@ def _faiss_index(faiss, x, nz, inv_norms, settings):
     sample = np.sort(rng.choice(len(nz), settings["train_points"], replace=False))
     index.train(_unit_rows(x, nz[sample], inv_norms, width))
     for start in range(0, len(nz), FAISS_QUERY_BLOCK):
-        index.add(_unit_rows(x, nz[start:start + FAISS_QUERY_BLOCK], inv_norms, width))
+        index.add(_unit_rows(x, nz[start : start + FAISS_QUERY_BLOCK], inv_norms, width))
     ivf.nprobe = settings["probe"]
     return index
 
@@ -302,7 +316,8 @@ def _knn_faiss(x, k, include_self):
         index = _faiss_index(faiss, x, nz, inv_norms, settings)
         params = faiss.SearchParametersIVF(nprobe=settings["probe"])
         refine = faiss.IndexRefineSearchParameters(
-            k_factor=settings["candidates"] / (want + 1), base_index_params=params)
+            k_factor=settings["candidates"] / (want + 1), base_index_params=params
+        )
         width = settings["pq_subvector_dim"] * settings["pq_subvectors"]
         for start in range(0, len(nz), FAISS_QUERY_BLOCK):
             ids = np.arange(start, min(start + FAISS_QUERY_BLOCK, len(nz)))

@@ -53,5 +53,3 @@ def hypergraph_factors(gamma):
     left = (sp.diags(inv_v) @ gm).tocsr()
     right = (sp.diags(inv_e) @ gm.T).tocsr()
     return left, right
-
-

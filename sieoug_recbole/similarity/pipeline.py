@@ -65,7 +65,6 @@ def _atomic_write(path, writer):
             os.remove(tmp)
 
 
-
 def _resolved_params(params, n):
     """params with the kNN backend that 'auto' picks for N items; a faiss build also records
     faiss's version and search settings (they change the graph)."""
@@ -122,8 +121,15 @@ def _compute(feats, params, key, progress):
 
     n = next(iter(feats.values())).shape[0]
     z, include_self = params["z"], params["include_self"]
-    info = {"params": params, "modalities": list(feats), "n_items": n, "timings": {},
-            "knn_nnz": {}, "cache_hit": False, "cache_key": key}
+    info = {
+        "params": params,
+        "modalities": list(feats),
+        "n_items": n,
+        "timings": {},
+        "knn_nnz": {},
+        "cache_hit": False,
+        "cache_key": key,
+    }
     bar = tqdm(total=len(feats) + 2, desc="item structure", disable=not progress)
 
     def timed(label, fn):
@@ -137,25 +143,44 @@ def _compute(feats, params, key, progress):
     try:
         graphs = []
         for name, x in feats.items():
-            g = timed(f"knn[{name}]", lambda: knn_graph(
-                x, min(z, n - 1 if not include_self else n), include_self=include_self,
-                backend=params["knn_backend"]))
+            g = timed(
+                f"knn[{name}]",
+                lambda: knn_graph(
+                    x,
+                    min(z, n - 1 if not include_self else n),
+                    include_self=include_self,
+                    backend=params["knn_backend"],
+                ),
+            )
             info["knn_nnz"][name] = int(g.nnz)
             graphs.append(g)
-        A, info["risgf"] = timed("risgf", lambda: risgf(
-            graphs, params["mu"], params["risgf_max_iter"], params["risgf_tol"], return_info=True))
-        gamma, info["sishe"] = timed("sishe", lambda: sishe(
-            A, params["n_clusters"], params["eta"], seed=params["seed"], max_iter=params["sishe_max_iter"],
-            tol=params["sishe_tol"], inner_max_iter=params["sishe_inner_max_iter"],
-            return_history=True, init=params["sishe_init"]))
+        A, info["risgf"] = timed(
+            "risgf",
+            lambda: risgf(graphs, params["mu"], params["risgf_max_iter"], params["risgf_tol"], return_info=True),
+        )
+        gamma, info["sishe"] = timed(
+            "sishe",
+            lambda: sishe(
+                A,
+                params["n_clusters"],
+                params["eta"],
+                seed=params["seed"],
+                max_iter=params["sishe_max_iter"],
+                tol=params["sishe_tol"],
+                inner_max_iter=params["sishe_inner_max_iter"],
+                return_history=True,
+                init=params["sishe_init"],
+            ),
+        )
     finally:
         bar.close()
     info["density"] = {"A": A.nnz / float(n * n), "gamma": gamma.nnz / float(n * params["n_clusters"])}
     return ItemStructure(A, gamma, jsonable(info))
 
 
-def build_item_structure(features, z=5, mu=0.1, eta=0.1, n_clusters=15, seed=0,
-                         include_self=False, cache_dir=None, progress=True):
+def build_item_structure(
+    features, z=5, mu=0.1, eta=0.1, n_clusters=15, seed=0, include_self=False, cache_dir=None, progress=True
+):
     """kNN per modality -> RISGF -> SISHE, with an optional on-disk cache.
 
     Parameters
@@ -177,11 +202,15 @@ def build_item_structure(features, z=5, mu=0.1, eta=0.1, n_clusters=15, seed=0,
     ItemStructure(A, gamma, info)
     """
     feats, n = _checked_features(features)
-    params = {"z": integer_in_range(z, "z", 1), "mu": positive_number(mu, "mu"),
-              "eta": positive_number(eta, "eta"),
-              "n_clusters": integer_in_range(n_clusters, "n_clusters", 1, n),
-              "seed": integer_in_range(seed, "seed", 0), "include_self": bool(include_self),
-              **_PIPELINE_DEFAULTS}
+    params = {
+        "z": integer_in_range(z, "z", 1),
+        "mu": positive_number(mu, "mu"),
+        "eta": positive_number(eta, "eta"),
+        "n_clusters": integer_in_range(n_clusters, "n_clusters", 1, n),
+        "seed": integer_in_range(seed, "seed", 0),
+        "include_self": bool(include_self),
+        **_PIPELINE_DEFAULTS,
+    }
     params = _resolved_params(params, n)
     if cache_dir is None:
         return _compute(feats, params, None, progress)

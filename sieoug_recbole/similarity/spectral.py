@@ -51,12 +51,12 @@ def _orthonormalize(q):
     for _ in range(2):
         gram = np.zeros((q.shape[1], q.shape[1]))
         for s in range(0, q.shape[0], _ROW_BLOCK):
-            block = q[s:s + _ROW_BLOCK].astype(np.float64)
+            block = q[s : s + _ROW_BLOCK].astype(np.float64)
             gram += block.T @ block
         gram += 1e-12 * max(float(np.trace(gram)), 1e-300) * np.eye(gram.shape[0])
         inv_t = np.linalg.inv(np.linalg.cholesky(gram)).T
         for s in range(0, q.shape[0], _ROW_BLOCK):
-            q[s:s + _ROW_BLOCK] = q[s:s + _ROW_BLOCK].astype(np.float64) @ inv_t
+            q[s : s + _ROW_BLOCK] = q[s : s + _ROW_BLOCK].astype(np.float64) @ inv_t
     return q
 
 
@@ -68,7 +68,7 @@ def _sampled_kmeans(x, k, rng):
     centers = _kmeans(sample.astype(np.float64), k, rng)
     labels = np.empty(n, dtype=np.int64)
     for s in range(0, n, _ROW_BLOCK):
-        labels[s:s + _ROW_BLOCK] = _sq_dist(x[s:s + _ROW_BLOCK].astype(np.float64), centers).argmin(axis=1)
+        labels[s : s + _ROW_BLOCK] = _sq_dist(x[s : s + _ROW_BLOCK].astype(np.float64), centers).argmin(axis=1)
     return labels
 
 
