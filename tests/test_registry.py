@@ -109,24 +109,26 @@ def test_a_registered_model_yaml_declares_its_keys(fast_config, tmp_path, monkey
     assert registry.model_yaml("TinyGCN") == str(yaml_file) and "tiny_knob" in registry.model_yaml_keys("TinyGCN")
 
 
-def test_the_readme_model_example_trains(fast_config, tmp_path, monkeypatch):
-    """The README's "a minimal model" snippet, as written, registers a model that trains and
-    is scored in both domains."""
+def test_the_documented_model_example_trains(fast_config, tmp_path, monkeypatch):
+    """The fifteen-line model of docs/architecture.md, as written, registers a model that
+    trains and is scored in both domains."""
     import re
     import sys
     import types
 
     from sieoug_recbole import registry
 
-    readme = open(os.path.join(os.path.dirname(__file__), os.pardir, "README.md"), encoding="utf-8").read()
-    snippet = next(block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "class MF(" in block)
+    page = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "architecture.md")
+    with open(page, encoding="utf-8") as f:
+        text = f.read()
+    snippet = next(block for block in re.findall(r"```python\n(.*?)```", text, re.S) if "class MF(" in block)
     setup, run_line = snippet.split("result = ")
     monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))
     monkeypatch.chdir(tmp_path)
     (tmp_path / "MF.yaml").write_text("embedding_size: 64\nreg_weight: 0.0001\n")
     module = types.ModuleType("readme_example")  # checkpoints pickle the class by module and name
     monkeypatch.setitem(sys.modules, module.__name__, module)
-    exec(compile(setup, "README.md", "exec"), module.__dict__)
+    exec(compile(setup, "docs/architecture.md", "exec"), module.__dict__)
     assert "properties/synthetic.yaml" in run_line and "dual_domain_eval" in run_line
     fast_config.update(dual_domain_eval=True, train_epochs=["BOTH:3"])
     result = sieoug_recbole.run("MF", [SYNTHETIC_YAML], fast_config, verbose=False)
