@@ -923,3 +923,33 @@ def test_model_epoch_rejects_bad_rows_before_building_anything(argv, message, mo
     with pytest.raises(SystemExit) as exit_info:
         E.main(argv)
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_guided_pairs_pair_every_goum_model_with_its_plain_model(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(os.path.join(REPO, "benchmarks"))
+    import guided_pairs as P
+
+    path = str(tmp_path / "runs.jsonl")
+    for seed, (on, off) in enumerate([(0.20, 0.24), (0.22, 0.25), (0.21, 0.27)], start=1):
+        R.append_record(path, _record("LightGCN+GOUM", seed, on, on / 2))
+        R.append_record(path, _record("LightGCN", seed, off, off / 2))
+    R.append_record(path, _record("FREEDOM+GOUM", 1, 0.3))  # no plain FREEDOM: no row
+    R.append_record(path, _record("LightGCN", 9, 0.5))  # a seed without its guided run: not paired
+    R.append_record(
+        path, _record("LightGCN+GOUM", 1, 0.9, overrides={"guide_lambda": 0.1}, sweep={"study": "x"})
+    )  # a sweep run: ignored
+    lines = P.table(R.load_records(path))
+    (row,) = lines[2:]
+    cells = row.strip("| ").split(" | ")
+    assert cells[:5] == ["food_kitchen", "10%", "LightGCN+GOUM", "LightGCN", "3"]
+    p = stats.ttest_rel([0.10, 0.11, 0.105], [0.12, 0.125, 0.135]).pvalue
+    assert cells[5] == f"{100 * (0.21 / np.mean([0.24, 0.25, 0.27]) - 1):+.1f}% (p {p:.2g})"
+    assert cells[-1] == "—"  # no link diagnostics in these records
+    for argv, message in (
+        ([path, str(tmp_path / "missing.jsonl")], "missing.jsonl: no such results file"),
+        ([str(tmp_path / "only_plain.jsonl")], "no model has finished runs both with and without guidance"),
+    ):
+        R.append_record(str(tmp_path / "only_plain.jsonl"), _record("LightGCN", 1, 0.2))
+        with pytest.raises(SystemExit) as exit_info:
+            P.main(["--results", *argv])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err

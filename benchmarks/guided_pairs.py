@@ -1,0 +1,106 @@
+"""What SIEOUG's guidance adds to other models: every ``X+GOUM`` against its ``X``, paired over seeds.
+
+    python benchmarks/guided_pairs.py --results benchmarks/results/table1/runs.jsonl
+    python benchmarks/guided_pairs.py --results benchmarks/results/curves_demo/runs.jsonl
+
+One row per (task, K_u, X) with finished runs of both X and X+GOUM (also SIEOUG against
+SIEOUG-O, the same comparison inside SIEOUG): the seeds both have, the relative difference of
+the means of test NDCG@10 and HR@10 on each domain with a two-sided paired t-test (a p-value
+needs two seeds or more), the same difference on validation (what selection may look at), and
+GOUM's rate of putting a de-linked user's true counterpart in its top 10 at the best epoch
+against chance (batch plan), where the run recorded it.
+"""
+
+import argparse
+import os
+
+import numpy as np
+
+from sieoug_recbole.benchmark.grid import norm_k_u
+from sieoug_recbole.benchmark.records import load_many, select
+from sieoug_recbole.benchmark.report import gain, paired_tests, value_of
+
+SUFFIX = "+GOUM"
+#: pairs named outside the "+GOUM" rule: (with guidance, without)
+EXTRA_PAIRS = [("SIEOUG", "SIEOUG-O")]
+
+
+def runs_by_cell(records):
+    """{(task, K_u): {model: {seed: record}}} of the finished non-sweep runs (one override set a model)."""
+    cells = {}
+    for r in select(records):
+        cells.setdefault((r["task"], norm_k_u(r.get("k_u"))), {}).setdefault(r["model"], {})[r["seed"]] = r
+    return cells
+
+
+def guided_pairs_of(models):
+    """(guided, plain) pairs present among the model names."""
+    pairs = [(m, m[: -len(SUFFIX)]) for m in sorted(models) if m.endswith(SUFFIX) and m[: -len(SUFFIX)] in models]
+    return pairs + [(on, off) for on, off in EXTRA_PAIRS if on in models and off in models]
+
+
+def difference(on, off, domain, split, metric):
+    """(relative difference of the means in %, paired t-test p or None, n) over the common seeds."""
+    a = {s: value_of(r, domain, split, metric) for s, r in on.items()}
+    b = {s: value_of(r, domain, split, metric) for s, r in off.items()}
+    seeds = sorted(s for s in set(a) & set(b) if a[s] is not None and b[s] is not None)
+    if not seeds:
+        return None, None, 0
+    test = paired_tests({s: a[s] for s in seeds}, {s: b[s] for s in seeds})
+    return gain(np.mean([a[s] for s in seeds]), np.mean([b[s] for s in seeds])), test["t_p"], len(seeds)
+
+
+def _cell(diff, p):
+    if diff is None:
+        return "—"
+    return f"{diff:+.1f}%" + ("" if p is None else f" (p {p:.2g})")
+
+
+def hidden_link_rate(runs):
+    """'top-10 rate (chance)' of the batch plan at the best epoch, averaged over the runs that have it."""
+    best = [((r.get("link_diagnostics") or {}).get("best") or {}) for r in runs.values()]
+    pairs = [(b["batch_top10"], b["batch_chance_top10"]) for b in best if "batch_top10" in b]
+    if not pairs:
+        return "—"
+    top, chance = np.mean(pairs, axis=0)
+    return f"{top:.3f} ({chance:.3f})"
+
+
+COLUMNS = [("target", "ndcg@10"), ("target", "hit@10"), ("source", "ndcg@10"), ("source", "hit@10")]
+
+
+def table(records):
+    """The Markdown lines: one row per guided/plain pair and cell."""
+    lines = [
+        "| task | K_u | with guidance | without | seeds | "
+        + " | ".join(f"test {d} {m.replace('hit', 'HR').replace('ndcg', 'NDCG')}" for d, m in COLUMNS)
+        + " | valid target NDCG@10 | valid source NDCG@10 | top-10 of hidden links at best (chance) |",
+        "|---|---:|---|---|---:|" + "---:|" * (len(COLUMNS) + 2) + "---|",
+    ]
+    for (task, k_u), models in sorted(runs_by_cell(records).items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        for on, off in guided_pairs_of(models):
+            cells = [difference(models[on], models[off], d, "test", m) for d, m in COLUMNS]
+            cells += [difference(models[on], models[off], d, "valid", "ndcg@10") for d in ("target", "source")]
+            n = max(c[2] for c in cells)
+            if n == 0:
+                continue
+            row = [task, f"{100 * k_u:g}%", on, off, str(n)] + [_cell(c[0], c[1]) for c in cells]
+            lines.append("| " + " | ".join(row + [hidden_link_rate(models[on])]) + " |")
+    return lines
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--results", nargs="+", required=True, help="JSON-lines results file(s)")
+    args = parser.parse_args(argv)
+    missing = [path for path in args.results if not os.path.isfile(path)]
+    if missing:
+        parser.error(f"{', '.join(missing)}: no such results file")
+    lines = table(load_many(args.results))
+    if len(lines) == 2:
+        parser.error(f"{' '.join(args.results)}: no model has finished runs both with and without guidance")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
