@@ -5,7 +5,8 @@ models and seeds at the grid's short cap.
         --capped benchmarks/results/table1_full/runs.jsonl --task food_kitchen --k_u 0.1
 
 Per model: the seeds, each run's best epoch and epochs run, mean ± std of the test metrics
-of both domains, and target NDCG@10 of the capped runs of the same seeds. Below it, for the
+of both domains, target NDCG@10 of the capped runs of the same seeds, and the wall-clock seconds
+per epoch (the run's time over its epochs, validation of both domains included). Below it, for the
 first model (default SIEOUG) against each other one, the relative difference of the means
 and a paired t-test over the seeds both have, at the long cap.
 """
@@ -28,14 +29,20 @@ def runs_of(paths, task, k_u):
     return out
 
 
+def seconds_per_epoch(runs):
+    """Mean over the runs of wall-clock seconds / epochs run (training and both domains' validation)."""
+    values = [r["wall_time_s"] / r["n_epochs"] for r in runs.values() if r.get("wall_time_s") and r.get("n_epochs")]
+    return f"{sum(values) / len(values):.1f}" if values else "—"
+
+
 def table(long_runs, capped_runs, ours="SIEOUG", split="test"):
     """The Markdown lines of the table and of the comparison."""
     models = order_models(list(long_runs))
     lines = [
         "| Model | seeds | best epoch / epochs run | "
         + " | ".join(f"{d} {m.replace('hit', 'HR').replace('ndcg', 'NDCG')}" for d, m in COLUMNS)
-        + " | target NDCG@10 at the short cap (same seeds) |",
-        "|---|---:|---|" + "---:|" * (len(COLUMNS) + 1),
+        + " | target NDCG@10 at the short cap (same seeds) | s per epoch |",
+        "|---|---:|---|" + "---:|" * (len(COLUMNS) + 2),
     ]
     for model in models:
         runs = long_runs[model]
@@ -47,7 +54,11 @@ def table(long_runs, capped_runs, ours="SIEOUG", split="test"):
         short_cell = mean_std_text(cell_stats(short)) + (
             "" if len(short) == len(seeds) else f" ({len(short)} of the seeds)"
         )
-        lines.append(f"| {model} | {len(seeds)} | {epochs} | " + " | ".join(cells) + f" | {short_cell} |")
+        lines.append(
+            f"| {model} | {len(seeds)} | {epochs} | "
+            + " | ".join(cells)
+            + f" | {short_cell} | {seconds_per_epoch(runs)} |"
+        )
     comparison = []
     if ours in long_runs:
         for model in models:
