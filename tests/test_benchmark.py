@@ -957,3 +957,15 @@ def test_guided_pairs_pair_every_goum_model_with_its_plain_model(tmp_path, monke
         with pytest.raises(SystemExit) as exit_info:
             P.main(["--results", *argv])
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_plot_styles_give_every_model_its_colour_and_a_guided_model_its_base_colour():
+    from sieoug_recbole.benchmark.plots import model_styles
+
+    models = [f"M{i}" for i in range(17)] + ["M3+GOUM", "Other+GOUM"]
+    styles = model_styles(models)
+    plain = [m for m in models if m != "M3+GOUM"]
+    assert len({styles[m]["color"] for m in plain}) == len(plain)  # more models than tab10's ten colours
+    assert styles["M3+GOUM"]["color"] == styles["M3"]["color"]
+    assert (styles["M3+GOUM"]["marker"], styles["M3+GOUM"]["linestyle"]) == ("s", "--")
+    assert styles["Other+GOUM"]["linestyle"] == "-"  # no base model in the plot: a model of its own

@@ -38,6 +38,26 @@ def _mean_std(values):
     return float(array.mean()), (float(array.std(ddof=1)) if len(array) > 1 else 0.0)
 
 
+GUIDED_SUFFIX = "+GOUM"
+
+
+def model_styles(models):
+    """{model: errorbar keywords}: a colour of its own for each model (tab20, then tab20b), and for
+    ``X+GOUM`` X's colour with a hollow square marker and a dashed line, so that a guided model
+    reads as its base model's twin."""
+    from matplotlib import colormaps
+
+    palette = list(colormaps["tab20"].colors) + list(colormaps["tab20b"].colors)
+    bases = [m for m in models if not (m.endswith(GUIDED_SUFFIX) and m[: -len(GUIDED_SUFFIX)] in models)]
+    colours = {m: palette[i % len(palette)] for i, m in enumerate(bases)}
+    styles = {m: {"color": colours[m], "marker": "o", "linestyle": "-"} for m in bases}
+    for m in models:
+        if m not in styles:
+            base = colours[m[: -len(GUIDED_SUFFIX)]]
+            styles[m] = {"color": base, "marker": "s", "markerfacecolor": "none", "linestyle": "--"}
+    return styles
+
+
 def plot_k_u(runs, out, metrics=("hit@10", "ndcg@10"), split="test", prefix=FAMILY_PREFIX):
     """Metric vs K_u per model (error bars: std over seeds); one PNG per task."""
     plt = _pyplot()
@@ -49,6 +69,7 @@ def plot_k_u(runs, out, metrics=("hit@10", "ndcg@10"), split="test", prefix=FAMI
         if not domains:
             continue
         models = order_models([r["model"] for r in task_runs], prefix)
+        styles = model_styles(models)
         fig, axes = plt.subplots(
             len(domains), len(metrics), squeeze=False, figsize=(5 * len(metrics), 3.6 * len(domains))
         )
@@ -70,9 +91,9 @@ def plot_k_u(runs, out, metrics=("hit@10", "ndcg@10"), split="test", prefix=FAMI
                         [x + dodge for x in xs],
                         [s[0] for s in stats],
                         yerr=[s[1] for s in stats],
-                        marker="o",
                         capsize=3,
                         label=model,
+                        **styles[model],
                         linewidth=2.2 if model == prefix else 1.2,
                     )
                 ax.set_xlabel("K_u (overlapped user ratio)")
