@@ -16,12 +16,11 @@ import os
 
 import numpy as np
 
-from sieoug_recbole.benchmark.grid import norm_k_u
+from sieoug_recbole.benchmark.grid import guided_base, norm_k_u
 from sieoug_recbole.benchmark.records import load_many, select
-from sieoug_recbole.benchmark.report import gain, paired_tests, value_of
+from sieoug_recbole.benchmark.report import paired_tests, same_seed_gain, value_of
 
-SUFFIX = "+GOUM"
-#: pairs named outside the "+GOUM" rule: (with guidance, without)
+#: pairs named outside the "X+GOUM" rule: (with guidance, without)
 EXTRA_PAIRS = [("SIEOUG", "SIEOUG-O")]
 
 
@@ -35,7 +34,7 @@ def runs_by_cell(records):
 
 def guided_pairs_of(models):
     """(guided, plain) pairs present among the model names."""
-    pairs = [(m, m[: -len(SUFFIX)]) for m in sorted(models) if m.endswith(SUFFIX) and m[: -len(SUFFIX)] in models]
+    pairs = [(m, guided_base(m, models)) for m in sorted(models) if guided_base(m, models)]
     return pairs + [(on, off) for on, off in EXTRA_PAIRS if on in models and off in models]
 
 
@@ -43,11 +42,9 @@ def difference(on, off, domain, split, metric):
     """(relative difference of the means in %, paired t-test p or None, n) over the common seeds."""
     a = {s: value_of(r, domain, split, metric) for s, r in on.items()}
     b = {s: value_of(r, domain, split, metric) for s, r in off.items()}
-    seeds = sorted(s for s in set(a) & set(b) if a[s] is not None and b[s] is not None)
-    if not seeds:
-        return None, None, 0
-    test = paired_tests({s: a[s] for s in seeds}, {s: b[s] for s in seeds})
-    return gain(np.mean([a[s] for s in seeds]), np.mean([b[s] for s in seeds])), test["t_p"], len(seeds)
+    seeds = [s for s in set(a) & set(b) if a[s] is not None and b[s] is not None]
+    a, b = {s: a[s] for s in seeds}, {s: b[s] for s in seeds}
+    return same_seed_gain(a, b), paired_tests(a, b)["t_p"], len(seeds)
 
 
 def _cell(diff, p):
@@ -77,7 +74,7 @@ def table(records):
         + " | valid target NDCG@10 | valid source NDCG@10 | top-10 of hidden links at best (chance) |",
         "|---|---:|---|---|---:|" + "---:|" * (len(COLUMNS) + 2) + "---|",
     ]
-    for (task, k_u), models in sorted(runs_by_cell(records).items(), key=lambda kv: (kv[0][0], kv[0][1])):
+    for (task, k_u), models in sorted(runs_by_cell(records).items(), key=lambda cell: cell[0]):
         for on, off in guided_pairs_of(models):
             cells = [difference(models[on], models[off], d, "test", m) for d, m in COLUMNS]
             cells += [difference(models[on], models[off], d, "valid", "ndcg@10") for d in ("target", "source")]

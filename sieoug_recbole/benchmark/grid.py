@@ -330,6 +330,15 @@ def is_family(model, prefix=FAMILY_PREFIX):
     return model == prefix or model.startswith(prefix + "-")
 
 
+GUIDED_SUFFIX = "+GOUM"  # X+GOUM: model X with SIEOUG's guidance (sieoug_recbole/models/__init__.py)
+
+
+def guided_base(model, models):
+    """X when ``model`` is ``X+GOUM`` and X is among ``models``; else None."""
+    base = model[: -len(GUIDED_SUFFIX)]
+    return base if model.endswith(GUIDED_SUFFIX) and base in models else None
+
+
 def family_of(ours):
     """The family whose models are not baselines of ``ours`` (the model a report's gains and
     paired tests are about): SIEOUG's (SIEOUG, SIEOUG-*) for ours in it, else ``ours`` and its

@@ -15,7 +15,7 @@ import re
 
 import numpy as np
 
-from sieoug_recbole.benchmark.grid import FAMILY_PREFIX, family_of, is_family, norm_k_u, overrides_hash
+from sieoug_recbole.benchmark.grid import FAMILY_PREFIX, family_of, guided_base, is_family, norm_k_u, overrides_hash
 from sieoug_recbole.benchmark.records import finished, order_models
 from sieoug_recbole.benchmark.report import DOMAINS, k_u_label, metric_label, value_of
 
@@ -38,9 +38,6 @@ def _mean_std(values):
     return float(array.mean()), (float(array.std(ddof=1)) if len(array) > 1 else 0.0)
 
 
-GUIDED_SUFFIX = "+GOUM"
-
-
 def model_styles(models):
     """{model: errorbar keywords}: a colour of its own for each model (tab20, then tab20b), and for
     ``X+GOUM`` X's colour with a hollow square marker and a dashed line, so that a guided model
@@ -48,13 +45,13 @@ def model_styles(models):
     from matplotlib import colormaps
 
     palette = list(colormaps["tab20"].colors) + list(colormaps["tab20b"].colors)
-    bases = [m for m in models if not (m.endswith(GUIDED_SUFFIX) and m[: -len(GUIDED_SUFFIX)] in models)]
+    bases = [m for m in models if guided_base(m, models) is None]
     colours = {m: palette[i % len(palette)] for i, m in enumerate(bases)}
     styles = {m: {"color": colours[m], "marker": "o", "linestyle": "-"} for m in bases}
     for m in models:
         if m not in styles:
-            base = colours[m[: -len(GUIDED_SUFFIX)]]
-            styles[m] = {"color": base, "marker": "s", "markerfacecolor": "none", "linestyle": "--"}
+            colour = colours[guided_base(m, models)]
+            styles[m] = {"color": colour, "marker": "s", "markerfacecolor": "none", "linestyle": "--"}
     return styles
 
 
