@@ -9,12 +9,18 @@ the means of test NDCG@10 and HR@10 on each domain with a two-sided paired t-tes
 needs two seeds or more), the same difference on validation (what selection may look at), and
 GOUM's rate of putting a de-linked user's true counterpart in its top 10 at the best epoch
 against chance (batch plan), where the run recorded it.
+
+A second table pools each pair over every K_u and seed it has (one (K_u, seed) cell is one
+pair of runs): the change as the geometric mean of the per-cell ratios, a one-sample t-test of
+the log ratios against zero, and how many cells the guided model lost. It answers "does the
+guidance help this model anywhere" when each K_u alone has too few seeds for a test.
 """
 
 import argparse
 import os
 
 import numpy as np
+from scipy import stats
 
 from sieoug_recbole.benchmark.grid import guided_base, norm_k_u
 from sieoug_recbole.benchmark.records import load_many, select
@@ -86,6 +92,56 @@ def table(records):
     return lines
 
 
+POOLED_COLUMNS = [("test", "target"), ("valid", "target"), ("test", "source"), ("valid", "source")]
+
+
+def log_ratios(on, off, domain, split, metric="ndcg@10"):
+    """log(guided / plain) of every seed both runs have a positive value for."""
+    ratios = []
+    for seed in set(on) & set(off):
+        a, b = value_of(on[seed], domain, split, metric), value_of(off[seed], domain, split, metric)
+        if a and b and a > 0 and b > 0:
+            ratios.append(float(np.log(a / b)))
+    return ratios
+
+
+def pooled_cell(ratios):
+    """'change (p, lost k/n)' over the pooled cells: geometric-mean ratio, t-test of the log ratios."""
+    if not ratios:
+        return "—"
+    text = f"{100 * np.expm1(np.mean(ratios)):+.1f}%"
+    lost = sum(r < 0 for r in ratios)
+    if len(ratios) >= 2 and np.std(ratios) > 0:
+        text += f" (p {stats.ttest_1samp(ratios, 0.0).pvalue:.2g}, lower in {lost}/{len(ratios)})"
+    return text
+
+
+def pooled_table(records):
+    """The Markdown lines: one row per (task, guided/plain pair), pooled over its K_u and seeds."""
+    lines = [
+        "| task | with guidance | without | K_u | runs paired | "
+        + " | ".join(f"{split} {domain} NDCG@10" for split, domain in POOLED_COLUMNS)
+        + " |",
+        "|---|---|---|---|---:|" + "---:|" * len(POOLED_COLUMNS),
+    ]
+    by_pair = {}
+    for (task, k_u), models in runs_by_cell(records).items():
+        for on, off in guided_pairs_of(models):
+            by_pair.setdefault((task, on, off), []).append((k_u, models[on], models[off]))
+    for (task, on, off), cells in sorted(by_pair.items()):
+        ratios = {
+            column: [x for _, a, b in cells for x in log_ratios(a, b, column[1], column[0])]
+            for column in POOLED_COLUMNS
+        }
+        n = max(len(r) for r in ratios.values())
+        if n == 0:
+            continue
+        k_us = ", ".join(f"{100 * k_u:g}%" for k_u in sorted(k for k, _, _ in cells))
+        row = [task, on, off, k_us, str(n)] + [pooled_cell(ratios[c]) for c in POOLED_COLUMNS]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--results", nargs="+", required=True, help="JSON-lines results file(s)")
@@ -93,10 +149,13 @@ def main(argv=None):
     missing = [path for path in args.results if not os.path.isfile(path)]
     if missing:
         parser.error(f"{', '.join(missing)}: no such results file")
-    lines = table(load_many(args.results))
+    records = load_many(args.results)
+    lines = table(records)
     if len(lines) == 2:
         parser.error(f"{' '.join(args.results)}: no model has finished runs both with and without guidance")
     print("\n".join(lines))
+    print("\nPooled over K_u and seeds (geometric mean of the per-run ratios; t-test of the log ratios):\n")
+    print("\n".join(pooled_table(records)))
 
 
 if __name__ == "__main__":

@@ -959,6 +959,25 @@ def test_guided_pairs_pair_every_goum_model_with_its_plain_model(tmp_path, monke
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_guided_pairs_pool_each_pair_over_its_k_u_and_seeds(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(os.path.join(REPO, "benchmarks"))
+    import guided_pairs as P
+
+    path = str(tmp_path / "runs.jsonl")
+    cells = [(0.1, 1, 0.20, 0.25), (0.1, 2, 0.22, 0.24), (0.5, 1, 0.30, 0.27)]
+    for k_u, seed, on, off in cells:
+        R.append_record(path, _record("LightGCN+GOUM", seed, on, k_u=k_u))
+        R.append_record(path, _record("LightGCN", seed, off, k_u=k_u))
+    (row,) = P.pooled_table(R.load_records(path))[2:]
+    got = row.strip("| ").split(" | ")
+    assert got[:5] == ["food_kitchen", "LightGCN+GOUM", "LightGCN", "10%, 50%", "3"]
+    logs = [np.log(on / off) for _, _, on, off in cells]  # NDCG is HR / 2 in _record: the ratio is the same
+    p = stats.ttest_1samp(logs, 0.0).pvalue
+    assert got[5] == f"{100 * np.expm1(np.mean(logs)):+.1f}% (p {p:.2g}, lower in 2/3)"
+    assert got[7] == "—"  # no source metrics in these records
+    assert P.pooled_cell([0.1]) == f"{100 * np.expm1(0.1):+.1f}%"  # one cell: no test
+
+
 def test_plot_styles_give_every_model_its_colour_and_a_guided_model_its_base_colour():
     from sieoug_recbole.benchmark.plots import model_styles
 
