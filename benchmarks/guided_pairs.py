@@ -44,13 +44,18 @@ def guided_pairs_of(models):
     return pairs + [(on, off) for on, off in EXTRA_PAIRS if on in models and off in models]
 
 
-def difference(on, off, domain, split, metric):
-    """(relative difference of the means in %, paired t-test p or None, n) over the common seeds."""
+def common_values(on, off, domain, split, metric):
+    """({seed: guided value}, {seed: plain value}) over the seeds where both runs have the metric."""
     a = {s: value_of(r, domain, split, metric) for s, r in on.items()}
     b = {s: value_of(r, domain, split, metric) for s, r in off.items()}
     seeds = [s for s in set(a) & set(b) if a[s] is not None and b[s] is not None]
-    a, b = {s: a[s] for s in seeds}, {s: b[s] for s in seeds}
-    return same_seed_gain(a, b), paired_tests(a, b)["t_p"], len(seeds)
+    return {s: a[s] for s in seeds}, {s: b[s] for s in seeds}
+
+
+def difference(on, off, domain, split, metric):
+    """(relative difference of the means in %, paired t-test p or None, n) over the common seeds."""
+    a, b = common_values(on, off, domain, split, metric)
+    return same_seed_gain(a, b), paired_tests(a, b)["t_p"], len(a)
 
 
 def _cell(diff, p):
@@ -97,12 +102,8 @@ POOLED_COLUMNS = [("test", "target"), ("valid", "target"), ("test", "source"), (
 
 def log_ratios(on, off, domain, split, metric="ndcg@10"):
     """log(guided / plain) of every seed both runs have a positive value for."""
-    ratios = []
-    for seed in set(on) & set(off):
-        a, b = value_of(on[seed], domain, split, metric), value_of(off[seed], domain, split, metric)
-        if a and b and a > 0 and b > 0:
-            ratios.append(float(np.log(a / b)))
-    return ratios
+    a, b = common_values(on, off, domain, split, metric)
+    return [float(np.log(a[s] / b[s])) for s in a if a[s] > 0 and b[s] > 0]
 
 
 def pooled_cell(ratios):
