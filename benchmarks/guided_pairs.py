@@ -14,6 +14,9 @@ A second table pools each pair over every K_u and seed it has (one (K_u, seed) c
 pair of runs): the change as the geometric mean of the per-cell ratios, a one-sample t-test of
 the log ratios against zero, and how many cells the guided model lost. It answers "does the
 guidance help this model anywhere" when each K_u alone has too few seeds for a test.
+
+``--plot guided_pairs.png`` draws the same comparison: one dot per (K_u, seed) pair of runs,
+the change of test NDCG@10 in %, target and source side by side.
 """
 
 import argparse
@@ -143,9 +146,57 @@ def pooled_table(records):
     return lines
 
 
+def percent_changes(records, domain, split="test", metric="ndcg@10"):
+    """{(task, guided, plain): {K_u: [100 * (guided / plain - 1) per common seed, by seed]}}."""
+    out = {}
+    for (task, k_u), models in sorted(runs_by_cell(records).items(), key=lambda cell: cell[0]):
+        for on, off in guided_pairs_of(models):
+            a, b = common_values(models[on], models[off], domain, split, metric)
+            changes = [100 * (a[s] / b[s] - 1) for s in sorted(a) if b[s] > 0]
+            if changes:
+                out.setdefault((task, on, off), {})[k_u] = changes
+    return out
+
+
+def plot(records, path):
+    """A PNG: per pair and K_u, each seed's change of test NDCG@10, target and source panels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    domains = ("target", "source")
+    changes = {d: percent_changes(records, d) for d in domains}
+    pairs = sorted(changes["target"].keys() | changes["source"].keys())
+    k_us = sorted({k for d in domains for per_k in changes[d].values() for k in per_k})
+    colours = dict(zip(k_us, plt.get_cmap("viridis")(np.linspace(0.1, 0.8, len(k_us)))))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.55 * len(pairs) + 1.6), sharey=True)
+    width = 0.6 / max(len(k_us), 1)
+    for ax, domain in zip(axes, domains):
+        for row, pair in enumerate(pairs):
+            for i, k_u in enumerate(k_us):
+                values = changes[domain].get(pair, {}).get(k_u, [])
+                y = row + (i - (len(k_us) - 1) / 2) * width
+                label = f"K_u = {100 * k_u:g}%" if row == 0 else None
+                ax.scatter(values, [y] * len(values), color=colours[k_u], s=22, label=label, zorder=3)
+                if values:
+                    ax.plot([np.mean(values)] * 2, [y - width / 2, y + width / 2], color=colours[k_u], lw=2)
+        ax.axvline(0, color="grey", lw=1)
+        ax.set_title(f"{domain}: test NDCG@10, guided vs plain")
+        ax.set_xlabel("change (%); dot = one seed, bar = mean")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(pairs)), [f"{on} vs {off}" for _, on, off in pairs])
+    axes[0].invert_yaxis()
+    axes[1].legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--results", nargs="+", required=True, help="JSON-lines results file(s)")
+    parser.add_argument("--plot", metavar="PNG", help="also draw the per-seed changes to this PNG file")
     args = parser.parse_args(argv)
     missing = [path for path in args.results if not os.path.isfile(path)]
     if missing:
@@ -157,6 +208,8 @@ def main(argv=None):
     print("\n".join(lines))
     print("\nPooled over K_u and seeds (geometric mean of the per-run ratios; t-test of the log ratios):\n")
     print("\n".join(pooled_table(records)))
+    if args.plot:
+        plot(records, args.plot)
 
 
 if __name__ == "__main__":

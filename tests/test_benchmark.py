@@ -978,6 +978,27 @@ def test_guided_pairs_pool_each_pair_over_its_k_u_and_seeds(tmp_path, monkeypatc
     assert P.pooled_cell([0.1]) == f"{100 * np.expm1(0.1):+.1f}%"  # one cell: no test
 
 
+def test_guided_pairs_plot_shows_each_seeds_change(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(os.path.join(REPO, "benchmarks"))
+    import guided_pairs as P
+
+    path = str(tmp_path / "runs.jsonl")
+    for k_u, seed, on, off in [(0.1, 2, 0.22, 0.20), (0.1, 1, 0.18, 0.20), (0.5, 1, 0.30, 0.25)]:
+        R.append_record(path, _record("LightGCN+GOUM", seed, on, k_u=k_u))
+        R.append_record(path, _record("LightGCN", seed, off, k_u=k_u))
+    records = R.load_records(path)
+    changes = P.percent_changes(records, "target")
+    assert list(changes) == [("food_kitchen", "LightGCN+GOUM", "LightGCN")]
+    got = changes[("food_kitchen", "LightGCN+GOUM", "LightGCN")]
+    assert got.keys() == {0.1, 0.5}
+    np.testing.assert_allclose(got[0.1], [-10.0, 10.0])  # seed 1, then seed 2
+    np.testing.assert_allclose(got[0.5], [20.0])
+    assert P.percent_changes(records, "source") == {}  # these records have no source metrics
+    png = tmp_path / "guided.png"
+    P.main(["--results", path, "--plot", str(png)])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_plot_styles_give_every_model_its_colour_and_a_guided_model_its_base_colour():
     from sieoug_recbole.benchmark.plots import model_styles
 
