@@ -26,8 +26,9 @@ import numpy as np
 from scipy import stats
 
 from sieoug_recbole.benchmark.grid import guided_base, norm_k_u
+from sieoug_recbole.benchmark.plots import agg_pyplot
 from sieoug_recbole.benchmark.records import load_many, select
-from sieoug_recbole.benchmark.report import paired_tests, same_seed_gain, value_of
+from sieoug_recbole.benchmark.report import k_u_label, paired_tests, same_seed_gain, value_of
 
 #: pairs named outside the "X+GOUM" rule: (with guidance, without)
 EXTRA_PAIRS = [("SIEOUG", "SIEOUG-O")]
@@ -45,6 +46,13 @@ def guided_pairs_of(models):
     """(guided, plain) pairs present among the model names."""
     pairs = [(m, guided_base(m, models)) for m in sorted(models) if guided_base(m, models)]
     return pairs + [(on, off) for on, off in EXTRA_PAIRS if on in models and off in models]
+
+
+def paired_runs(records):
+    """(task, K_u, guided, plain, guided runs by seed, plain runs by seed) per cell and pair, cells in order."""
+    for (task, k_u), models in sorted(runs_by_cell(records).items(), key=lambda cell: cell[0]):
+        for on, off in guided_pairs_of(models):
+            yield task, k_u, on, off, models[on], models[off]
 
 
 def common_values(on, off, domain, split, metric):
@@ -88,15 +96,14 @@ def table(records):
         + " | valid target NDCG@10 | valid source NDCG@10 | top-10 of hidden links at best (chance) |",
         "|---|---:|---|---|---:|" + "---:|" * (len(COLUMNS) + 2) + "---|",
     ]
-    for (task, k_u), models in sorted(runs_by_cell(records).items(), key=lambda cell: cell[0]):
-        for on, off in guided_pairs_of(models):
-            cells = [difference(models[on], models[off], d, "test", m) for d, m in COLUMNS]
-            cells += [difference(models[on], models[off], d, "valid", "ndcg@10") for d in ("target", "source")]
-            n = max(c[2] for c in cells)
-            if n == 0:
-                continue
-            row = [task, f"{100 * k_u:g}%", on, off, str(n)] + [_cell(c[0], c[1]) for c in cells]
-            lines.append("| " + " | ".join(row + [hidden_link_rate(models[on])]) + " |")
+    for task, k_u, on, off, on_runs, off_runs in paired_runs(records):
+        cells = [difference(on_runs, off_runs, d, "test", m) for d, m in COLUMNS]
+        cells += [difference(on_runs, off_runs, d, "valid", "ndcg@10") for d in ("target", "source")]
+        n = max(c[2] for c in cells)
+        if n == 0:
+            continue
+        row = [task, f"{100 * k_u:g}%", on, off, str(n)] + [_cell(c[0], c[1]) for c in cells]
+        lines.append("| " + " | ".join(row + [hidden_link_rate(on_runs)]) + " |")
     return lines
 
 
@@ -129,9 +136,8 @@ def pooled_table(records):
         "|---|---|---|---|---:|" + "---:|" * len(POOLED_COLUMNS),
     ]
     by_pair = {}
-    for (task, k_u), models in runs_by_cell(records).items():
-        for on, off in guided_pairs_of(models):
-            by_pair.setdefault((task, on, off), []).append((k_u, models[on], models[off]))
+    for task, k_u, on, off, on_runs, off_runs in paired_runs(records):
+        by_pair.setdefault((task, on, off), []).append((k_u, on_runs, off_runs))
     for (task, on, off), cells in sorted(by_pair.items()):
         ratios = {
             column: [x for _, a, b in cells for x in log_ratios(a, b, column[1], column[0])]
@@ -149,22 +155,17 @@ def pooled_table(records):
 def percent_changes(records, domain, split="test", metric="ndcg@10"):
     """{(task, guided, plain): {K_u: [100 * (guided / plain - 1) per common seed, by seed]}}."""
     out = {}
-    for (task, k_u), models in sorted(runs_by_cell(records).items(), key=lambda cell: cell[0]):
-        for on, off in guided_pairs_of(models):
-            a, b = common_values(models[on], models[off], domain, split, metric)
-            changes = [100 * (a[s] / b[s] - 1) for s in sorted(a) if b[s] > 0]
-            if changes:
-                out.setdefault((task, on, off), {})[k_u] = changes
+    for task, k_u, on, off, on_runs, off_runs in paired_runs(records):
+        a, b = common_values(on_runs, off_runs, domain, split, metric)
+        changes = [100 * (a[s] / b[s] - 1) for s in sorted(a) if b[s] > 0]
+        if changes:
+            out.setdefault((task, on, off), {})[k_u] = changes
     return out
 
 
 def plot(records, path):
     """A PNG: per pair and K_u, each seed's change of test NDCG@10, target and source panels."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = agg_pyplot()
     domains = ("target", "source")
     changes = {d: percent_changes(records, d) for d in domains}
     pairs = sorted(changes["target"].keys() | changes["source"].keys())
@@ -177,7 +178,7 @@ def plot(records, path):
             for i, k_u in enumerate(k_us):
                 values = changes[domain].get(pair, {}).get(k_u, [])
                 y = row + (i - (len(k_us) - 1) / 2) * width
-                label = f"K_u = {100 * k_u:g}%" if row == 0 else None
+                label = k_u_label(k_u) if row == 0 else None
                 ax.scatter(values, [y] * len(values), color=colours[k_u], s=22, label=label, zorder=3)
                 if values:
                     ax.plot([np.mean(values)] * 2, [y - width / 2, y + width / 2], color=colours[k_u], lw=2)
@@ -187,7 +188,7 @@ def plot(records, path):
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(range(len(pairs)), [f"{on} vs {off}" for _, on, off in pairs])
     axes[0].invert_yaxis()
-    axes[1].legend(loc="lower right", fontsize=8)
+    axes[1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)  # outside: no dot hidden
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

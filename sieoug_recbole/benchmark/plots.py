@@ -20,7 +20,8 @@ from sieoug_recbole.benchmark.records import finished, order_models
 from sieoug_recbole.benchmark.report import DOMAINS, k_u_label, metric_label, value_of
 
 
-def _pyplot():
+def agg_pyplot():
+    """matplotlib.pyplot on the Agg backend (files only, no display), imported on first use."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -57,7 +58,7 @@ def model_styles(models):
 
 def plot_k_u(runs, out, metrics=("hit@10", "ndcg@10"), split="test", prefix=FAMILY_PREFIX):
     """Metric vs K_u per model (error bars: std over seeds); one PNG per task."""
-    plt = _pyplot()
+    plt = agg_pyplot()
     written = []
     tasks = list(dict.fromkeys(r["task"] for r in runs if r.get("k_u") is not None))
     for task in tasks:
@@ -142,7 +143,7 @@ def plot_curves(
     default :func:`~sieoug_recbole.benchmark.grid.family_of` ``ours``) for each (task, K_u);
     ``models`` replaces that choice."""
     prefix = family_of(ours) if prefix is None else prefix
-    plt = _pyplot()
+    plt = agg_pyplot()
     from matplotlib.ticker import MaxNLocator
 
     written = []
@@ -222,7 +223,7 @@ def sensitivity_series(records, key, metrics=("hit@10", "ndcg@10"), split="test"
 def plot_sensitivity(records, key, out, metrics=("hit@10", "ndcg@10"), split="test", models=None):
     """Metric vs ``key``: a row per (task, K_u), a column per metric, a line per model and
     domain (error bars: std over seeds). Log x axis for positive values spanning >= 100x."""
-    plt = _pyplot()
+    plt = agg_pyplot()
     series = sensitivity_series(records, key, metrics, split, models)
     if not series:
         return []
