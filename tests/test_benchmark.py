@@ -626,6 +626,19 @@ def test_report_wilcoxon_from_six_seeds_and_single_seed_cells():
     assert "| LightGCN | 0.2000 (n=1) |" in render_markdown(table)
 
 
+def test_paired_tests_give_no_p_when_the_seed_differences_do_not_vary():
+    from sieoug_recbole.benchmark.report import paired_tests
+
+    # metrics are stored to 4 decimals: two seeds that differ by the same 0.0003 would give a
+    # t statistic of about 1e14 (p ~ 1e-15) from float rounding alone
+    assert paired_tests({1: 0.0224, 2: 0.0229}, {1: 0.0221, 2: 0.0226})["t_p"] is None
+    assert paired_tests({1: 0.2, 2: 0.3}, {1: 0.2, 2: 0.3})["t_p"] is None  # no difference at all
+    ours, base = {1: 0.0224, 2: 0.0231}, {1: 0.0221, 2: 0.0226}
+    assert paired_tests(ours, base)["t_p"] == pytest.approx(
+        stats.ttest_rel([0.0224, 0.0231], [0.0221, 0.0226]).pvalue, rel=1e-12
+    )
+
+
 def test_report_compares_on_the_seeds_both_models_have():
     # LATTICE ran seed 3 only: its one value (0.18) beats FREEDOM's three-seed mean (0.17), but on
     # seed 3 SIEOUG (0.21) gains more over it (+16.7%) than over FREEDOM on seeds 1-3 (+12.7%)

@@ -60,15 +60,24 @@ def cell_stats(values):
     return {"n": n, "mean": float(array.mean()), "std": float(array.std(ddof=1)) if n > 1 else None}
 
 
+DIFFERENCE_RESOLUTION = 1e-9  # per-seed differences closer than this count as equal (metrics have 4 decimals)
+
+
 def paired_tests(ours, base):
-    """p-values of ours vs base over the seeds both have: {n, t_p, wilcoxon_p}."""
+    """p-values of ours vs base over the seeds both have: {n, t_p, wilcoxon_p}.
+
+    No t-test (t_p None) when the per-seed differences do not vary: the metrics are stored to four
+    decimals, so two seeds can differ by the same amount to rounding, and the t statistic is then
+    infinite or undefined, not evidence.
+    """
     from scipy import stats
 
     seeds = sorted(set(ours) & set(base))
     a = np.array([ours[s] for s in seeds], dtype=float)
     b = np.array([base[s] for s in seeds], dtype=float)
     result = {"n": len(seeds), "t_p": None, "wilcoxon_p": None}
-    if len(seeds) >= 2:
+    differences_vary = len(seeds) >= 2 and np.ptp(a - b) > DIFFERENCE_RESOLUTION
+    if differences_vary:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             result["t_p"] = float(stats.ttest_rel(a, b).pvalue)
