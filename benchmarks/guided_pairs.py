@@ -28,7 +28,7 @@ from scipy import stats
 from sieoug_recbole.benchmark.grid import guided_base, norm_k_u
 from sieoug_recbole.benchmark.plots import agg_pyplot
 from sieoug_recbole.benchmark.records import load_many, select
-from sieoug_recbole.benchmark.report import k_u_label, paired_tests, same_seed_gain, value_of
+from sieoug_recbole.benchmark.report import differences_vary, k_u_label, paired_tests, same_seed_gain, value_of
 
 #: pairs named outside the "X+GOUM" rule: (with guidance, without)
 EXTRA_PAIRS = [("SIEOUG", "SIEOUG-O")]
@@ -122,7 +122,7 @@ def pooled_cell(ratios):
         return "—"
     text = f"{100 * np.expm1(np.mean(ratios)):+.1f}%"
     lost = sum(r < 0 for r in ratios)
-    if len(ratios) >= 2 and np.std(ratios) > 0:
+    if differences_vary(np.asarray(ratios)):
         text += f" (p {stats.ttest_1samp(ratios, 0.0).pvalue:.2g}, lower in {lost}/{len(ratios)})"
     return text
 

@@ -63,6 +63,12 @@ def cell_stats(values):
 DIFFERENCE_RESOLUTION = 1e-9  # per-seed differences closer than this count as equal (metrics have 4 decimals)
 
 
+def differences_vary(differences):
+    """Whether a t-test over these per-seed differences means anything: two or more of them, not
+    all equal (to DIFFERENCE_RESOLUTION; equal ones give an infinite or undefined t statistic)."""
+    return len(differences) >= 2 and float(np.ptp(differences)) > DIFFERENCE_RESOLUTION
+
+
 def paired_tests(ours, base):
     """p-values of ours vs base over the seeds both have: {n, t_p, wilcoxon_p}.
 
@@ -76,8 +82,7 @@ def paired_tests(ours, base):
     a = np.array([ours[s] for s in seeds], dtype=float)
     b = np.array([base[s] for s in seeds], dtype=float)
     result = {"n": len(seeds), "t_p": None, "wilcoxon_p": None}
-    differences_vary = len(seeds) >= 2 and np.ptp(a - b) > DIFFERENCE_RESOLUTION
-    if differences_vary:
+    if differences_vary(a - b):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             result["t_p"] = float(stats.ttest_rel(a, b).pvalue)
