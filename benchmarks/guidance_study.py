@@ -114,14 +114,14 @@ def specs_of(tags, seeds, task):
 
 
 def _paired(values, baseline):
-    """(mean difference, two-sided paired t-test p) over the seeds both have."""
-    seeds = sorted(set(values) & set(baseline))
-    if len(seeds) < 2:
-        return (np.mean([values[s] - baseline[s] for s in seeds]) if seeds else float("nan")), float("nan")
-    from scipy import stats
+    """(mean difference, two-sided paired t-test p) over the seeds both have; p is nan where
+    ``report.paired_tests`` gives none (under two seeds, or differences that do not vary)."""
+    from sieoug_recbole.benchmark.report import paired_tests
 
-    diff = [values[s] - baseline[s] for s in seeds]
-    return float(np.mean(diff)), float(stats.ttest_rel([values[s] for s in seeds], [baseline[s] for s in seeds]).pvalue)
+    seeds = sorted(set(values) & set(baseline))
+    mean = float(np.mean([values[s] - baseline[s] for s in seeds])) if seeds else float("nan")
+    p = paired_tests(values, baseline)["t_p"]
+    return mean, float("nan") if p is None else p
 
 
 #: guidance on against off under the same settings (paired over the seeds both ran)
