@@ -6,7 +6,9 @@ models and seeds at the grid's short cap.
 
 Per model: the seeds, each run's best epoch and epochs run, mean ± std of the test metrics
 of both domains, target NDCG@10 of the capped runs of the same seeds, and the wall-clock seconds
-per epoch (the run's time over its epochs, validation of both domains included). Below it, for the
+per epoch (the run's time over its epochs, validation of both domains included; the range follows
+when the runs differ by more than a quarter, e.g. when they ran on hosts of different speed, which
+a record's ``host_id`` and ``cpu_probe_ms`` tell apart). Below it, for the
 first model (default SIEOUG) against each other one, the relative difference of the means
 and a paired t-test over the seeds both have, at the long cap.
 """
@@ -29,10 +31,21 @@ def runs_of(paths, task, k_u):
     return out
 
 
+# Above this ratio of the slowest run's seconds per epoch to the fastest's, the cell shows the
+# range: a mean over runs made on hosts of different speed would hide it.
+SPREAD_SHOWN = 1.25
+
+
 def seconds_per_epoch(runs):
-    """Mean over the runs of wall-clock seconds / epochs run (training and both domains' validation)."""
+    """Mean over the runs of wall-clock seconds / epochs run (training and both domains'
+    validation), with the range in brackets when the runs differ by more than SPREAD_SHOWN."""
     values = [r["wall_time_s"] / r["n_epochs"] for r in runs.values() if r.get("wall_time_s") and r.get("n_epochs")]
-    return f"{sum(values) / len(values):.1f}" if values else "—"
+    if not values:
+        return "—"
+    text = f"{sum(values) / len(values):.1f}"
+    if max(values) > SPREAD_SHOWN * min(values):
+        text += f" ({min(values):.0f}-{max(values):.0f})"
+    return text
 
 
 def table(long_runs, capped_runs, ours="SIEOUG", split="test"):

@@ -18,8 +18,8 @@ from scipy import stats
 
 import sieoug_recbole
 from sieoug_recbole.benchmark import grid as G
+from sieoug_recbole.benchmark import hostinfo, runner
 from sieoug_recbole.benchmark import records as R
-from sieoug_recbole.benchmark import runner
 from sieoug_recbole.benchmark.cli import main
 from sieoug_recbole.benchmark.report import build_report
 
@@ -849,6 +849,29 @@ def test_record_names_the_commit_the_run_started_from(monkeypatch, synthetic_dir
     }
     record = runner.run_one(spec, run_dir=str(tmp_path / "run"))
     assert record["versions"]["git"] == "commit-at-start"
+    assert record["host_id"] == hostinfo.host_id() and record["cpu_probe_ms"] > 0
+
+
+def test_host_id_tells_machines_with_one_host_name_apart(tmp_path):
+    first, second, missing = tmp_path / "a", tmp_path / "b", tmp_path / "none"
+    first.write_text("uuid-of-machine-a\n")
+    second.write_text("uuid-of-machine-b\n")
+    ids = {hostinfo.host_id((str(path),)) for path in (first, second)}
+    assert len(ids) == 2 and all(len(i) == 12 and int(i, 16) >= 0 for i in ids)
+    assert hostinfo.host_id((str(first),)) == hostinfo.host_id((str(missing), str(first)))  # first readable
+    assert hostinfo.host_id((str(missing),)) != hostinfo.host_id((str(first),))  # host name alone
+
+
+def test_seconds_per_epoch_shows_the_range_of_runs_from_hosts_of_different_speed(monkeypatch):
+    monkeypatch.syspath_prepend(os.path.join(REPO, "benchmarks"))
+    import convergence_table as C
+
+    def runs(*seconds):
+        return {i: {"wall_time_s": 10 * s, "n_epochs": 10} for i, s in enumerate(seconds)}
+
+    assert C.seconds_per_epoch(runs(12.0, 13.0, 14.0)) == "13.0"  # within a quarter: the mean alone
+    assert C.seconds_per_epoch(runs(29.0, 48.0, 53.0)) == "43.3 (29-53)"
+    assert C.seconds_per_epoch({1: {"n_epochs": 3}}) == "—"
 
 
 def test_versions_of_a_checkout_that_is_not_installed(monkeypatch):

@@ -13,7 +13,9 @@ Fields of a line (``status`` "ok")::
     domains {source, target: dataset name}, resolved_config,
     wall_time_s (training + evaluation), process_time_s (the whole worker), run_dir,
     versions {python, torch, numpy, scipy, recbole, recbole_cdr, sieoug_recbole, git},
-    host, device, threads, finished_at
+    host, host_id (a stable hash of the machine's id: host names repeat across virtual machines),
+    device, threads, cpu_probe_ms (median time of a fixed 384 x 384 matrix product on the run's
+    threads, just before training: how fast the host was), finished_at
 
 A failed run has ``status`` "failed" and ``error`` (message and the end of its log) instead of
 the metrics. Lines are only appended; when a key has several lines the last one counts.

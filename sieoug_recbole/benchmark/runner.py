@@ -27,6 +27,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from sieoug_recbole.benchmark.grid import load_yaml, overrides_hash, run_id, run_key
+from sieoug_recbole.benchmark.hostinfo import cpu_probe_ms, host_id
 from sieoug_recbole.benchmark.lifeline import parent_env
 from sieoug_recbole.benchmark.records import append_record, latest_by_key, load_records
 from sieoug_recbole.jsonable import jsonable
@@ -201,6 +202,7 @@ def run_one(spec, run_dir=None, verbose=False, threads=1):
 
     if threads:
         torch.set_num_threads(int(threads))
+    probe_ms = cpu_probe_ms()  # timed before training, on the run's own thread count
     run_dir = os.path.abspath(run_dir or os.path.join("benchmark_runs", run_id(spec)))
     os.makedirs(run_dir, exist_ok=True)
     config_dict = dict(spec["overrides"])
@@ -216,7 +218,14 @@ def run_one(spec, run_dir=None, verbose=False, threads=1):
         config_dict.setdefault("state", "ERROR")
     with _plain_argv(), _tensorboard_in(os.path.join(run_dir, "tensorboard")):
         record = _train(spec, config_dict, verbose)
-    record.update({"process_time_s": round(time.time() - started, 3), "run_dir": run_dir, "threads": threads})
+    record.update(
+        {
+            "process_time_s": round(time.time() - started, 3),
+            "run_dir": run_dir,
+            "threads": threads,
+            "cpu_probe_ms": probe_ms,
+        }
+    )
     return record
 
 
@@ -287,6 +296,7 @@ def _train(spec, config_dict, verbose):
         "run_dir": None,
         "versions": produced_by,
         "host": socket.gethostname(),
+        "host_id": host_id(),
         "device": device,
         "threads": None,
         "finished_at": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -308,6 +318,7 @@ def failed_record(spec, error, run_dir=None, wall=None):
         "process_time_s": None if wall is None else round(wall, 3),
         "run_dir": run_dir,
         "host": socket.gethostname(),
+        "host_id": host_id(),
         "finished_at": datetime.datetime.now().isoformat(timespec="seconds"),
     }
 
