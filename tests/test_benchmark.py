@@ -229,8 +229,39 @@ def test_unregistered_models_are_skipped_loudly(synthetic_dir, tmp_path, capsys)
     assert "not registered: NoSuchModel" in err and "registered models: " in err
     planned = [line for line in out.splitlines() if line.startswith("to run")]
     assert len(planned) == 3 and "NoSuchModel" not in out  # 3 default seeds
+    assert "estimated: 0 of 3 run(s), 0 min of runs; no earlier run of Pop with these overrides" in out
     assert main(args + ["--strict"]) == 2
     assert main(["run", "--models", "NoSuchModel", "--task", TASK, "--results", str(results)]) == 2
+
+
+def test_estimate_of_the_runs_to_do_comes_from_finished_runs_of_the_same_protocol():
+    from sieoug_recbole.benchmark.estimate import estimate_lines, run_seconds
+
+    capped = {"train_epochs": ["BOTH:200"]}
+    records = [
+        dict(_record("SIEOUG", seed, 0.2, k_u=0.1, overrides=capped), process_time_s=seconds)
+        for seed, seconds in ((1, 600), (2, 1800), (3, 1200))
+    ]
+    records += [
+        dict(_record("SIEOUG", 1, 0.2, k_u=0.5, overrides=capped), wall_time_s=9000),  # another K_u
+        dict(_record("FREEDOM", 1, 0.2, k_u=0.5, overrides=capped), process_time_s=300),
+        dict(_record("FREEDOM", 2, 0.2, k_u=0.5, overrides=capped), status="failed", process_time_s=5),
+        dict(_record("LightGCN", 1, 0.2, overrides={"train_epochs": ["BOTH:40"]}), process_time_s=60),
+    ]
+
+    def spec(model, k_u, seed=9):
+        return {"model": model, "task": "food_kitchen", "k_u": k_u, "seed": seed, "overrides": capped}
+
+    assert run_seconds(spec("SIEOUG", 0.1), records) == (1200, 3, True)  # this K_u's runs only
+    assert run_seconds(spec("SIEOUG", 0.9), records) == (1500, 4, False)  # every K_u of the protocol
+    assert run_seconds(spec("FREEDOM", 0.1), records) == (300, 1, False)  # the failed run is no evidence
+    assert run_seconds(spec("LightGCN", 0.1), records) is None  # only under another epoch cap
+    lines = estimate_lines([spec("SIEOUG", 0.1), spec("FREEDOM", 0.5), spec("LightGCN", 0.1)], records, jobs=2)
+    assert lines[0] == "  SIEOUG food_kitchen K_u=0.1 seed=9: ~20 min (median of 3 run(s), this task and K_u)"
+    assert lines[1].endswith("~5 min (median of 1 run(s), this task and K_u)")
+    assert lines[2].startswith("estimated: 2 of 3 run(s), 25 min of runs, at least 12 min with --jobs 2; ")
+    assert "no earlier run of LightGCN with these overrides" in lines[2]
+    assert estimate_lines([spec("SIEOUG", 0.1)] * 10, records)[-1].startswith("estimated: 10 of 10 run(s), 3.3 h")
 
 
 # ------------------------------------------------------------------------------- grid pieces

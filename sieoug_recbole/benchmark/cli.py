@@ -12,7 +12,7 @@ import yaml
 
 from sieoug_recbole.benchmark import grid as G
 from sieoug_recbole.benchmark import ray_backend
-from sieoug_recbole.benchmark.records import load_many, select
+from sieoug_recbole.benchmark.records import load_many, load_records, select
 
 
 def _comma_list(values):
@@ -259,6 +259,10 @@ def _run_grid_command(args, remote):
             for spec in group:
                 print(f"{label:16s} {describe(spec)} overrides={json.dumps(spec['overrides'], sort_keys=True)}")
         print(f"{len(done)} done, {len(failed)} failed, {len(todo)} to run")
+        if todo:
+            from sieoug_recbole.benchmark.estimate import estimate_lines
+
+            print("\n".join(estimate_lines(todo, load_records(args.results), jobs=args.jobs)))
         return 0
     with _sigterm_interrupts():
         new = run_grid(
