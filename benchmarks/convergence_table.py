@@ -44,7 +44,7 @@ def seconds_per_epoch(runs):
         return "—"
     text = f"{sum(values) / len(values):.1f}"
     if max(values) > SPREAD_SHOWN * min(values):
-        text += f" ({min(values):.0f}-{max(values):.0f})"
+        text += f" ({min(values):.1f}-{max(values):.1f})"
     return text
 
 

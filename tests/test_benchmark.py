@@ -8,6 +8,7 @@ import csv
 import json
 import math
 import os
+import re
 import sys
 import time
 
@@ -229,7 +230,7 @@ def test_unregistered_models_are_skipped_loudly(synthetic_dir, tmp_path, capsys)
     assert "not registered: NoSuchModel" in err and "registered models: " in err
     planned = [line for line in out.splitlines() if line.startswith("to run")]
     assert len(planned) == 3 and "NoSuchModel" not in out  # 3 default seeds
-    assert "estimated: 0 of 3 run(s), 0 min of runs; no earlier run of Pop with these overrides" in out
+    assert "estimated: 0 of 3 run(s); no earlier run of Pop with these overrides in the results file" in out
     assert main(args + ["--strict"]) == 2
     assert main(["run", "--models", "NoSuchModel", "--task", TASK, "--results", str(results)]) == 2
 
@@ -256,12 +257,18 @@ def test_estimate_of_the_runs_to_do_comes_from_finished_runs_of_the_same_protoco
     assert run_seconds(spec("SIEOUG", 0.9), records) == (1500, 4, False)  # every K_u of the protocol
     assert run_seconds(spec("FREEDOM", 0.1), records) == (300, 1, False)  # the failed run is no evidence
     assert run_seconds(spec("LightGCN", 0.1), records) is None  # only under another epoch cap
-    lines = estimate_lines([spec("SIEOUG", 0.1), spec("FREEDOM", 0.5), spec("LightGCN", 0.1)], records, jobs=2)
+    records.append(dict(_record("FREEDOM", 3, 0.2, k_u=0.5, overrides=capped), process_time_s=100, overrides_hash=None))
+    assert run_seconds(spec("FREEDOM", 0.5), records) == (200, 2, True)  # a record without its hash still matches
+    todo = [spec("SIEOUG", 0.1), spec("FREEDOM", 0.5), spec("LightGCN", 0.1)]
+    lines = estimate_lines(todo, records, jobs=2)
     assert lines[0] == "  SIEOUG food_kitchen K_u=0.1 seed=9: ~20 min (median of 3 run(s), this task and K_u)"
-    assert lines[1].endswith("~5 min (median of 1 run(s), this task and K_u)")
-    assert lines[2].startswith("estimated: 2 of 3 run(s), 25 min of runs, at least 12 min with --jobs 2; ")
-    assert "no earlier run of LightGCN with these overrides" in lines[2]
-    assert estimate_lines([spec("SIEOUG", 0.1)] * 10, records)[-1].startswith("estimated: 10 of 10 run(s), 3.3 h")
+    assert lines[1].endswith("~3 min (median of 2 run(s), this task and K_u)")
+    # 23 min of runs; two at a time take at least the longest run (20 min), not 23 / 2
+    assert lines[2].startswith("estimated: 2 of 3 run(s), 23 min of runs, at least 20 min with --jobs 2 ")
+    assert lines[2].endswith("; no earlier run of LightGCN with these overrides in the results file")
+    assert estimate_lines([spec("SIEOUG", 0.1)] * 10, records)[-1] == (
+        "estimated: 10 of 10 run(s), 3.3 h of runs (the host's speed is not accounted for)"
+    )
 
 
 # ------------------------------------------------------------------------------- grid pieces
@@ -880,17 +887,37 @@ def test_record_names_the_commit_the_run_started_from(monkeypatch, synthetic_dir
     }
     record = runner.run_one(spec, run_dir=str(tmp_path / "run"))
     assert record["versions"]["git"] == "commit-at-start"
-    assert record["host_id"] == hostinfo.host_id() and record["cpu_probe_ms"] > 0
+
+
+def test_records_say_which_host_ran_them_and_how_fast_it_was(monkeypatch, synthetic_dir, tmp_path):
+    monkeypatch.setattr(runner, "host_id", lambda: "machine-a")
+    monkeypatch.setattr(runner, "cpu_probe_ms", lambda: 1.25)
+    spec = {
+        "model": "Pop",
+        "task": "syn",
+        "k_u": 0.5,
+        "config_files": [SYNTHETIC_YAML],
+        "seed": 1,
+        "overrides": {"train_epochs": ["BOTH:1"], "data_path": f"{synthetic_dir}{os.sep}"},
+        "sweep": None,
+    }
+    record = runner.run_one(spec, run_dir=str(tmp_path / "run"))
+    assert (record["host_id"], record["cpu_probe_ms"]) == ("machine-a", 1.25)
+    assert runner.failed_record(spec, "RuntimeError: x")["host_id"] == "machine-a"
+    assert hostinfo.cpu_probe_ms(size=64, repeats=3) > 0
 
 
 def test_host_id_tells_machines_with_one_host_name_apart(tmp_path):
-    first, second, missing = tmp_path / "a", tmp_path / "b", tmp_path / "none"
+    first, second, empty, missing = tmp_path / "a", tmp_path / "b", tmp_path / "empty", tmp_path / "none"
     first.write_text("uuid-of-machine-a\n")
     second.write_text("uuid-of-machine-b\n")
+    empty.write_text("\n")
     ids = {hostinfo.host_id((str(path),)) for path in (first, second)}
-    assert len(ids) == 2 and all(len(i) == 12 and int(i, 16) >= 0 for i in ids)
-    assert hostinfo.host_id((str(first),)) == hostinfo.host_id((str(missing), str(first)))  # first readable
-    assert hostinfo.host_id((str(missing),)) != hostinfo.host_id((str(first),))  # host name alone
+    assert len(ids) == 2 and all(re.fullmatch("[0-9a-f]{12}", i) for i in ids)
+    assert hostinfo.host_id((str(first),)) == hostinfo.host_id((str(first),))  # stable
+    # the first readable, non-empty file counts
+    assert hostinfo.host_id((str(missing), str(empty), str(first), str(second))) == hostinfo.host_id((str(first),))
+    assert hostinfo.host_id((str(missing),)) != hostinfo.host_id((str(first),))  # the host name alone
 
 
 def test_seconds_per_epoch_shows_the_range_of_runs_from_hosts_of_different_speed(monkeypatch):
@@ -901,7 +928,7 @@ def test_seconds_per_epoch_shows_the_range_of_runs_from_hosts_of_different_speed
         return {i: {"wall_time_s": 10 * s, "n_epochs": 10} for i, s in enumerate(seconds)}
 
     assert C.seconds_per_epoch(runs(12.0, 13.0, 14.0)) == "13.0"  # within a quarter: the mean alone
-    assert C.seconds_per_epoch(runs(29.0, 48.0, 53.0)) == "43.3 (29-53)"
+    assert C.seconds_per_epoch(runs(29.0, 48.0, 53.0)) == "43.3 (29.0-53.0)"
     assert C.seconds_per_epoch({1: {"n_epochs": 3}}) == "—"
 
 

@@ -262,7 +262,8 @@ def _run_grid_command(args, remote):
         if todo:
             from sieoug_recbole.benchmark.estimate import estimate_lines
 
-            print("\n".join(estimate_lines(todo, load_records(args.results), jobs=args.jobs)))
+            jobs = args.jobs if args.backend == "local" else None  # Ray's parallelism is the cluster's
+            print("\n".join(estimate_lines(todo, load_records(args.results), jobs=jobs)))
         return 0
     with _sigterm_interrupts():
         new = run_grid(

@@ -8,7 +8,8 @@ import statistics
 import time
 
 # Files that identify a machine, most specific first: the hardware UUID of a (virtual)
-# machine, then the operating system's id (cloned images can share it).
+# machine (readable by root only on most systems), then the operating system's id (cloned
+# images can share it).
 MACHINE_ID_FILES = ("/sys/class/dmi/id/product_uuid", "/etc/machine-id")
 
 
