@@ -865,6 +865,19 @@ def test_sensitivity_series_groups_by_value():
     assert math.isclose(np.mean(points[0.01][("target", "hit@10")]), 1.501)
 
 
+def _one_epoch_pop_spec(synthetic_dir):
+    """A spec that trains Pop for one epoch on the synthetic pair."""
+    return {
+        "model": "Pop",
+        "task": "syn",
+        "k_u": 0.5,
+        "config_files": [SYNTHETIC_YAML],
+        "seed": 1,
+        "overrides": {"train_epochs": ["BOTH:1"], "data_path": f"{synthetic_dir}{os.sep}"},
+        "sweep": None,
+    }
+
+
 def test_record_names_the_commit_the_run_started_from(monkeypatch, synthetic_dir, tmp_path):
     checkout = {"head": "commit-at-start"}
     monkeypatch.setattr(runner, "_git_commit", lambda: checkout["head"])
@@ -876,15 +889,7 @@ def test_record_names_the_commit_the_run_started_from(monkeypatch, synthetic_dir
         return result
 
     monkeypatch.setattr(sieoug_recbole, "run", run_then_move_checkout)
-    spec = {
-        "model": "Pop",
-        "task": "syn",
-        "k_u": 0.5,
-        "config_files": [SYNTHETIC_YAML],
-        "seed": 1,
-        "overrides": {"train_epochs": ["BOTH:1"], "data_path": f"{synthetic_dir}{os.sep}"},
-        "sweep": None,
-    }
+    spec = _one_epoch_pop_spec(synthetic_dir)
     record = runner.run_one(spec, run_dir=str(tmp_path / "run"))
     assert record["versions"]["git"] == "commit-at-start"
 
@@ -892,15 +897,7 @@ def test_record_names_the_commit_the_run_started_from(monkeypatch, synthetic_dir
 def test_records_say_which_host_ran_them_and_how_fast_it_was(monkeypatch, synthetic_dir, tmp_path):
     monkeypatch.setattr(runner, "host_id", lambda: "machine-a")
     monkeypatch.setattr(runner, "cpu_probe_ms", lambda: 1.25)
-    spec = {
-        "model": "Pop",
-        "task": "syn",
-        "k_u": 0.5,
-        "config_files": [SYNTHETIC_YAML],
-        "seed": 1,
-        "overrides": {"train_epochs": ["BOTH:1"], "data_path": f"{synthetic_dir}{os.sep}"},
-        "sweep": None,
-    }
+    spec = _one_epoch_pop_spec(synthetic_dir)
     record = runner.run_one(spec, run_dir=str(tmp_path / "run"))
     assert (record["host_id"], record["cpu_probe_ms"]) == ("machine-a", 1.25)
     assert runner.failed_record(spec, "RuntimeError: x")["host_id"] == "machine-a"
