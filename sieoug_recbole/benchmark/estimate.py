@@ -17,18 +17,25 @@ def _time_of(record):
     return record.get("process_time_s") or record.get("wall_time_s")
 
 
+def _timed_runs(records):
+    """(run key, seconds) of each finished run that has a time, keyed once for all specs."""
+    return [(run_key(r), _time_of(r)) for r in finished(records) if _time_of(r)]
+
+
+def _median_of(spec, timed):
+    model, task, k_u, _, overrides = run_key(spec)
+    same_overrides = [(key, seconds) for key, seconds in timed if key[0] == model and key[4] == overrides]
+    same_task = [seconds for key, seconds in same_overrides if key[1:3] == (task, k_u)]
+    times = same_task or [seconds for _, seconds in same_overrides]
+    if not times:
+        return None
+    return statistics.median(times), len(times), bool(same_task)
+
+
 def run_seconds(spec, records):
     """(median seconds, how many runs it comes from, whether they share the spec's task and
     K_u) for one spec, or None when no finished run of its model and overrides has a time."""
-    model, task, k_u, _, overrides = run_key(spec)
-    same_overrides = [
-        r for r in finished(records) if run_key(r)[0] == model and run_key(r)[4] == overrides and _time_of(r)
-    ]
-    same_task = [r for r in same_overrides if run_key(r)[1:3] == (task, k_u)]
-    runs = same_task or same_overrides
-    if not runs:
-        return None
-    return statistics.median(_time_of(r) for r in runs), len(runs), bool(same_task)
+    return _median_of(spec, _timed_runs(records))
 
 
 def duration_text(seconds):
@@ -40,9 +47,10 @@ def estimate_lines(todo, records, jobs=None):
     """One line per run to do (its estimate and where it comes from) and a total line: the sum,
     and with ``jobs`` runs in parallel a lower bound of the wall clock (the sum over ``jobs``, at
     least the longest run)."""
+    timed = _timed_runs(records)
     lines, times, unknown = [], [], []
     for spec in todo:
-        found = run_seconds(spec, records)
+        found = _median_of(spec, timed)
         if found is None:
             unknown.append(spec["model"])
             continue
