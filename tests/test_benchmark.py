@@ -412,6 +412,14 @@ def test_model_set_for_a_model_not_run_is_an_error(synthetic_dir, tmp_path, caps
     assert "SIEUG is not among the models run (Pop)" in capsys.readouterr().err
 
 
+def test_dry_run_reports_a_bad_results_line_once(synthetic_dir, tmp_path, recwarn):
+    results = tmp_path / "r.jsonl"
+    results.write_text('{"model": "Pop", "status": "ok"\n')  # cut short by a crash
+    args = ["run", "--models", "Pop", "--task", TASK, "--results", str(results)]
+    assert main(args + ["--set", f"data_path={synthetic_dir}{os.sep}", "--dry-run"]) == 0
+    assert [str(w.message) for w in recwarn].count(f"{results}: skipped 1 unreadable line(s)") == 1
+
+
 def test_a_run_made_with_other_yaml_values_is_flagged(tmp_path):
     task_yaml = tmp_path / "task.yaml"
     original = open(SYNTHETIC_YAML, encoding="utf-8").read()

@@ -252,7 +252,8 @@ def _run_grid_command(args, remote):
     from sieoug_recbole.benchmark.runner import changed_warning, describe, plan, run_grid
 
     if args.dry_run:
-        todo, done, failed, changed = plan(specs, args.results, args.retry_failed, args.rerun_changed)
+        records = load_records(args.results)  # read once: a bad line is reported once
+        todo, done, failed, changed = plan(specs, args.results, args.retry_failed, args.rerun_changed, records)
         if changed:
             print(changed_warning(changed, args.rerun_changed), file=sys.stderr)
         for label, group in (("done", done), ("failed (skipped)", failed), ("to run", todo)):
@@ -263,7 +264,7 @@ def _run_grid_command(args, remote):
             from sieoug_recbole.benchmark.estimate import estimate_lines
 
             jobs = args.jobs if args.backend == "local" else None  # Ray's parallelism is the cluster's
-            print("\n".join(estimate_lines(todo, load_records(args.results), jobs=jobs)))
+            print("\n".join(estimate_lines(todo, records, jobs=jobs)))
         return 0
     with _sigterm_interrupts():
         new = run_grid(

@@ -560,15 +560,19 @@ def model_takes_key(model, key):
     return key in model_yaml_keys(model) or not any(key in model_yaml_keys(name) for name in model_names())
 
 
-def plan(specs, results, retry_failed=False, rerun_changed=False):
+def plan(specs, results, retry_failed=False, rerun_changed=False, records=None):
     """Split specs into (to run, done, failed-and-skipped, changed) against a results file.
+
+    ``records``: the results file's records when the caller has read them already (the file is
+    then not read again).
 
     ``changed``: finished runs whose record was made with other values in the task or model
     yaml than the spec has now (:func:`settings_hash`); they count as done unless
     ``rerun_changed`` (then they run again and the new record replaces the old one). Records
     from before the hash existed are never flagged. Each spec gets its ``settings_hash``.
     """
-    records = load_records(results)
+    if records is None:
+        records = load_records(results)
     latest = latest_by_key(records)
     last_ok = {run_key(r): r for r in records if r.get("status") == "ok"}
     todo, done, skipped_failed, changed = [], [], [], []
