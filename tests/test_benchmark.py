@@ -253,12 +253,12 @@ def test_estimate_of_the_runs_to_do_comes_from_finished_runs_of_the_same_protoco
     def spec(model, k_u, seed=9):
         return {"model": model, "task": "food_kitchen", "k_u": k_u, "seed": seed, "overrides": capped}
 
-    assert run_seconds(spec("SIEOUG", 0.1), records) == (1200, 3, True)  # this K_u's runs only
-    assert run_seconds(spec("SIEOUG", 0.9), records) == (1500, 4, False)  # every K_u of the protocol
-    assert run_seconds(spec("FREEDOM", 0.1), records) == (300, 1, False)  # the failed run is no evidence
+    assert run_seconds(spec("SIEOUG", 0.1), records) == (1200, 3, True, False)  # this K_u's runs only
+    assert run_seconds(spec("SIEOUG", 0.9), records) == (1500, 4, False, False)  # every K_u of the protocol
+    assert run_seconds(spec("FREEDOM", 0.1), records) == (300, 1, False, False)  # the failed run is no evidence
     assert run_seconds(spec("LightGCN", 0.1), records) is None  # only under another epoch cap
     records.append(dict(_record("FREEDOM", 3, 0.2, k_u=0.5, overrides=capped), process_time_s=100, overrides_hash=None))
-    assert run_seconds(spec("FREEDOM", 0.5), records) == (200, 2, True)  # a record without its hash still matches
+    assert run_seconds(spec("FREEDOM", 0.5), records) == (200, 2, True, False)  # a record without its hash matches
     todo = [spec("SIEOUG", 0.1), spec("FREEDOM", 0.5), spec("LightGCN", 0.1)]
     lines = estimate_lines(todo, records, jobs=2)
     assert lines[0] == "  SIEOUG food_kitchen K_u=0.1 seed=9: ~20 min (median of 3 run(s), this task and K_u)"
@@ -269,6 +269,39 @@ def test_estimate_of_the_runs_to_do_comes_from_finished_runs_of_the_same_protoco
     assert estimate_lines([spec("SIEOUG", 0.1)] * 10, records)[-1] == (
         "estimated: 10 of 10 run(s), 3.3 h of runs (the host's speed is not accounted for)"
     )
+
+
+def test_estimate_prefers_the_runs_of_the_host_it_will_run_on():
+    from sieoug_recbole.benchmark.estimate import estimate_lines, run_seconds
+
+    capped = {"train_epochs": ["BOTH:200"]}
+
+    def record(seed, k_u, seconds, host):
+        return dict(_record("DisenCDR", seed, 0.2, k_u=k_u, overrides=capped), process_time_s=seconds, host_id=host)
+
+    # a fast host ran every K_u; the slow one (twice the time) only K_u = 0.5
+    records = [record(seed, k_u, 1800, "fast") for seed in (1, 2) for k_u in (0.1, 0.5, 0.9)]
+    records += [record(1, 0.5, 3600, "slow"), record(2, 0.5, 4000, "slow")]
+
+    def spec(k_u):
+        return {"model": "DisenCDR", "task": "food_kitchen", "k_u": k_u, "seed": 9, "overrides": capped}
+
+    # the slow host's own runs win over another host's runs on the same K_u
+    assert run_seconds(spec(0.9), records, host="slow") == (3800, 2, False, True)
+    assert run_seconds(spec(0.5), records, host="slow") == (3800, 2, True, True)
+    assert run_seconds(spec(0.9), records, host="fast") == (1800, 2, True, True)
+    # a host with no run of the model: every host's runs, the same K_u first
+    assert run_seconds(spec(0.9), records, host="new") == (1800, 2, True, False)
+    assert run_seconds(spec(0.9), records) == (1800, 2, True, False)  # no host given: as "new"
+    lines = estimate_lines([spec(0.9), spec(0.5)], records, jobs=1, host="slow")
+    assert lines[0].endswith("~63 min (median of 2 run(s), this host, other tasks or K_u)")
+    assert lines[1].endswith("~63 min (median of 2 run(s), this host, this task and K_u)")
+    assert lines[2] == "estimated: 2 of 2 run(s), 2.1 h of runs (2 of 2 from this host's own runs)"
+    lines = estimate_lines([spec(0.9)], records, host="new")
+    assert lines == [
+        "  DisenCDR food_kitchen K_u=0.9 seed=9: ~30 min (median of 2 run(s), other hosts, this task and K_u)",
+        "estimated: 1 of 1 run(s), 30 min of runs (0 of 1 from this host's own runs)",
+    ]
 
 
 # ------------------------------------------------------------------------------- grid pieces

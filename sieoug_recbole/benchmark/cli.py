@@ -262,9 +262,12 @@ def _run_grid_command(args, remote):
         print(f"{len(done)} done, {len(failed)} failed, {len(todo)} to run")
         if todo:
             from sieoug_recbole.benchmark.estimate import estimate_lines
+            from sieoug_recbole.benchmark.hostinfo import host_id
 
-            jobs = args.jobs if args.backend == "local" else None  # Ray's parallelism is the cluster's
-            print("\n".join(estimate_lines(todo, records, jobs=jobs)))
+            # Ray's parallelism and hosts are the cluster's
+            local = args.backend == "local"
+            jobs, host = (args.jobs, host_id()) if local else (None, None)
+            print("\n".join(estimate_lines(todo, records, jobs=jobs, host=host)))
         return 0
     with _sigterm_interrupts():
         new = run_grid(
