@@ -453,6 +453,23 @@ def test_dry_run_reports_a_bad_results_line_once(synthetic_dir, tmp_path, recwar
     assert [str(w.message) for w in recwarn].count(f"{results}: skipped 1 unreadable line(s)") == 1
 
 
+def test_dry_run_estimates_from_this_machines_runs(synthetic_dir, tmp_path, capsys):
+    from sieoug_recbole.benchmark.hostinfo import host_id
+
+    results = tmp_path / "r.jsonl"
+    args = ["run", "--models", "Pop", "--task", TASK, "--seeds", "1,2,3", "--results", str(results)]
+    args += ["--set", f"data_path={synthetic_dir}{os.sep}", "--dry-run"]
+    assert main(args) == 0
+    overrides = json.loads(capsys.readouterr().out.splitlines()[0].split("overrides=", 1)[1])
+    for seed, host, seconds in ((1, host_id(), 600), (2, "elsewhere", 60)):
+        record = {"model": "Pop", "task": "syn", "k_u": 0.5, "seed": seed, "overrides": overrides, "status": "ok"}
+        R.append_record(str(results), dict(record, host_id=host, process_time_s=seconds))
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "Pop syn K_u=0.5 seed=3: ~10 min (median of 1 run(s), this host, this task and K_u)" in out
+    assert "(1 of 1 from this host's own runs)" in out
+
+
 def test_a_run_made_with_other_yaml_values_is_flagged(tmp_path):
     task_yaml = tmp_path / "task.yaml"
     original = open(SYNTHETIC_YAML, encoding="utf-8").read()
