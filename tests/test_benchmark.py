@@ -720,6 +720,10 @@ def test_report_wilcoxon_from_six_seeds_and_single_seed_cells():
     from sieoug_recbole.benchmark.report import render_markdown
 
     assert "| LightGCN | 0.2000 (n=1) |" in render_markdown(table)
+    # a single run above every mean over seeds is not marked best; alone in a column it is
+    table = build_report(runs + [_record("LATTICE", 0, 0.9), _record("LATTICE", 0, 0.9, k_u=0.5)], metrics=("hit@10",))
+    assert not table["cells"][("LATTICE", column)]["best"] and table["cells"][("SIEOUG", column)]["best"]
+    assert table["cells"][("LATTICE", ("food_kitchen", 0.5, "target", "hit@10"))]["best"]
 
 
 def test_paired_tests_give_no_p_when_the_seed_differences_do_not_vary():

@@ -6,7 +6,8 @@ task, K_u ascending, the target domain then the source domain). Statistics:
 
 - mean and sample standard deviation (ddof = 1) over the seeds of a cell; a cell with one
   seed shows its mean only;
-- best per column: the highest mean (ties all marked), bold in Markdown, ``*`` in CSV;
+- best per column: the highest mean (ties all marked) among the cells of two seeds or more
+  when the column has any, bold in Markdown, ``*`` in CSV;
 - every comparison of ``ours`` (default SIEOUG) with another model uses the seeds both have:
   the relative gain ``100 * (ours - base) / base`` on the two models' means over those seeds,
   and the paired tests ``scipy.stats.ttest_rel`` (two-sided, needs 2 seeds) and
@@ -189,18 +190,19 @@ def _collect(runs, metrics, split):
 
 def _cells(columns, ordered, values):
     """{(model, column): {n, mean, std, values, best}}; best: the highest mean of the column
-    (ties all marked)."""
+    (ties all marked) among its cells of two seeds or more, when it has any (a single run is
+    not set against means over seeds)."""
     cells = {}
     for column in columns:
         for model in ordered:
             vals = values.get((model, column), {})
             cells[(model, column)] = {**cell_stats(list(vals.values())), "values": vals, "best": False}
-        means = [cells[(m, column)]["mean"] for m in ordered if cells[(m, column)]["mean"] is not None]
-        if means:
-            top = max(means)
-            for model in ordered:
-                mean = cells[(model, column)]["mean"]
-                cells[(model, column)]["best"] = mean is not None and mean >= top - TIE
+        column_cells = [cells[(m, column)] for m in ordered if cells[(m, column)]["mean"] is not None]
+        contenders = [c for c in column_cells if c["n"] > 1] or column_cells
+        if contenders:
+            top = max(c["mean"] for c in contenders)
+            for cell in contenders:
+                cell["best"] = cell["mean"] >= top - TIE
     return cells
 
 
