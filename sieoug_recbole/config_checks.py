@@ -112,6 +112,17 @@ def boolean():
     return Checker("True or False", convert)
 
 
+def path_text():
+    """A non-empty file path (a string)."""
+
+    def convert(value):
+        if not isinstance(value, str) or not value.strip():
+            raise _Invalid
+        return value
+
+    return Checker("a file path", convert)
+
+
 def optional(checker):
     """None (``~`` in yaml), or what ``checker`` takes."""
 

@@ -145,6 +145,13 @@ class UserGuidance:
         refresh of the population plan (every ``ot_refresh`` epochs) and of the map."""
         self.epoch = int(epoch)
 
+    def training_state(self):
+        """The plan and map this guidance reuses across epochs (a continued run needs them)."""
+        return {"plan": self._plan, "map": self._map}
+
+    def load_training_state(self, state):
+        self._plan, self._map = state["plan"], state["map"]
+
     def kind_now(self):
         """This epoch's plan: None (no guidance yet) before ``guide_start_epoch``, then
         ``overlap_only`` (the anchors alone) for ``guide_anchor_epochs``, then ``guidance``."""

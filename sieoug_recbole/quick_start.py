@@ -371,7 +371,9 @@ def run(model=None, config_file_list=None, config_dict=None, saved=True, verbose
     Returns a dict with ``model``, ``best_valid_score``, ``valid_score_bigger``,
     ``best_valid_result``, ``test_result`` (target domain, plain floats), ``saved_model_file``,
     the trainer's per-epoch ``valid_history`` and ``epoch_stats``, and with
-    ``dual_domain_eval: True`` the ``metrics_by_domain`` of both domains (else None).
+    ``dual_domain_eval: True`` the ``metrics_by_domain`` of both domains (else None). A run
+    continued from its ``training_state_file`` says where in ``resumed`` (else None), and
+    ``elapsed_before_s`` is the time its earlier segments took (0.0 for a run in one piece).
     ``saved=False`` keeps no checkpoint (``saved_model_file`` None); the best epoch is still
     the one tested, through a checkpoint in a scratch folder deleted afterwards.
     ``verbose``: log through RecBole's logger (console and log file; else errors only);
@@ -434,6 +436,8 @@ def _run(config, verbose, keep_checkpoint, progress_only=False):
             "source": source_metrics(trainer, model_obj, dataset, config),
         }
         logger.info(set_color("source-domain test result", "yellow") + f": {by_domain['source']['test']}")
+    if hasattr(trainer, "discard_training_state"):  # tested: nothing is left to continue
+        trainer.discard_training_state()
     selection = getattr(trainer, "selection", {})
     return {
         "model": config["model"],
@@ -449,6 +453,8 @@ def _run(config, verbose, keep_checkpoint, progress_only=False):
         "valid_history": trainer.valid_history,
         "epoch_stats": trainer.epoch_stats,
         "metrics_by_domain": by_domain,
+        "resumed": getattr(trainer, "resumed", None) or None,
+        "elapsed_before_s": getattr(trainer, "elapsed_before", 0.0),
     }
 
 

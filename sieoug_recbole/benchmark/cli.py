@@ -284,6 +284,7 @@ def _run_grid_command(args, remote):
             timeout=args.timeout,
             in_process=args.in_process,
             progress=not args.no_progress,
+            fresh=args.fresh,
         )
     failed = [r for r in new if r.get("status") != "ok"]
     if new:
@@ -394,6 +395,11 @@ def build_parser():
     run.add_argument("--jobs", type=int, default=1, help="runs in parallel (one process each; local backend)")
     run.add_argument("--threads", type=int, default=1, help="torch / BLAS threads per run")
     run.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
+    run.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start stopped or failed runs over (by default one continues after its last finished epoch)",
+    )
     run.add_argument(
         "--rerun-changed",
         action="store_true",

@@ -35,7 +35,7 @@ DEFAULT_SEEDS = [2022, 2023, 2024]
 FAMILY_PREFIX = "SIEOUG"  # SIEOUG and its variants; every other model is a baseline
 
 # Config keys the harness sets for every run (not part of a run's identity).
-HARNESS_KEYS = ("seed", "dual_domain_eval", "checkpoint_dir", "show_progress")
+HARNESS_KEYS = ("seed", "dual_domain_eval", "checkpoint_dir", "training_state_file", "show_progress")
 
 # Paper symbols accepted for config keys in --sweep and --sensitivity.
 KEY_ALIASES = {

@@ -7,8 +7,11 @@ appends each finished record as it comes; a worker that crashes, is killed (out 
 times out is recorded as failed, and the grid goes on.
 
 Each run has a folder ``<runs_dir>/<run id>/``: ``run.log`` (the worker's output),
-``saved/`` (the checkpoint the test result is read from) and ``tensorboard/``. After a
-successful run only ``run.log`` stays, unless ``keep_checkpoints``.
+``saved/`` (the checkpoint the test result is read from, and the training state written after
+every epoch) and ``tensorboard/``. After a successful run only ``run.log`` stays, unless
+``keep_checkpoints``. A run that was stopped (its worker killed, the machine gone) continues
+after its last finished epoch the next time the grid runs it, to the numbers it would have
+reached unstopped (:mod:`sieoug_recbole.training_state`); ``fresh`` starts it over instead.
 """
 
 import contextlib
@@ -56,6 +59,7 @@ RESOLVED_KEYS = (
     "reproducibility",
 )
 LOG_TAIL_LINES = 30
+STATE_FILE = os.path.join("saved", "training_state.pth")  # in a run's folder
 
 
 def check_spec(spec):
@@ -211,6 +215,7 @@ def run_one(spec, run_dir=None, verbose=False, threads=1):
             "seed": int(spec["seed"]),
             "dual_domain_eval": True,
             "checkpoint_dir": os.path.join(run_dir, "saved"),
+            "training_state_file": state_file(run_dir),
             "show_progress": False,
         }
     )
@@ -289,9 +294,10 @@ def _train(spec, config_dict, verbose):
         "epoch_stats": jsonable(result["epoch_stats"]),
         "guidance": result.get("guidance"),
         "link_diagnostics": jsonable(result.get("link_diagnostics")),
+        "resumed": result.get("resumed"),
         "domains": domains,
         "resolved_config": resolved,
-        "wall_time_s": round(wall, 3),
+        "wall_time_s": round(wall + result.get("elapsed_before_s", 0.0), 3),  # (with earlier segments)
         "process_time_s": None,
         "run_dir": None,
         "versions": produced_by,
@@ -411,15 +417,34 @@ class _Children:
                     proc.terminate()
 
 
+def state_file(run_dir):
+    """The training state file of the run in ``run_dir``."""
+    return os.path.join(run_dir, STATE_FILE)
+
+
+def prepare_run_dir(run_dir):
+    """Make ``run_dir`` ready for a run: True when it holds the training state of a stopped
+    run (which then continues: the folder stays), else a clean empty folder and False."""
+    if os.path.isfile(state_file(run_dir)):
+        return True
+    if os.path.isdir(run_dir):
+        shutil.rmtree(run_dir)
+    os.makedirs(run_dir)
+    return False
+
+
 def execute(spec, run_dir, verbose=False, threads=1, timeout=None, children=None):
     """Run one spec in a worker process; its record (``failed`` if the worker died)."""
-    if os.path.isdir(run_dir):
-        shutil.rmtree(run_dir)  # a retried run starts from a clean folder
-    os.makedirs(run_dir)
+    continuing = prepare_run_dir(run_dir)
     log_path = os.path.join(run_dir, "run.log")
     result_file = os.path.join(run_dir, "result.json")
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(result_file)  # (a stopped worker's)
     started = time.time()
-    with open(log_path, "w", encoding="utf-8") as log:
+    with open(log_path, "a" if continuing else "w", encoding="utf-8") as log:
+        if continuing:
+            log.write(f"\n=== {datetime.datetime.now():%Y-%m-%d %H:%M:%S}: continuing from {state_file(run_dir)}\n")
+            log.flush()
         proc = subprocess.Popen(
             worker_command(spec, run_dir, result_file, verbose, threads),
             stdout=log,
@@ -453,6 +478,8 @@ def execute(spec, run_dir, verbose=False, threads=1, timeout=None, children=None
             reason = f"worker killed by signal {-code}" + (" (out of memory?)" if -code == 9 else "")
         else:
             reason = f"worker exited with status {code} without a result"
+        if os.path.isfile(state_file(run_dir)):
+            reason += f"; its training state is kept ({state_file(run_dir)}): running it again continues from it"
         record = failed_record(spec, f"{reason}; end of {log_path}:\n{_log_tail(log_path)}", run_dir, wall)
     else:
         record["process_time_s"] = round(wall, 3)
@@ -512,8 +539,7 @@ def _stale(lock):
 
 def run_inline(spec, run_dir, verbose=False, threads=1):
     """Run one spec in this process (``--in-process``: for debugging; a crash ends the grid)."""
-    if os.path.isdir(run_dir):
-        shutil.rmtree(run_dir)
+    prepare_run_dir(run_dir)
     started = time.time()
     try:
         return run_one(spec, run_dir=run_dir, verbose=verbose, threads=threads)
@@ -648,8 +674,12 @@ def run_grid(
     echo=print,
     rerun_changed=False,
     remote=None,
+    fresh=False,
 ):
     """Run every spec not yet finished in ``results``; return the list of new records.
+
+    A run stopped before (its training state is in its folder) continues where it stopped,
+    unless ``fresh``: then its state is deleted and it starts over.
 
     ``remote``: runs go there instead of to local worker processes: an object with
     ``start(spec, run_dir) -> record``, ``stop_all()`` and ``parallel`` (runs at a time), such
@@ -683,6 +713,9 @@ def run_grid(
                 for r in load_records(results)
             ):
                 return None
+            if fresh:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(state_file(run_dir))
             return start(spec, run_dir)
 
     def finish(spec, record):

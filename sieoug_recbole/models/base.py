@@ -30,6 +30,8 @@ from sieoug_recbole.config_checks import (
     integer,
     model_config_checks,
     number,
+    optional,
+    path_text,
 )
 from sieoug_recbole.guidance import GUIDANCE_CHECKS, UserGuidance
 from sieoug_recbole.id_layout import DOMAINS, LAYOUTS, IdLayout, IdRanges
@@ -80,6 +82,7 @@ class CrossDomainModel(CrossDomainRecommender):
         "lr_scale_source": number(0, low_open=True),
         "link_diagnostics_every": integer(0),
         "keep_checkpoints": choice("latest", "all", "none"),
+        "training_state_file": optional(path_text()),
         **GUIDANCE_CHECKS,
     }
 
@@ -122,6 +125,14 @@ class CrossDomainModel(CrossDomainRecommender):
     def start_epoch(self, epoch):
         """Training epoch ``epoch`` (0-based, within its phase) starts (called by the trainer)."""
         self.guidance.start_epoch(epoch)
+
+    def training_state(self):
+        """What the model carries between epochs besides its parameters (the guidance's
+        population plan and user map), for a training state; :meth:`load_training_state`."""
+        return {"guidance": self.guidance.training_state()}
+
+    def load_training_state(self, state):
+        self.guidance.load_training_state(state["guidance"])
 
     def load_state_dict(self, state_dict, *args, **kwargs):
         self._eval_cache.clear()  # the cached vectors were made from the old weights
