@@ -2,12 +2,14 @@
 of a run that was never stopped."""
 
 import os
+import random
 
 import numpy as np
 import pytest
 import torch
 
 import sieoug_recbole
+from sieoug_recbole.config_checks import ConfigError
 from sieoug_recbole.trainer import PluginTrainer
 from sieoug_recbole.training_state import (
     config_differences,
@@ -123,6 +125,8 @@ def test_a_state_of_other_settings_is_refused_with_the_keys_that_differ(resumabl
     with pytest.raises(ValueError, match="not a training state of this library"):
         torch.save({"state_dict": {}}, path)
         run("LightGCN", resumable)
+    with pytest.raises(ConfigError, match="training_state_file"):  # not a path
+        run("LightGCN", dict(resumable, training_state_file=5))
 
 
 def test_the_state_file_is_replaced_whole(tmp_path, monkeypatch):
@@ -143,10 +147,11 @@ def test_the_state_file_is_replaced_whole(tmp_path, monkeypatch):
 
 def test_generators_come_back_to_the_saved_point():
     saved = rng_state()
-    drawn = (np.random.rand(), torch.rand(2), __import__("random").random())
-    np.random.rand(5), torch.rand(5)
+    drawn = (np.random.rand(), torch.rand(2), random.random())
+    np.random.rand(5)  # the generators move on
+    torch.rand(5)
     set_rng_state(saved)
-    again = (np.random.rand(), torch.rand(2), __import__("random").random())
+    again = (np.random.rand(), torch.rand(2), random.random())
     assert drawn[0] == again[0] and torch.equal(drawn[1], again[1]) and drawn[2] == again[2]
 
 
