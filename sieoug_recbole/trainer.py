@@ -313,9 +313,13 @@ class PluginTrainer(CrossDomainTrainer):
 
     def _load_weights(self, checkpoint_file):
         checkpoint = load_checkpoint(checkpoint_file, map_location=self.device)
-        self.model.load_state_dict(checkpoint["state_dict"])
-        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        self._set_weights(checkpoint["state_dict"], checkpoint.get("other_parameter"))
         return checkpoint
+
+    def _set_weights(self, state_dict, other_parameter):
+        """Load the model's weights and its other parameters (a checkpoint's or a training state's)."""
+        self.model.load_state_dict(state_dict)
+        self.model.load_other_parameter(other_parameter)
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         if eval_data and load_best_model:
@@ -362,8 +366,7 @@ class PluginTrainer(CrossDomainTrainer):
         if not self.state_file or not os.path.isfile(self.state_file):
             return None
         state = read_state(self.state_file, self.config, map_location=self.device)
-        self.model.load_state_dict(state["model"])
-        self.model.load_other_parameter(state["other_parameter"])
+        self._set_weights(state["model"], state["other_parameter"])
         if state["model_runtime"] is not None:
             self.model.load_training_state(state["model_runtime"])
         self.optimizer.load_state_dict(state["optimizer"])
