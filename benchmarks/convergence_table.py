@@ -11,6 +11,10 @@ when the runs differ by more than a quarter, e.g. when they ran on hosts of diff
 a record's ``host_id`` and ``cpu_probe_ms`` tell apart). Below it, for the
 first model (default SIEOUG) against each other one, the relative difference of the means
 and a paired t-test over the seeds both have, at the long cap.
+
+``--truncated FILE``: runs that were tested where their training state stopped, before their
+epoch cap (records with status ``truncated``, ``benchmark run --finish``) join the table as
+``<model>, truncated``: a lower cap than the others', so a lower bound for a model still rising.
 """
 
 import argparse
@@ -28,6 +32,19 @@ def runs_of(paths, task, k_u):
     for r in finished(load_many(paths)):
         if r["task"] == task and norm_k_u(r.get("k_u")) == norm_k_u(k_u):
             out.setdefault(r["model"], {})[r["seed"]] = r
+    return out
+
+
+TRUNCATED = ", truncated"
+
+
+def truncated_runs_of(paths, task, k_u):
+    """{"<model>, truncated": {seed: record}} of the runs tested before their epoch cap (the
+    last such line of each run)."""
+    out = {}
+    for r in load_many(paths):
+        if r.get("status") == "truncated" and r["task"] == task and norm_k_u(r.get("k_u")) == norm_k_u(k_u):
+            out.setdefault(r["model"] + TRUNCATED, {})[r["seed"]] = r
     return out
 
 
@@ -102,8 +119,10 @@ def main(argv=None):
     parser.add_argument("--task", required=True)
     parser.add_argument("--k_u", type=float, required=True)
     parser.add_argument("--ours", default="SIEOUG", help="the model compared with the others")
+    parser.add_argument("--truncated", nargs="+", default=[], help="results file(s) of runs ended before their cap")
     args = parser.parse_args(argv)
     long_runs = runs_of(args.long, args.task, args.k_u)
+    long_runs.update(truncated_runs_of(args.truncated, args.task, args.k_u))
     if not long_runs:
         parser.error(f"{' '.join(args.long)}: no finished runs of task {args.task!r} at K_u = {args.k_u}")
     lines, comparison = table(long_runs, runs_of(args.capped, args.task, args.k_u), ours=args.ours)

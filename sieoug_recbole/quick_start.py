@@ -454,6 +454,7 @@ def _run(config, verbose, keep_checkpoint, progress_only=False):
         "epoch_stats": trainer.epoch_stats,
         "metrics_by_domain": by_domain,
         "resumed": getattr(trainer, "resumed", None) or None,
+        "truncated": getattr(trainer, "truncated", None),
         "elapsed_before_s": getattr(trainer, "elapsed_before", 0.0),
     }
 

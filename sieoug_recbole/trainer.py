@@ -101,6 +101,8 @@ class PluginTrainer(CrossDomainTrainer):
         self.created = time()
         self.elapsed_before = 0.0  # seconds the earlier segments of a continued run took (to their last state)
         self.resumed = []  # [{phase, after_epoch, at}]: where each later segment of the run took over
+        self.end_at_state = bool(config["end_at_training_state"])  # test where the state stops, train no more
+        self.truncated = None  # {phase, after_epoch, epochs}: ended at its state before the epoch cap
 
     def attach_dataset(self, dataset):
         """Give the trainer the dataset: per-domain selection validates its source hold-out, and
@@ -151,6 +153,8 @@ class PluginTrainer(CrossDomainTrainer):
         for index, phase in enumerate(self.train_modes):
             if restored is not None and index < restored["phase_index"]:
                 continue  # a phase the earlier segment of this run finished
+            if restored is not None and self.end_at_state and index > restored["phase_index"]:
+                break  # end_at_training_state: no phase after the state's
             self._reinit(index)
             self.logger.info(f"Start training with {phase} mode")
             train_data.set_mode(train_mode2state[phase])
@@ -364,6 +368,11 @@ class PluginTrainer(CrossDomainTrainer):
         """The training state to continue from (model, optimizer and histories loaded), or None
         without ``training_state_file`` or while that file does not exist."""
         if not self.state_file or not os.path.isfile(self.state_file):
+            if self.end_at_state:
+                raise ValueError(
+                    f"end_at_training_state: True needs a training state to end at; "
+                    f"training_state_file {self.state_file!r} does not exist"
+                )
             return None
         state = read_state(self.state_file, self.config, map_location=self.device)
         self._set_weights(state["model"], state["other_parameter"])
@@ -383,6 +392,10 @@ class PluginTrainer(CrossDomainTrainer):
         """Put the phase's counters, selections, row order and random generators back as the
         training state has them (last, so that the next epoch draws what it would have)."""
         self.start_epoch = self.epochs if state["stopped"] else state["epoch"] + 1
+        last_phase = state["phase_index"] == len(self.train_modes) - 1
+        if self.end_at_state and (self.start_epoch < self.epochs or not last_phase):
+            self.truncated = {"phase": state["phase"], "after_epoch": state["epoch"] + 1, "epochs": self.epochs}
+            self.start_epoch = self.epochs
         self.cur_step = state["cur_step"]
         self.best_valid_score, self.best_valid_result = state["best_valid_score"], state["best_valid_result"]
         self.train_loss_dict = dict(state["train_loss_dict"])
@@ -397,8 +410,10 @@ class PluginTrainer(CrossDomainTrainer):
         set_rng_state(state["rng"])
 
     def discard_training_state(self):
-        """Remove ``training_state_file`` (the run has been tested: nothing is left to continue)."""
-        if self.state_file and os.path.isfile(self.state_file):
+        """Remove ``training_state_file`` (the run has been tested: nothing is left to continue),
+        unless the run ended at its state before its epoch cap (``end_at_training_state``):
+        then the state stays, for a later segment to continue."""
+        if self.truncated is None and self.state_file and os.path.isfile(self.state_file):
             os.remove(self.state_file)
 
     # ----- resuming from a checkpoint ----------------------------------------------------

@@ -27,6 +27,7 @@ STATE_VERSION = 1
 SEGMENT_KEYS = frozenset(
     {
         "training_state_file",
+        "end_at_training_state",
         "checkpoint_dir",
         "state",
         "show_progress",

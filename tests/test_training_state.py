@@ -18,7 +18,7 @@ from sieoug_recbole.training_state import (
     set_rng_state,
     write_state,
 )
-from tests.conftest import SYNTHETIC_YAML
+from tests.conftest import REPO, SYNTHETIC_YAML
 
 # every number a run reports that training decides
 COMPARED = ("best_valid_score", "best_valid_result", "test_result", "valid_history", "metrics_by_domain")
@@ -129,6 +129,28 @@ def test_a_state_of_other_settings_is_refused_with_the_keys_that_differ(resumabl
         run("LightGCN", dict(resumable, training_state_file=5))
 
 
+def test_a_run_ended_at_its_state_has_the_numbers_of_a_run_capped_there_and_can_go_on(resumable, monkeypatch):
+    whole = run("LightGCN", dict(resumable, training_state_file=None))
+    capped = run("LightGCN", dict(resumable, training_state_file=None, train_epochs=["BOTH:2"]))
+    stop_at(monkeypatch, "_train_epoch", epoch=2)  # the state holds epochs 1-2 of 4
+    with pytest.raises(Stop):
+        run("LightGCN", resumable)
+    ended = run("LightGCN", dict(resumable, end_at_training_state=True))
+    assert_same_numbers(ended, capped)
+    assert ended["truncated"] == {"phase": "BOTH", "after_epoch": 2, "epochs": 4} and capped["truncated"] is None
+    assert os.path.isfile(resumable["training_state_file"])  # kept: the run can go on
+    continued = run("LightGCN", resumable)
+    assert_same_numbers(continued, whole)
+    assert continued["truncated"] is None and not os.path.exists(resumable["training_state_file"])
+
+
+def test_ending_at_a_state_needs_one(resumable):
+    with pytest.raises(ValueError, match=r"end_at_training_state: True needs a training state .*run\.pth"):
+        run("LightGCN", dict(resumable, end_at_training_state=True))
+    with pytest.raises(ConfigError, match="end_at_training_state"):
+        run("LightGCN", dict(resumable, end_at_training_state=5))
+
+
 def test_the_state_file_is_replaced_whole(tmp_path, monkeypatch):
     path = str(tmp_path / "state.pth")
     write_state(path, {"version": 1, "a": torch.ones(3)})
@@ -197,3 +219,43 @@ def test_the_harness_continues_a_stopped_run_unless_fresh(synthetic_dir, tmp_pat
     runner.run_grid(specs, str(tmp_path / "f.jsonl"), runs_dir=runs_dir, **grid)
     [over] = runner.run_grid(specs, str(tmp_path / "f.jsonl"), runs_dir=runs_dir, retry_failed=True, fresh=True, **grid)
     assert over["resumed"] is None and over["metrics"] == whole["metrics"]
+
+
+def test_the_harness_finishes_stopped_runs_at_their_state_and_continues_them_later(
+    synthetic_dir, tmp_path, monkeypatch
+):
+    from sieoug_recbole.benchmark import grid as G
+    from sieoug_recbole.benchmark import runner
+
+    monkeypatch.syspath_prepend(os.path.join(REPO, "benchmarks"))
+    import convergence_table
+
+    config = {"data_path": synthetic_dir + os.sep, "embedding_size": 16, "stopping_min_epochs": 0}
+    specs = G.expand(["LightGCN"], [G.make_task("syn", 0.5, [SYNTHETIC_YAML])], [1, 2], config=config, epochs=4)
+    grid = dict(in_process=True, progress=False)
+    [capped] = runner.run_grid(
+        G.expand(["LightGCN"], [G.make_task("syn", 0.5, [SYNTHETIC_YAML])], [1], config=config, epochs=2),
+        str(tmp_path / "capped.jsonl"),
+        runs_dir=str(tmp_path / "a"),
+        echo=lambda line: None,
+        **grid,
+    )
+    results, runs_dir, said = str(tmp_path / "r.jsonl"), str(tmp_path / "b"), []
+    stop_at(monkeypatch, "_train_epoch", epoch=2)
+    runner.run_grid(specs[:1], results, runs_dir=runs_dir, echo=said.append, **grid)  # seed 1 stopped
+    [ended] = runner.run_grid(
+        specs, results, runs_dir=runs_dir, finish=True, retry_failed=True, echo=said.append, **grid
+    )
+    assert "--finish: 1 run(s) have no training state to end at (left alone)" in said  # seed 2
+    assert ended["status"] == "truncated" and ended["seed"] == 1
+    assert ended["truncated"] == {"phase": "BOTH", "after_epoch": 2, "epochs": 4}
+    assert ended["metrics"] == capped["metrics"] and ended["valid_history"] == capped["valid_history"]
+    assert "ended at its training state, cap 4" in said[-1]
+    rows = convergence_table.truncated_runs_of([results], "syn", 0.5)
+    assert list(rows) == ["LightGCN, truncated"] and rows["LightGCN, truncated"][1]["n_epochs"] == 2
+    # without --finish the run goes on from the kept state; seed 2 starts
+    new = runner.run_grid(specs, results, runs_dir=runs_dir, echo=said.append, **grid)
+    assert [(r["seed"], r["status"], r["resumed"] and r["resumed"][0]["after_epoch"]) for r in new] == [
+        (1, "ok", 2),
+        (2, "ok", None),
+    ]

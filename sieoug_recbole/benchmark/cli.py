@@ -285,10 +285,15 @@ def _run_grid_command(args, remote):
             in_process=args.in_process,
             progress=not args.no_progress,
             fresh=args.fresh,
+            finish=args.finish,
         )
-    failed = [r for r in new if r.get("status") != "ok"]
+    failed = [r for r in new if r.get("status") == "failed"]
+    ended = [r for r in new if r.get("status") == "truncated"]
     if new:
-        print(f"{len(new) - len(failed)} run(s) finished, {len(failed)} failed -> {args.results}")
+        print(
+            f"{len(new) - len(failed) - len(ended)} run(s) finished, {len(ended)} ended at their training state, "
+            f"{len(failed)} failed -> {args.results}"
+        )
     return 1 if failed else 0
 
 
@@ -399,6 +404,13 @@ def build_parser():
         "--fresh",
         action="store_true",
         help="start stopped or failed runs over (by default one continues after its last finished epoch)",
+    )
+    run.add_argument(
+        "--finish",
+        action="store_true",
+        help="test every stopped run at the epoch its training state reached, training no further "
+        "(a record with status 'truncated'; the state is kept, so the command without --finish "
+        "continues the run); runs without a state are left alone",
     )
     run.add_argument(
         "--rerun-changed",

@@ -217,6 +217,7 @@ def run_one(spec, run_dir=None, verbose=False, threads=1):
             "checkpoint_dir": os.path.join(run_dir, "saved"),
             "training_state_file": state_file(run_dir),
             "show_progress": False,
+            "end_at_training_state": bool(spec.get("end_at_training_state")),
         }
     )
     if not verbose:
@@ -282,7 +283,8 @@ def _train(spec, config_dict, verbose):
         "overrides_hash": overrides_hash(spec["overrides"]),
         "sweep": spec.get("sweep"),
         "settings_hash": spec.get("settings_hash") or settings_hash(spec),
-        "status": "ok",
+        "status": "truncated" if result.get("truncated") else "ok",
+        "truncated": result.get("truncated"),  # {phase, after_epoch, epochs}: tested before its epoch cap
         "metrics": result["metrics_by_domain"],
         "best_valid_score": result["best_valid_score"],
         "valid_metric": valid_metric,
@@ -642,7 +644,7 @@ def describe(spec):
 
 def summary_line(record, metrics=("hit@10", "ndcg@10")):
     """One line per finished run: its key numbers."""
-    if record.get("status") != "ok":
+    if record.get("status") == "failed":
         first = (record.get("error") or "").splitlines()[0] if record.get("error") else "?"
         return f"FAILED {describe(record)}: {first}"
     parts = []
@@ -654,7 +656,10 @@ def summary_line(record, metrics=("hit@10", "ndcg@10")):
         if shown:
             parts.append(f"{domain} {shown}")
     epochs = f"best epoch {record.get('best_epoch')}/{record.get('n_epochs')}"
-    return f"ok {describe(record)}: {' | '.join(parts)} | {epochs} | {record.get('wall_time_s', 0):.1f}s"
+    if record.get("status") == "truncated":
+        epochs += f" (ended at its training state, cap {record['truncated']['epochs']})"
+    wall = f"{record.get('wall_time_s', 0):.1f}s"
+    return f"{record.get('status')} {describe(record)}: {' | '.join(parts)} | {epochs} | {wall}"
 
 
 # Over 80 lines as formatted: its two closures (attempt, finish) share the progress bar, the
@@ -675,11 +680,14 @@ def run_grid(
     rerun_changed=False,
     remote=None,
     fresh=False,
+    finish=False,
 ):
     """Run every spec not yet finished in ``results``; return the list of new records.
 
     A run stopped before (its training state is in its folder) continues where it stopped,
-    unless ``fresh``: then its state is deleted and it starts over.
+    unless ``fresh``: then its state is deleted and it starts over. ``finish``: only the runs
+    with a training state run, each tested at the epoch its state reached without training
+    further (``end_at_training_state``; record status "truncated", the state kept).
 
     ``remote``: runs go there instead of to local worker processes: an object with
     ``start(spec, run_dir) -> record``, ``stop_all()`` and ``parallel`` (runs at a time), such
@@ -687,6 +695,11 @@ def run_grid(
     """
     todo, done, skipped_failed, changed = plan(specs, results, retry_failed, rerun_changed)
     runs_dir = runs_dir or (os.path.splitext(results)[0] + "_runs")
+    if finish:
+        stopped = [s for s in todo if os.path.isfile(state_file(os.path.join(runs_dir, run_id(s))))]
+        if len(stopped) < len(todo):
+            echo(f"--finish: {len(todo) - len(stopped)} run(s) have no training state to end at (left alone)")
+        todo = [{**s, "end_at_training_state": True} for s in stopped]
     if changed:
         echo(changed_warning(changed, rerun_changed))
     echo(

@@ -25,6 +25,7 @@ from sieoug_recbole.config_checks import (
     FRAMEWORK_CHECKS,
     TRAINING_PHASES,
     ConfigError,
+    boolean,
     check_config,
     choice,
     integer,
@@ -83,6 +84,7 @@ class CrossDomainModel(CrossDomainRecommender):
         "link_diagnostics_every": integer(0),
         "keep_checkpoints": choice("latest", "all", "none"),
         "training_state_file": optional(path_text()),
+        "end_at_training_state": boolean(),
         **GUIDANCE_CHECKS,
     }
 
