@@ -1162,3 +1162,22 @@ def test_plot_styles_give_every_model_its_colour_and_a_guided_model_its_base_col
     assert styles["M3+GOUM"]["color"] == styles["M3"]["color"]
     assert (styles["M3+GOUM"]["marker"], styles["M3+GOUM"]["linestyle"]) == ("s", "--")
     assert styles["Other+GOUM"]["linestyle"] == "-"  # no base model in the plot: a model of its own
+
+
+def test_profile_summary_counts_each_function_once_per_sample(monkeypatch):
+    monkeypatch.syspath_prepend(os.path.join(REPO, "benchmarks"))
+    import profile_summary as P
+
+    raw = [
+        "main (/a/run.py:3);solve (/a/ot.py:10);solve (/a/ot.py:12);emd (/b/ns.py:5) 3\n",  # recursion: once
+        "main (/a/run.py:3);backward (/c/t.py:7) 1\n",
+        "\n",
+    ]
+    total, shares = P.inclusive_shares(raw)
+    assert total == 4
+    assert dict((name, share) for share, name in shares) == {
+        "main (run.py)": 1.0,
+        "solve (ot.py)": 0.75,
+        "emd (ns.py)": 0.75,
+        "backward (t.py)": 0.25,
+    }
