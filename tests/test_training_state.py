@@ -243,9 +243,7 @@ def test_the_harness_finishes_stopped_runs_at_their_state_and_continues_them_lat
     results, runs_dir, said = str(tmp_path / "r.jsonl"), str(tmp_path / "b"), []
     stop_at(monkeypatch, "_train_epoch", epoch=2)
     runner.run_grid(specs[:1], results, runs_dir=runs_dir, echo=said.append, **grid)  # seed 1 stopped
-    [ended] = runner.run_grid(
-        specs, results, runs_dir=runs_dir, finish=True, retry_failed=True, echo=said.append, **grid
-    )
+    [ended] = runner.run_grid(specs, results, runs_dir=runs_dir, finish=True, echo=said.append, **grid)
     assert "--finish: 1 run(s) have no training state to end at (left alone)" in said  # seed 2
     assert ended["status"] == "truncated" and ended["seed"] == 1
     assert ended["truncated"] == {"phase": "BOTH", "after_epoch": 2, "epochs": 4}

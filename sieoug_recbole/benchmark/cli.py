@@ -408,7 +408,8 @@ def build_parser():
     run.add_argument(
         "--finish",
         action="store_true",
-        help="test every stopped run at the epoch its training state reached, training no further "
+        help="test every stopped run (killed or failed ones too) at the epoch its training state reached, "
+        "training no further "
         "(a record with status 'truncated'; the state is kept, so the command without --finish "
         "continues the run); runs without a state are left alone",
     )

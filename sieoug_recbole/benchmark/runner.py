@@ -686,8 +686,8 @@ def run_grid(
 
     A run stopped before (its training state is in its folder) continues where it stopped,
     unless ``fresh``: then its state is deleted and it starts over. ``finish``: only the runs
-    with a training state run, each tested at the epoch its state reached without training
-    further (``end_at_training_state``; record status "truncated", the state kept).
+    with a training state run (those recorded as failed too), each tested at the epoch its state
+    reached without training further (``end_at_training_state``; status "truncated", state kept).
 
     ``remote``: runs go there instead of to local worker processes: an object with
     ``start(spec, run_dir) -> record``, ``stop_all()`` and ``parallel`` (runs at a time), such
@@ -695,10 +695,11 @@ def run_grid(
     """
     todo, done, skipped_failed, changed = plan(specs, results, retry_failed, rerun_changed)
     runs_dir = runs_dir or (os.path.splitext(results)[0] + "_runs")
-    if finish:
-        stopped = [s for s in todo if os.path.isfile(state_file(os.path.join(runs_dir, run_id(s))))]
-        if len(stopped) < len(todo):
-            echo(f"--finish: {len(todo) - len(stopped)} run(s) have no training state to end at (left alone)")
+    if finish:  # every run with a state, a killed one (recorded as failed) included
+        candidates, skipped_failed = todo + skipped_failed, []
+        stopped = [s for s in candidates if os.path.isfile(state_file(os.path.join(runs_dir, run_id(s))))]
+        if len(stopped) < len(candidates):
+            echo(f"--finish: {len(candidates) - len(stopped)} run(s) have no training state to end at (left alone)")
         todo = [{**s, "end_at_training_state": True} for s in stopped]
     if changed:
         echo(changed_warning(changed, rerun_changed))
