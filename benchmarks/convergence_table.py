@@ -26,13 +26,19 @@ from sieoug_recbole.benchmark.report import cell_stats, gain, mean_std_text, pai
 COLUMNS = [("target", "hit@10"), ("target", "ndcg@10"), ("source", "hit@10"), ("source", "ndcg@10")]
 
 
+def by_model_and_seed(records, task, k_u, suffix=""):
+    """{model + suffix: {seed: record}} of the records of one task and K_u (a later record of
+    a seed replaces an earlier one)."""
+    out = {}
+    for r in records:
+        if r["task"] == task and norm_k_u(r.get("k_u")) == norm_k_u(k_u):
+            out.setdefault(r["model"] + suffix, {})[r["seed"]] = r
+    return out
+
+
 def runs_of(paths, task, k_u):
     """{model: {seed: record}} of the finished runs of one task and K_u in results files."""
-    out = {}
-    for r in finished(load_many(paths)):
-        if r["task"] == task and norm_k_u(r.get("k_u")) == norm_k_u(k_u):
-            out.setdefault(r["model"], {})[r["seed"]] = r
-    return out
+    return by_model_and_seed(finished(load_many(paths)), task, k_u)
 
 
 TRUNCATED = ", truncated"
@@ -41,11 +47,8 @@ TRUNCATED = ", truncated"
 def truncated_runs_of(paths, task, k_u):
     """{"<model>, truncated": {seed: record}} of the runs tested before their epoch cap (the
     last such line of each run)."""
-    out = {}
-    for r in load_many(paths):
-        if r.get("status") == "truncated" and r["task"] == task and norm_k_u(r.get("k_u")) == norm_k_u(k_u):
-            out.setdefault(r["model"] + TRUNCATED, {})[r["seed"]] = r
-    return out
+    records = [r for r in load_many(paths) if r.get("status") == "truncated"]
+    return by_model_and_seed(records, task, k_u, suffix=TRUNCATED)
 
 
 # Above this ratio of the slowest run's seconds per epoch to the fastest's, the cell shows the

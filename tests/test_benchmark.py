@@ -1181,3 +1181,17 @@ def test_profile_summary_counts_each_function_once_per_sample(monkeypatch):
         "emd (ns.py)": 0.75,
         "backward (t.py)": 0.25,
     }
+
+
+def test_a_grid_cannot_set_what_the_harness_sets_for_every_run(tmp_path, capsys):
+    task = [G.make_task("syn", 0.5, [SYNTHETIC_YAML])]
+    for key in ("training_state_file", "end_at_training_state", "dual_domain_eval"):
+        with pytest.raises(G.GridError, match=f"config: '{key}' is set by the harness"):
+            G.expand(["LightGCN"], task, [1], config={key: True})
+        with pytest.raises(G.GridError, match=f"model_config.LightGCN: '{key}' is set by the harness"):
+            G.expand(["LightGCN"], task, [1], model_config={"LightGCN": {key: True}})
+    # --fresh deletes the state --finish would end at: the two together are refused
+    results = str(tmp_path / "r.jsonl")
+    with pytest.raises(SystemExit) as stop:
+        main(["run", "--models", "LightGCN", "--results", results, "--fresh", "--finish"])
+    assert stop.value.code == 2 and "not allowed with argument" in capsys.readouterr().err

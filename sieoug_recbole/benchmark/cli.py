@@ -400,12 +400,13 @@ def build_parser():
     run.add_argument("--jobs", type=int, default=1, help="runs in parallel (one process each; local backend)")
     run.add_argument("--threads", type=int, default=1, help="torch / BLAS threads per run")
     run.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
-    run.add_argument(
+    restart = run.add_mutually_exclusive_group()  # --fresh would delete the state --finish ends at
+    restart.add_argument(
         "--fresh",
         action="store_true",
         help="start stopped or failed runs over (by default one continues after its last finished epoch)",
     )
-    run.add_argument(
+    restart.add_argument(
         "--finish",
         action="store_true",
         help="test every stopped run (killed or failed ones too) at the epoch its training state reached, "

@@ -35,7 +35,14 @@ DEFAULT_SEEDS = [2022, 2023, 2024]
 FAMILY_PREFIX = "SIEOUG"  # SIEOUG and its variants; every other model is a baseline
 
 # Config keys the harness sets for every run (not part of a run's identity).
-HARNESS_KEYS = ("seed", "dual_domain_eval", "checkpoint_dir", "training_state_file", "show_progress")
+HARNESS_KEYS = (
+    "seed",
+    "dual_domain_eval",
+    "checkpoint_dir",
+    "training_state_file",
+    "end_at_training_state",
+    "show_progress",
+)
 
 # Paper symbols accepted for config keys in --sweep and --sensitivity.
 KEY_ALIASES = {
@@ -248,7 +255,10 @@ def expand(models, tasks, seeds, config=None, model_config=None, epochs=None, sw
     for key in HARNESS_KEYS:
         for where, block in [("config", config)] + [(f"model_config.{m}", b) for m, b in model_config.items()]:
             if key in block:
-                raise GridError(f"{where}: '{key}' is set by the harness (use seeds for the seed)")
+                raise GridError(
+                    f"{where}: '{key}' is set by the harness (use seeds for the seed, "
+                    "run --finish for end_at_training_state)"
+                )
 
     def combos_of(model):
         items = [(k, v) for k, v in (sweep or {}).items() if takes is None or takes(model, k)]
