@@ -488,6 +488,9 @@ def test_a_run_made_with_other_yaml_values_is_flagged(tmp_path):
     assert [len(part) for part in runner.plan([dict(spec)], str(results))] == [0, 1, 0, 0]
     task_yaml.write_text("# a comment changes nothing\n" + original)
     assert [len(part) for part in runner.plan([dict(spec)], str(results))] == [0, 1, 0, 0]
+    # nor does a key that never changes a run's numbers (where its files go, what it runs on)
+    task_yaml.write_text(original + "\nkeep_checkpoints: all\ntraining_state_file: state.pth\n")
+    assert [len(part) for part in runner.plan([dict(spec)], str(results))] == [0, 1, 0, 0]
     task_yaml.write_text(original + "\nlearning_rate: 0.5\n")  # a value does
     todo, done, _, changed = runner.plan([dict(spec)], str(results))
     assert (len(todo), len(done), len(changed)) == (0, 1, 1)

@@ -553,17 +553,22 @@ def run_inline(spec, run_dir, verbose=False, threads=1):
 
 def settings_hash(spec):
     """A hash of the values in a run's task yaml files and its model's default yaml (comments
-    and layout do not count; a file that is not there counts as empty)."""
+    and layout do not count; a file that is not there counts as empty). Keys that never change
+    a run's numbers (where its files go, how it reports, what it runs on:
+    :data:`~sieoug_recbole.training_state.SEGMENT_KEYS`) do not count either."""
     import sieoug_recbole  # noqa: F401  (registers the models and their yaml files)
     from sieoug_recbole.registry import DEFAULTS_YAML, model_yaml
+    from sieoug_recbole.training_state import SEGMENT_KEYS
 
     documents = []
     for file in list(spec["config_files"]) + [DEFAULTS_YAML, model_yaml(spec["model"])]:
+        document = None
         if file and os.path.isfile(file):
             with open(file, encoding="utf-8") as f:
-                documents.append(load_yaml(f))
-        else:
-            documents.append(None)
+                document = load_yaml(f)
+        if isinstance(document, dict):
+            document = {key: value for key, value in document.items() if key not in SEGMENT_KEYS}
+        documents.append(document)
     return overrides_hash({"yaml": documents})
 
 
