@@ -23,7 +23,8 @@ from sieoug_recbole.jsonable import jsonable
 
 STATE_VERSION = 1
 # Config keys that may differ between the segments of one run: where its files go, how it
-# reports, what it runs on. Every other key must match the state's.
+# reports, what it runs on. Every other key must match the state's. The benchmark harness's
+# settings_hash ignores them too (they never change a run's numbers).
 SEGMENT_KEYS = frozenset(
     {
         "training_state_file",
